@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import { ModelSpecSchema } from './model.ts';
+
+export const BackendChoiceSchema = z.enum(['auto', 'tensorflow', 'wasm', 'cpu', 'cpu-fast']);
+export type BackendChoice = z.infer<typeof BackendChoiceSchema>;
+
+const Shape3 = z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]);
+
+/** Local training settings: used by `patchfed train` and, per round, by the site daemon. */
+export const TrainingSchema = z
+  .object({
+    steps: z.number().int().positive().default(200),
+    learningRate: z.number().positive().max(1).default(3e-4),
+    /** Validate (and keep the best checkpoint) every this many steps; 0 = once per epoch of the train split. */
+    validateEvery: z.number().int().min(0).default(0),
+    /** Fraction of training patches forced to contain foreground (nnU-Net oversampling). */
+    foregroundRate: z.number().min(0).max(1).default(0.5),
+    /** Skip all-background patches entirely (thesis §4.2). */
+    skipEmptyPatches: z.boolean().default(false),
+    /** Override the planner's choice; otherwise the largest patch/batch that fits the budget. */
+    patch: Shape3.optional(),
+    batch: z.number().int().positive().max(64).optional(),
+    includeBackgroundInLoss: z.boolean().optional(),
+    /** Inference: sliding-window overlap and weighting (MONAI style). overlap 0 + constant = thesis reconstruction. */
+    overlap: z.number().min(0).lt(1).default(0.5),
+    blend: z.enum(['gaussian', 'constant']).default('gaussian'),
+  })
+  .strict();
+export type TrainingSettings = z.infer<typeof TrainingSchema>;
+
+export const SiteConfigSchema = z
+  .object({
+    siteId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'site ids are 1-64 letters, digits, _ . -'),
+    dataset: z.string().min(1),
+    memoryBudgetMB: z.number().positive(),
+    backend: BackendChoiceSchema.default('auto'),
+    seed: z.number().int().default(1),
+    cacheMB: z.number().positive().default(512),
+    /** Where trained models, plans and reports go. */
+    workDir: z.string().default('./work'),
+    logFile: z.string().optional(),
+    model: ModelSpecSchema.default({ mode: 'patch', norm: 'instance', cascadeFactor: 0.5 }),
+    training: TrainingSchema.default(TrainingSchema.parse({})),
+    /** Federation only (`patchfed site`). */
+    federation: z
+      .object({
+        coordinatorUrl: z.string().url(),
+        secretKey: z.string(),
+        publicKey: z.string(),
+        /** The coordinator's public key file, pinned: any other coordinator is refused. */
+        coordinatorPublicKey: z.string(),
+        /** Accept a self-signed TLS certificate at this path (HTTPS deployments). */
+        caCertificate: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type SiteConfig = z.infer<typeof SiteConfigSchema>;
