@@ -71,13 +71,16 @@ export function quaternionToRotation(b: number, c: number, d: number): Mat3 {
   ];
 }
 
+/** x + 0 turns −0 into 0, so affines compare and serialise cleanly (JSON has no −0). */
+const noNegZero = (x: number) => x + 0;
+
 function withTranslation(m: Mat3, t: Vec3): Mat4 {
   return [
-    [m[0][0], m[0][1], m[0][2], t[0]],
-    [m[1][0], m[1][1], m[1][2], t[1]],
-    [m[2][0], m[2][1], m[2][2], t[2]],
+    [m[0][0], m[0][1], m[0][2], t[0]].map(noNegZero),
+    [m[1][0], m[1][1], m[1][2], t[1]].map(noNegZero),
+    [m[2][0], m[2][1], m[2][2], t[2]].map(noNegZero),
     [0, 0, 0, 1],
-  ];
+  ] as Mat4;
 }
 
 /** The affine the header implies: sform if sform_code > 0, else qform if qform_code > 0, else pixdim scaling. */
@@ -86,13 +89,12 @@ export function affineFromHeaderFields(f: AffineFields): { affine: Mat4; source:
   const spacing = spacingFromPixdim(f.pixdim, f.dim0);
   if (f.sformCode > 0) {
     const [x, y, z] = f.srow;
-    const affine: Mat4 = [
-      [x[0], x[1], x[2], x[3]],
-      [y[0], y[1], y[2], y[3]],
-      [z[0], z[1], z[2], z[3]],
-      [0, 0, 0, 1],
+    const m: Mat3 = [
+      [x[0], x[1], x[2]],
+      [y[0], y[1], y[2]],
+      [z[0], z[1], z[2]],
     ];
-    return { affine, source: 'sform', qfac };
+    return { affine: withTranslation(m, [x[3], y[3], z[3]]), source: 'sform', qfac };
   }
   if (f.qformCode > 0) {
     const r = quaternionToRotation(...f.quatern);
@@ -208,4 +210,39 @@ export function affineToQform(affine: Mat4): QformParams {
   }
   const [, b, c, d] = rotationToQuaternion(nearestOrthogonal(r));
   return { quatern: [b, c, d], qoffset: [affine[0][3], affine[1][3], affine[2][3]], qfac, zooms };
+}
+
+/** a as readers rebuild it from stored (b, c, d): sqrt(1 − b² − c² − d²), 0 when that is negative. */
+function rebuiltA(q: Vec3): number {
+  return Math.sqrt(Math.max(0, 1 - (q[0] * q[0] + q[1] * q[1] + q[2] * q[2])));
+}
+
+/**
+ * (b, c, d) rounded to float32 for a NIfTI-1 header such that readers rebuild a accurately.
+ * Plain rounding is fine for most rotations, but near 180° (a ≈ 0) the 1e-7 float32 error in
+ * b²+c²+d² becomes an error of ~3e-4 in a and hence in the qform matrix. Nudging the largest
+ * component by a few ulps picks the float32 triple whose rebuilt a is closest to the true a
+ * (for a = 0: b²+c²+d² just ≥ 1, which nibabel and nifti1_io both read as a = 0).
+ */
+export function float32Quaternion(quatern: Vec3): Vec3 {
+  const trueA = rebuiltA(quatern);
+  const rounded = quatern.map(Math.fround) as Vec3;
+  const big = [0, 1, 2].reduce((m, i) => (Math.abs(rounded[i]) > Math.abs(rounded[m]) ? i : m), 0);
+  const magnitude = Math.abs(rounded[big]);
+  if (magnitude === 0) return rounded; // identity rotation: (0, 0, 0) is exact
+  const ulp = 2 ** (Math.floor(Math.log2(magnitude)) - 23); // float32 spacing at this magnitude
+  let best = rounded;
+  let bestErr = Math.abs(rebuiltA(rounded) - trueA);
+  for (let k = -8; k <= 8; k++) {
+    const candidate = [...rounded] as Vec3;
+    candidate[big] = Math.fround(rounded[big] + k * ulp * Math.sign(rounded[big]));
+    const sumSq = candidate[0] ** 2 + candidate[1] ** 2 + candidate[2] ** 2;
+    if (sumSq > 1 + 1e-7) continue; // stay inside nibabel's tolerance for b²+c²+d² > 1
+    const err = Math.abs(rebuiltA(candidate) - trueA);
+    if (err < bestErr) {
+      best = candidate;
+      bestErr = err;
+    }
+  }
+  return best;
 }

@@ -76,6 +76,8 @@ export interface NiftiWriteOptions {
   endianness?: 'little' | 'big';
   /** Stored in the header's 80-byte descrip field (truncated to 79 ASCII bytes). */
   description?: string;
+  /** zlib level 0–9 for .nii.gz (default 6, gzip's own default); lower is faster for scratch files. */
+  gzipLevel?: number;
 }
 
 export interface NiftiValueStats {

@@ -90,7 +90,11 @@ export interface DatasetManifest {
   /** Label classes sorted by value. */
   labels: LabelClass[];
   declaredNumTraining?: number;
+  /** Entries in dataset.json's `training` list, including ones dropped for listing problems. */
+  listedTrainingCount: number;
   training: ListedTrainingCase[];
+  /** Entries in dataset.json's `test` list. */
+  listedTestCount: number;
   test: ListedTestImage[];
   /** Listing problems (bad paths, duplicate ids, numTraining mismatch); those entries are dropped. */
   problems: DatasetProblem[];
@@ -216,7 +220,9 @@ export async function readDatasetManifest(dir: string): Promise<DatasetManifest>
     modalities,
     labels,
     declaredNumTraining: json.numTraining,
+    listedTrainingCount: json.training.length,
     training,
+    listedTestCount: json.test.length,
     test,
     problems,
   };

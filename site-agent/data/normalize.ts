@@ -175,33 +175,16 @@ export function toChannelsFirstNormalized(
   transforms: readonly ChannelTransform[],
 ): Float32Array {
   const [X, Y, Z] = shape;
-  const XY = X * Y;
-  const voxels = XY * Z;
+  const voxels = X * Y * Z;
   const out = new Float32Array(voxels * transforms.length);
-  let o = 0;
   transforms.forEach((t, c) => {
     const std = Math.max(t.std, MIN_STD);
     const mean = t.mean;
-    const base = c * voxels;
     if (t.scheme === 'nonzero-zscore') {
-      for (let x = 0; x < X; x++)
-        for (let y = 0; y < Y; y++) {
-          let s = base + x + X * y;
-          for (let z = 0; z < Z; z++, s += XY) {
-            const v = src[s];
-            out[o++] = v === 0 ? 0 : (v - mean) / std;
-          }
-        }
+      transposeXYZ(src, c * voxels, out, c * voxels, shape, (v) => (v === 0 ? 0 : (v - mean) / std));
     } else {
       const { lower, upper } = t;
-      for (let x = 0; x < X; x++)
-        for (let y = 0; y < Y; y++) {
-          let s = base + x + X * y;
-          for (let z = 0; z < Z; z++, s += XY) {
-            const v = src[s];
-            out[o++] = ((v < lower ? lower : v > upper ? upper : v) - mean) / std;
-          }
-        }
+      transposeXYZ(src, c * voxels, out, c * voxels, shape, (v) => ((v < lower ? lower : v > upper ? upper : v) - mean) / std);
     }
   });
   return out;
@@ -209,13 +192,38 @@ export function toChannelsFirstNormalized(
 
 /** NIfTI-order (X,Y,Z) values to row-major (X,Y,Z) with z fastest; same transpose as images. */
 export function toRowMajor3d<T extends { [i: number]: number; length: number }>(src: ArrayLike<number>, shape: readonly [number, number, number], out: T): T {
+  transposeXYZ(src, 0, out, 0, shape, (v) => v);
+  return out;
+}
+
+const TILE = 32;
+
+/**
+ * out[outBase + (x*Y + y)*Z + z] = map(src[srcBase + x + X*(y + Y*z)]). Reversing the axis
+ * order makes one side strided by X*Y; working in TILE x TILE blocks of (x, z) keeps the touched
+ * source and destination lines in cache (several times faster than a plain loop on 512^2 slices).
+ */
+function transposeXYZ(
+  src: ArrayLike<number>,
+  srcBase: number,
+  out: { [i: number]: number },
+  outBase: number,
+  shape: readonly [number, number, number],
+  map: (v: number) => number,
+): void {
   const [X, Y, Z] = shape;
   const XY = X * Y;
-  let o = 0;
-  for (let x = 0; x < X; x++)
+  for (let x0 = 0; x0 < X; x0 += TILE) {
+    const x1 = Math.min(x0 + TILE, X);
     for (let y = 0; y < Y; y++) {
-      let s = x + X * y;
-      for (let z = 0; z < Z; z++, s += XY) out[o++] = src[s];
+      for (let z0 = 0; z0 < Z; z0 += TILE) {
+        const z1 = Math.min(z0 + TILE, Z);
+        for (let x = x0; x < x1; x++) {
+          const o = outBase + (x * Y + y) * Z;
+          let s = srcBase + x + X * y + XY * z0;
+          for (let z = z0; z < z1; z++, s += XY) out[o + z] = map(src[s]);
+        }
+      }
     }
-  return out;
+  }
 }

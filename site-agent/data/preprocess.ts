@@ -25,6 +25,8 @@ export interface PreprocessedImage {
 export interface PreprocessedCase extends PreprocessedImage {
   /** Label values, row-major (X, Y, Z): index (x*Y + y)*Z + z. */
   label: Uint8Array;
+  /** Voxels per declared label value (0 for classes absent from this case). */
+  labelCounts: Map<number, number>;
 }
 
 export function preprocessedBytes(c: PreprocessedImage & { label?: Uint8Array }): number {
@@ -106,7 +108,7 @@ export function preprocessImage(
 export function preprocessCase(
   id: string,
   image: Volume,
-  label: Volume,
+  labelVolume: Volume,
   opts: {
     schemes: readonly ChannelScheme[];
     ctStats: readonly (CtChannelStats | undefined)[];
@@ -114,13 +116,13 @@ export function preprocessCase(
     imageFile: string;
     labelFile: string;
   },
-): PreprocessedCase & { labelCounts: Map<number, number> } {
+): PreprocessedCase {
   const img = imageLayout(image.dims, opts.imageFile);
-  const lab = imageLayout(label.dims, opts.labelFile);
+  const lab = imageLayout(labelVolume.dims, opts.labelFile);
   if (img.shape.some((v, i) => v !== lab.shape[i])) {
     throw new PatchFedError('shape-mismatch', `${opts.labelFile}: label shape ${lab.shape.join('x')} does not match image shape ${img.shape.join('x')} (${opts.imageFile})`, { subject: opts.labelFile });
   }
-  const { label, counts } = convertLabel(label, opts.labels, opts.labelFile);
+  const { label, counts } = convertLabel(labelVolume, opts.labels, opts.labelFile);
   const pre = preprocessImage(id, image, opts.schemes, opts.ctStats, opts.imageFile);
   return { ...pre, label, labelCounts: counts };
 }

@@ -1,0 +1,65 @@
+import { z } from 'zod';
+import { ModelSpecSchema } from './model.ts';
+
+export const StrategyNameSchema = z.enum(['fedavg', 'fedprox', 'fedbn']);
+export type StrategyName = z.infer<typeof StrategyNameSchema>;
+
+/** What the consortium trains: declared once, in the coordinator's config. */
+export const ExperimentSchema = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
+    task: z.string().min(1),
+    /** Label schema, e.g. {"0":"background","1":"edema",...}; every site's dataset must match. */
+    labels: z.record(z.string().regex(/^\d+$/), z.string().min(1)),
+    /** Modality schema, e.g. {"0":"FLAIR",...}. */
+    modalities: z.record(z.string().regex(/^\d+$/), z.string().min(1)),
+    model: ModelSpecSchema,
+    rounds: z.number().int().positive(),
+    minSites: z.number().int().positive().default(1),
+    fractionFit: z.number().gt(0).lte(1).default(1),
+    /** Local optimisation steps per round. */
+    localSteps: z.number().int().positive().default(20),
+    learningRate: z.number().positive().default(3e-4),
+    roundDeadlineSeconds: z.number().positive().default(600),
+    /** Retries of a round that missed its minimum before the experiment stops. */
+    maxRoundAttempts: z.number().int().positive().default(3),
+    strategy: z
+      .object({
+        name: StrategyNameSchema.default('fedavg'),
+        /** FedProx proximal weight μ. */
+        mu: z.number().min(0).default(0.01),
+      })
+      .strict()
+      .default({ name: 'fedavg', mu: 0.01 }),
+    /** Reject updates whose L2 distance from the global model exceeds this (0 = off). */
+    updateNormBound: z.number().min(0).default(0),
+    checkpointRetention: z.number().int().positive().default(10),
+    seed: z.number().int().default(1),
+  })
+  .strict();
+export type Experiment = z.infer<typeof ExperimentSchema>;
+
+export const CoordinatorConfigSchema = z
+  .object({
+    host: z.string().default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(8740),
+    stateDir: z.string().default('./state'),
+    secretKey: z.string(),
+    publicKey: z.string(),
+    tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+    /** Token for the dashboard and admin routes (>= 16 characters). */
+    dashboardToken: z.string().min(16),
+    /** Enrolled sites: only these public keys may join. */
+    sites: z.array(z.object({ id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/), publicKey: z.string() }).strict()).min(1),
+    limits: z
+      .object({
+        maxConnections: z.number().int().positive().default(256),
+        maxMessagesPerSecond: z.number().positive().default(200),
+        chunkBytes: z.number().int().min(64 * 1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
+      })
+      .strict()
+      .default({ maxConnections: 256, maxMessagesPerSecond: 200, chunkBytes: 2 * 1024 * 1024 }),
+    experiment: ExperimentSchema,
+  })
+  .strict();
+export type CoordinatorConfig = z.infer<typeof CoordinatorConfigSchema>;

@@ -1,0 +1,393 @@
+/**
+ * Every message exchanged between a site agent and the coordinator over socket.io, as zod
+ * schemas. The event name is the message type; the single argument is the payload.
+ *
+ * Conversation (→ coordinator, ← site; "ack" = socket.io acknowledgement, carrying a Reply):
+ *   hello              ack challenge | auth-fail | error
+ *   auth               ack auth-ok | auth-fail | error
+ *   ← round-task       (pushed; site answers with status / error events)
+ *   checkpoint-request ack checkpoint-chunk | error
+ *   update-begin       ack transfer-status | error   (idempotent: the resume point if it exists)
+ *   update-resume      ack transfer-status | error   ("which index next?" after a reconnect)
+ *   update-chunk       ack chunk-ack | error
+ *   update-commit      ack commit-ok | error
+ *   status, error      (events, no ack)
+ *
+ * Wire vs typed form: keys, nonces and signatures travel as base64 strings, bulk data as binary
+ * attachments (Buffer / ArrayBuffer / Uint8Array). `parseMessage` turns the wire form into typed
+ * data with Uint8Array fields; `encodeMessage` does the reverse and validates outgoing messages.
+ */
+import { z } from 'zod';
+import { PatchFedError } from '../errors.ts';
+import { SEAL_NONCE_BYTES, SEAL_OVERHEAD_BYTES, SIGNATURE_BYTES } from '../crypto/seal.ts';
+import {
+  MAX_ARRAY_LENGTH,
+  MAX_CHUNK_BYTES,
+  MAX_CIPHERTEXT_BYTES,
+  MAX_CONTROL_MESSAGE_BYTES,
+  MAX_DICE_LABELS,
+  MAX_ERROR_TEXT,
+  MAX_MESSAGE_DEPTH,
+  MAX_PAYLOAD_BYTES,
+  MIN_CHUNK_BYTES,
+  PROTOCOL_VERSION,
+} from './limits.ts';
+
+// ---- field schemas ----
+
+/** Any Uint8Array (Buffer included), typed without pinning the backing buffer type. */
+function bytesSchema() {
+  return z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
+}
+
+/** Fixed-length bytes, base64 on the wire. */
+function base64Bytes(length: number) {
+  const maxChars = 4 * Math.ceil(length / 3);
+  return z.codec(
+    z.base64().max(maxChars),
+    bytesSchema().refine((b) => b.length === length, `must be ${length} bytes`),
+    {
+      decode: (text) => new Uint8Array(Buffer.from(text, 'base64')),
+      encode: (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64'),
+    },
+  );
+}
+
+/** Binary attachment: Buffer/Uint8Array (Node) or ArrayBuffer (browsers), bounded, as Uint8Array. */
+function binary(minBytes: number, maxBytes: number) {
+  const input = z.union([bytesSchema(), z.instanceof(ArrayBuffer)]).superRefine((b, ctx) => {
+    if (b.byteLength < minBytes || b.byteLength > maxBytes) {
+      ctx.addIssue({ code: 'custom', message: `binary data must be ${minBytes}..${maxBytes} bytes, got ${b.byteLength}` });
+    }
+  });
+  return z.codec(input, bytesSchema(), {
+    decode: (b) => (b instanceof Uint8Array ? b : new Uint8Array(b)),
+    encode: (b) => b,
+  });
+}
+
+export const siteIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, . _ - (starting with a letter or digit)');
+export const experimentIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, . _ - (starting with a letter or digit)');
+/** Chosen by the sender; also names a temp file on the receiver, hence the tight alphabet. */
+export const transferIdSchema = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, 'must be 16-64 letters, digits, _ or -');
+export const sessionIdSchema = z.string().regex(/^[0-9a-f]{32}$/, 'must be 32 lower-case hex digits');
+export const sha256HexSchema = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex digits');
+const errorCodeSchema = z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must be a lower-case code like "bad-message"');
+const errorTextSchema = z.string().max(MAX_ERROR_TEXT);
+const round = z.int().min(0).max(1_000_000);
+const version = z.int().min(0).max(1_000_000_000);
+const count = (max: number) => z.int().min(0).max(max);
+const maxChunkCount = Math.ceil(MAX_PAYLOAD_BYTES / MIN_CHUNK_BYTES);
+const labelNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$/, 'must be 1-64 letters, digits, space, . _ -');
+
+export const metricsSchema = z.strictObject({
+  loss: z.number().min(0),
+  /** Mean Dice per label name on the site's validation split (aggregate only, never per case). */
+  dice: z
+    .record(labelNameSchema, z.number().min(0).max(1))
+    .refine((d) => Object.keys(d).length <= MAX_DICE_LABELS, `at most ${MAX_DICE_LABELS} labels`),
+  timeMs: z.number().min(0).max(1e10),
+  peakMemoryBytes: count(Number.MAX_SAFE_INTEGER),
+  backend: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a backend name like "cpu" or "wasm"'),
+  patch: z.array(z.int().min(1).max(4096)).length(3),
+  batch: z.int().min(1).max(4096),
+});
+export type Metrics = z.output<typeof metricsSchema>;
+
+export const strategySchema = z.discriminatedUnion('name', [
+  z.strictObject({ name: z.literal('fedavg') }),
+  z.strictObject({ name: z.literal('fedprox'), mu: z.number().min(0).max(1000) }),
+  z.strictObject({ name: z.literal('fedbn') }),
+]);
+export type StrategyConfig = z.output<typeof strategySchema>;
+
+function chunkCountMatches(m: { totalBytes: number; chunkBytes: number; chunkCount: number }): boolean {
+  return m.chunkCount === Math.ceil(m.totalBytes / m.chunkBytes);
+}
+
+// ---- messages a site sends ----
+
+const siteSchemas = {
+  hello: z.strictObject({
+    protocolVersion: z.literal(PROTOCOL_VERSION),
+    siteId: siteIdSchema,
+    agentVersion: z.string().regex(/^[A-Za-z0-9.+_-]{1,32}$/, 'must be a version string'),
+  }),
+  auth: z.strictObject({
+    sessionId: sessionIdSchema,
+    siteId: siteIdSchema,
+    siteNonce: base64Bytes(32),
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  'checkpoint-request': z.strictObject({
+    experimentId: experimentIdSchema,
+    version,
+    index: count(maxChunkCount - 1),
+  }),
+  'update-begin': z
+    .strictObject({
+      transferId: transferIdSchema,
+      round,
+      totalBytes: z.int().min(1).max(MAX_PAYLOAD_BYTES),
+      chunkBytes: z.int().min(MIN_CHUNK_BYTES).max(MAX_CHUNK_BYTES),
+      chunkCount: z.int().min(1).max(maxChunkCount),
+      /** sha256 of the whole plaintext payload, checked at commit. */
+      sha256: sha256HexSchema,
+    })
+    .refine(chunkCountMatches, { message: 'chunkCount must equal ceil(totalBytes / chunkBytes)', path: ['chunkCount'] }),
+  'update-resume': z.strictObject({ transferId: transferIdSchema }),
+  'update-chunk': z.strictObject({
+    transferId: transferIdSchema,
+    index: count(maxChunkCount - 1),
+    nonce: base64Bytes(SEAL_NONCE_BYTES),
+    ciphertext: binary(SEAL_OVERHEAD_BYTES + 1, MAX_CIPHERTEXT_BYTES),
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  'update-commit': z.strictObject({
+    transferId: transferIdSchema,
+    samples: z.int().min(1).max(1_000_000_000),
+    metrics: metricsSchema,
+    /** Site signature over payload hash, samples and metrics (see crypto/seal.ts signCommit). */
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  status: z
+    .strictObject({
+      round,
+      stepsDone: count(10_000_000),
+      stepsTotal: count(10_000_000),
+      phase: z.enum(['idle', 'downloading', 'training', 'evaluating', 'uploading']).optional(),
+    })
+    .refine((s) => s.stepsDone <= s.stepsTotal, { message: 'stepsDone must not exceed stepsTotal', path: ['stepsDone'] }),
+  error: z.strictObject({ code: errorCodeSchema, message: errorTextSchema }),
+} as const;
+
+// ---- messages the coordinator sends ----
+
+const coordinatorSchemas = {
+  challenge: z.strictObject({
+    protocolVersion: z.literal(PROTOCOL_VERSION),
+    sessionId: sessionIdSchema,
+    nonce: base64Bytes(32),
+    coordinatorSignPublicKey: base64Bytes(32),
+  }),
+  'auth-ok': z.strictObject({ sessionId: sessionIdSchema, signature: base64Bytes(SIGNATURE_BYTES) }),
+  'auth-fail': z.strictObject({ code: errorCodeSchema, reason: errorTextSchema }),
+  'round-task': z.strictObject({
+    round,
+    experimentId: experimentIdSchema,
+    checkpoint: z.strictObject({
+      version,
+      sha256: sha256HexSchema,
+      size: z.int().min(1).max(MAX_PAYLOAD_BYTES),
+      /** Coordinator signature over experimentId, version, size, sha256 (crypto/seal.ts signCheckpoint). */
+      signature: base64Bytes(SIGNATURE_BYTES),
+    }),
+    steps: z.int().min(1).max(10_000_000),
+    strategy: strategySchema,
+    /** Unix time in ms by which the update must be committed. */
+    deadline: z.int().min(0).max(8.64e15),
+  }),
+  'checkpoint-chunk': z.strictObject({
+    experimentId: experimentIdSchema,
+    version,
+    index: count(maxChunkCount - 1),
+    chunkCount: z.int().min(1).max(maxChunkCount),
+    data: binary(1, MAX_CHUNK_BYTES),
+  }),
+  'transfer-status': z
+    .strictObject({ transferId: transferIdSchema, nextIndex: count(maxChunkCount), chunkCount: z.int().min(1).max(maxChunkCount) })
+    .refine((s) => s.nextIndex <= s.chunkCount, { message: 'nextIndex must not exceed chunkCount', path: ['nextIndex'] }),
+  'chunk-ack': z.strictObject({ transferId: transferIdSchema, index: count(maxChunkCount - 1) }),
+  'commit-ok': z.strictObject({ transferId: transferIdSchema, sha256: sha256HexSchema }),
+  error: siteSchemas.error,
+} as const;
+
+export const MESSAGE_SCHEMAS = { ...siteSchemas, ...coordinatorSchemas } as const;
+
+export type MessageType = keyof typeof MESSAGE_SCHEMAS;
+/** Typed form (Uint8Array fields), as returned by parseMessage. */
+export type Message<T extends MessageType> = z.output<(typeof MESSAGE_SCHEMAS)[T]>;
+/** Wire form (base64 strings, binary attachments), as passed to socket.emit. */
+export type WireMessage<T extends MessageType> = z.input<(typeof MESSAGE_SCHEMAS)[T]>;
+
+/**
+ * The only message types a site ever sends (events and acknowledgement replies alike).
+ * None of them can carry images, labels or per-case data: the privacy test asserts this list.
+ */
+export const SITE_MESSAGE_TYPES = Object.freeze(Object.keys(siteSchemas)) as readonly (keyof typeof siteSchemas)[];
+export const COORDINATOR_MESSAGE_TYPES = Object.freeze(Object.keys(coordinatorSchemas)) as readonly (keyof typeof coordinatorSchemas)[];
+export type SiteMessageType = (typeof SITE_MESSAGE_TYPES)[number];
+export type CoordinatorMessageType = (typeof COORDINATOR_MESSAGE_TYPES)[number];
+
+/** What the coordinator may acknowledge each site request with. */
+export const REPLY_TYPES = {
+  hello: ['challenge', 'auth-fail', 'error'],
+  auth: ['auth-ok', 'auth-fail', 'error'],
+  'checkpoint-request': ['checkpoint-chunk', 'error'],
+  'update-begin': ['transfer-status', 'error'],
+  'update-resume': ['transfer-status', 'error'],
+  'update-chunk': ['chunk-ack', 'error'],
+  'update-commit': ['commit-ok', 'error'],
+} as const satisfies Partial<Record<SiteMessageType, readonly CoordinatorMessageType[]>>;
+export type RequestType = keyof typeof REPLY_TYPES;
+export type ReplyType<R extends RequestType> = (typeof REPLY_TYPES)[R][number];
+
+export function isSiteMessageType(type: unknown): type is SiteMessageType {
+  return typeof type === 'string' && (SITE_MESSAGE_TYPES as readonly string[]).includes(type);
+}
+
+export function isMessageType(type: unknown): type is MessageType {
+  return typeof type === 'string' && Object.prototype.hasOwnProperty.call(MESSAGE_SCHEMAS, type);
+}
+
+// ---- hostile-input screening ----
+
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * Walks a received payload before zod sees it: only plain data (plain objects with data
+ * properties, arrays, strings, numbers, booleans, null, binary leaves), no prototype-polluting
+ * keys, bounded depth, array length and total size. Returns a fresh copy built from what was
+ * checked (so a proxy or getter cannot show zod something else), or the reason for refusing.
+ */
+function screenPayload(payload: unknown): { copy: unknown } | { reason: string } {
+  let controlBytes = 0;
+  let binaryBytes = 0;
+  class Refused {
+    constructor(readonly reason: string) {}
+  }
+  const visit = (v: unknown, depth: number, where: string): unknown => {
+    if (depth > MAX_MESSAGE_DEPTH) throw new Refused(`${where}: nested deeper than ${MAX_MESSAGE_DEPTH} levels`);
+    switch (typeof v) {
+      case 'string':
+        controlBytes += v.length * 3; // worst-case UTF-8 bytes
+        if (controlBytes > MAX_CONTROL_MESSAGE_BYTES) throw new Refused(`${where}: message text exceeds ${MAX_CONTROL_MESSAGE_BYTES} bytes`);
+        return v;
+      case 'number':
+      case 'boolean':
+      case 'undefined':
+        controlBytes += 8;
+        return v;
+      case 'object':
+        break;
+      default:
+        throw new Refused(`${where}: values of type ${typeof v} are not allowed`);
+    }
+    if (v === null) return v;
+    if (v instanceof Uint8Array || v instanceof ArrayBuffer) {
+      binaryBytes += v.byteLength;
+      if (binaryBytes > MAX_CIPHERTEXT_BYTES) throw new Refused(`${where}: binary data exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
+      return v;
+    }
+    if (Array.isArray(v)) {
+      if (Object.getPrototypeOf(v) !== Array.prototype) throw new Refused(`${where}: not a plain array`);
+      const length = v.length;
+      if (length > MAX_ARRAY_LENGTH) throw new Refused(`${where}: array longer than ${MAX_ARRAY_LENGTH}`);
+      const out: unknown[] = [];
+      for (let i = 0; i < length; i++) out.push(visit(v[i], depth + 1, `${where}[${i}]`));
+      return out;
+    }
+    const proto = Object.getPrototypeOf(v);
+    if (proto !== Object.prototype && proto !== null) throw new Refused(`${where}: not a plain object`);
+    const keys = Reflect.ownKeys(v);
+    if (keys.length > MAX_ARRAY_LENGTH) throw new Refused(`${where}: more than ${MAX_ARRAY_LENGTH} keys`);
+    const out: Record<string, unknown> = {};
+    for (const key of keys) {
+      if (typeof key !== 'string') throw new Refused(`${where}: symbol keys are not allowed`);
+      if (FORBIDDEN_KEYS.has(key)) throw new Refused(`${where}: key '${key}' is not allowed`);
+      controlBytes += key.length * 3;
+      if (controlBytes > MAX_CONTROL_MESSAGE_BYTES) throw new Refused(`${where}: message exceeds ${MAX_CONTROL_MESSAGE_BYTES} bytes`);
+      const desc = Object.getOwnPropertyDescriptor(v, key);
+      if (!desc || !('value' in desc)) throw new Refused(`${where}.${key.slice(0, 64)}: accessor properties are not allowed`);
+      out[key] = visit(desc.value, depth + 1, `${where}.${key.slice(0, 64)}`);
+    }
+    return out;
+  };
+  try {
+    return { copy: visit(payload, 0, 'payload') };
+  } catch (e) {
+    if (e instanceof Refused) return { reason: e.reason };
+    throw e;
+  }
+}
+
+function describeIssue(error: z.ZodError): string {
+  const issue = error.issues[0]!;
+  const path = issue.path.map(String).join('.').slice(0, 200);
+  return `${path || '(payload)'}: ${issue.message.slice(0, 300)}`;
+}
+
+export type ParseResult<T> = { ok: true; data: T } | { ok: false; error: PatchFedError };
+
+/** Like parseMessage, but returns the error instead of throwing it. Never throws. */
+export function safeParseMessage<T extends MessageType>(type: T, payload: unknown): ParseResult<Message<T>> {
+  try {
+    if (!isMessageType(type)) {
+      return { ok: false, error: new PatchFedError('unknown-message-type', `Unknown message type '${String(type).slice(0, 64)}'.`, { subject: String(type).slice(0, 64) }) };
+    }
+    const screened = screenPayload(payload);
+    if ('reason' in screened) return { ok: false, error: new PatchFedError('bad-message', `Message '${type}' rejected: ${screened.reason}.`, { subject: type }) };
+    const parsed = MESSAGE_SCHEMAS[type].safeParse(screened.copy);
+    if (!parsed.success) return { ok: false, error: new PatchFedError('bad-message', `Message '${type}' rejected: ${describeIssue(parsed.error)}.`, { subject: type }) };
+    return { ok: true, data: parsed.data as Message<T> };
+  } catch (e) {
+    // Hostile objects (proxies, exotic getters) can throw from anywhere; never let that escape.
+    return { ok: false, error: new PatchFedError('bad-message', `Message '${String(type).slice(0, 64)}' rejected: payload could not be inspected.`, { subject: String(type).slice(0, 64), cause: e }) };
+  }
+}
+
+/** Validates a received payload; returns typed data or throws PatchFedError (never anything else). */
+export function parseMessage<T extends MessageType>(type: T, payload: unknown): Message<T> {
+  const r = safeParseMessage(type, payload);
+  if (!r.ok) throw r.error;
+  return r.data;
+}
+
+/** Typed data → wire payload, validating it (so a bug cannot put a malformed message on the wire). */
+export function encodeMessage<T extends MessageType>(type: T, data: Message<T>): WireMessage<T> {
+  const r = MESSAGE_SCHEMAS[type].safeEncode(data as never);
+  if (!r.success) throw new PatchFedError('bad-outgoing-message', `Refusing to send message '${type}': ${describeIssue(r.error)}.`, { subject: type });
+  return r.data as WireMessage<T>;
+}
+
+// ---- acknowledgement replies: {type, payload} envelopes ----
+
+export interface WireReply {
+  type: string;
+  payload: unknown;
+}
+
+export type Reply<R extends RequestType> = { [K in ReplyType<R>]: { type: K; payload: Message<K> } }[ReplyType<R>];
+
+export function makeReply<T extends CoordinatorMessageType>(type: T, data: Message<T>): WireReply {
+  return { type, payload: encodeMessage(type, data) };
+}
+
+export function errorReply(error: { code: string; message: string }): WireReply {
+  const code = /^[a-z0-9][a-z0-9-]{0,63}$/.test(error.code) ? error.code : 'error';
+  return { type: 'error', payload: { code, message: error.message.slice(0, MAX_ERROR_TEXT) } };
+}
+
+/** Parses the acknowledgement of `request`; only the reply types allowed for it are accepted. */
+export function parseReply<R extends RequestType>(request: R, raw: unknown): Reply<R> {
+  try {
+    const allowed = REPLY_TYPES[request] as readonly string[];
+    if (raw === null || typeof raw !== 'object' || Object.getPrototypeOf(raw) !== Object.prototype) {
+      throw new PatchFedError('bad-reply', `Reply to '${request}' is not an object.`, { subject: request });
+    }
+    const keys = Reflect.ownKeys(raw);
+    const typeDesc = Object.getOwnPropertyDescriptor(raw, 'type');
+    const payloadDesc = Object.getOwnPropertyDescriptor(raw, 'payload');
+    if (keys.length !== 2 || !typeDesc || !payloadDesc || !('value' in typeDesc) || !('value' in payloadDesc)) {
+      throw new PatchFedError('bad-reply', `Reply to '${request}' must be exactly {type, payload}.`, { subject: request });
+    }
+    const type = typeDesc.value as unknown;
+    if (typeof type !== 'string' || !allowed.includes(type)) {
+      throw new PatchFedError('bad-reply', `Reply to '${request}' has type '${String(type).slice(0, 64)}'; expected one of ${allowed.join(', ')}.`, { subject: request });
+    }
+    return { type, payload: parseMessage(type as MessageType, payloadDesc.value) } as Reply<R>;
+  } catch (e) {
+    if (e instanceof PatchFedError) throw e;
+    throw new PatchFedError('bad-reply', `Reply to '${request}' could not be inspected.`, { subject: request, cause: e });
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * BraTS-like brain phantom: a head (scalp, skull, CSF, textured grey/white matter, ventricles)
+ * with 1–2 gliomas made of nested shells — necrotic/non-enhancing core (2) inside an enhancing
+ * rim (3) inside oedema (1) — in four MR contrasts. The class contrast profiles are chosen so
+ * that every modality confuses at least one pair of classes and every pair is separated by at
+ * least one modality, as in real multi-parametric MRI.
+ */
+import { Rng } from './prng.ts';
+import { samplingGrid, type SamplingGrid } from './grid.ts';
+import { blobVoxels, randomBlob, type Vec3 } from './blob.ts';
+import { fractalNoise, smoothNoise } from './smooth-noise.ts';
+import { dilateLabel, labelSet } from './morphology.ts';
+import { flipAxes, siteGeometry } from './orientation.ts';
+import { countLabels, type CaseKey, type PhantomCase } from './types.ts';
+
+export const BRAIN_MODALITIES = { '0': 'FLAIR', '1': 'T1w', '2': 't1gd', '3': 'T2w' } as const;
+export const BRAIN_LABELS = { '0': 'background', '1': 'edema', '2': 'non-enhancing tumor', '3': 'enhancing tumour' } as const;
+export const BRAIN_CHANNELS = 4;
+
+/** Tissue classes used to paint intensities (labels 1–3 map to EDEMA, CORE, ENHANCING). */
+const enum Tissue {
+  Outside = 0,
+  Scalp,
+  Skull,
+  Csf,
+  Brain,
+  Edema,
+  Core,
+  Enhancing,
+}
+
+/**
+ * Mean intensity per tissue and modality [FLAIR, T1w, t1gd, T2w], white matter ≈ 1.1 on T1.
+ * Designed confusions (same mean on one modality): FLAIR edema = enhancing and core ≈ brain;
+ * T1w edema ≈ enhancing; t1gd edema ≈ healthy grey/white mix; T2w edema = core.
+ * Separations: edema vs brain on FLAIR/T2w; core vs the rest on T1w; enhancing on t1gd.
+ */
+export const BRAIN_PROFILES: Readonly<Record<'grey' | 'white' | 'csf' | 'skull' | 'scalp' | 'edema' | 'core' | 'enhancing', readonly number[]>> = {
+  grey: [1.1, 0.85, 0.85, 1.15],
+  white: [0.9, 1.1, 1.1, 0.85],
+  csf: [0.25, 0.35, 0.35, 2.0],
+  skull: [0.12, 0.15, 0.15, 0.1],
+  scalp: [0.6, 1.5, 1.5, 0.9],
+  edema: [1.7, 0.78, 0.95, 1.7],
+  core: [1.0, 0.48, 0.5, 1.7],
+  enhancing: [1.7, 0.8, 1.9, 1.3],
+};
+
+/** Tissue layers of the head by normalised radius of the head blob. */
+const SCALP_FROM = 0.92;
+const SKULL_FROM = 0.84;
+const CSF_FROM = 0.8;
+/** Grey matter dominates the outer cortex band of the brain. */
+const CORTEX_FROM = 0.7;
+
+function profileTable(): Float32Array {
+  const t = new Float32Array(8 * BRAIN_CHANNELS);
+  const put = (tissue: Tissue, p: readonly number[]): void => t.set(p, tissue * BRAIN_CHANNELS);
+  put(Tissue.Scalp, BRAIN_PROFILES.scalp);
+  put(Tissue.Skull, BRAIN_PROFILES.skull);
+  put(Tissue.Csf, BRAIN_PROFILES.csf);
+  put(Tissue.Edema, BRAIN_PROFILES.edema);
+  put(Tissue.Core, BRAIN_PROFILES.core);
+  put(Tissue.Enhancing, BRAIN_PROFILES.enhancing);
+  return t;
+}
+
+interface Tumour {
+  centre: Vec3;
+  /** Oedema radii in mm. */
+  radii: Vec3;
+}
+
+/**
+ * Place one tumour: size relative to the brain's semi-axes (so it stays proportionate on any
+ * grid), centre far enough inside that the whole oedema stays in the brain.
+ */
+function placeTumour(rng: Rng, brainCentre: Vec3, brainAxes: Vec3, tumourScale: number): Tumour {
+  const EDEMA_ROUGHNESS = 0.3;
+  const jitter: Vec3 = [rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)];
+  let frac = tumourScale * rng.uniform(0.3, 0.5);
+  const maxJitter = Math.max(...jitter);
+  // Keep the oedema's reach (in brain-normalised units) below 0.8 of the brain.
+  frac = Math.min(frac, 0.8 / (maxJitter * (1 + EDEMA_ROUGHNESS)));
+  const reach = frac * maxJitter * (1 + EDEMA_ROUGHNESS);
+  const room = Math.max(0, 0.9 - reach);
+  const dir = rng.unitVector();
+  const t = room * Math.cbrt(rng.next());
+  return {
+    centre: [0, 1, 2].map((a) => brainCentre[a]! + dir[a]! * t * brainAxes[a]!) as Vec3,
+    radii: [0, 1, 2].map((a) => frac * jitter[a]! * brainAxes[a]!) as Vec3,
+  };
+}
+
+function paintTumour(rng: Rng, grid: SamplingGrid, labels: Uint8Array, tissue: Uint8Array, tumour: Tumour): void {
+  const edema = randomBlob(rng, tumour.centre, tumour.radii, { roughness: 0.3, waves: 4, maxTilt: Math.PI });
+  const rimFrac = rng.uniform(0.6, 0.8);
+  const offset = (r: Vec3, f: number): Vec3 => [0, 1, 2].map((a) => rng.uniform(-f, f) * r[a]!) as Vec3;
+  const t0 = offset(tumour.radii, 0.12);
+  const rimCentre: Vec3 = [tumour.centre[0] + t0[0], tumour.centre[1] + t0[1], tumour.centre[2] + t0[2]];
+  const rimRadii = tumour.radii.map((r) => r * rimFrac) as Vec3;
+  const rim = randomBlob(rng, rimCentre, rimRadii, { roughness: 0.25, waves: 3, maxTilt: Math.PI });
+  const coreFrac = rng.uniform(0.55, 0.75);
+  const c0 = offset(rimRadii, 0.1);
+  const core = randomBlob(rng, [rimCentre[0] + c0[0], rimCentre[1] + c0[1], rimCentre[2] + c0[2]], rimRadii.map((r) => r * coreFrac) as Vec3, {
+    roughness: 0.2,
+    waves: 3,
+    maxTilt: Math.PI,
+  });
+  // Oedema only invades brain parenchyma and ventricles; each inner shell only where the outer one is.
+  const e = blobVoxels(grid, edema).index;
+  for (let n = 0; n < e.length; n++) {
+    const i = e[n]!;
+    if (labels[i] === 0 && (tissue[i] === Tissue.Brain || tissue[i] === Tissue.Csf)) labels[i] = 1;
+  }
+  const r = blobVoxels(grid, rim).index;
+  for (let n = 0; n < r.length; n++) {
+    const i = r[n]!;
+    if (labels[i] === 1) labels[i] = 3;
+  }
+  const c = blobVoxels(grid, core).index;
+  for (let n = 0; n < c.length; n++) {
+    const i = c[n]!;
+    if (labels[i] === 3) labels[i] = 2;
+  }
+}
+
+export function generateBrainCase(key: CaseKey, shape: [number, number, number]): PhantomCase {
+  const { style, seed, caseIndex } = key;
+  const rng = Rng.derive('phantom', 'brain', seed, style.k, caseIndex, 'anatomy');
+  const noiseRng = Rng.derive('phantom', 'brain', seed, style.k, caseIndex, 'noise');
+  const grid = samplingGrid(shape, style.mri.spacing);
+  const [X, Y, Z] = shape;
+  const N = grid.voxels;
+  const H = grid.half;
+  const hMean = (H[0] + H[1] + H[2]) / 3;
+
+  // Head: slightly irregular ellipsoid, a little off-centre and tilted.
+  const headScale = rng.uniform(0.9, 1);
+  const headCentre: Vec3 = [rng.uniform(-0.03, 0.03) * H[0], rng.uniform(-0.03, 0.03) * H[1], rng.uniform(-0.03, 0.03) * H[2]];
+  const headRadii: Vec3 = [0.72 * H[0] * headScale, 0.78 * H[1] * headScale, 0.7 * H[2] * headScale];
+  const head = randomBlob(rng, headCentre, headRadii, { roughness: 0.03, waves: 3, maxTilt: 0.08 });
+  const headVox = blobVoxels(grid, head);
+  const tissue = new Uint8Array(N);
+  const cortex = new Float32Array(N); // 0 deep, 1 at the brain surface
+  for (let n = 0; n < headVox.index.length; n++) {
+    const i = headVox.index[n]!;
+    const rho = headVox.rho[n]!;
+    tissue[i] = rho >= SCALP_FROM ? Tissue.Scalp : rho >= SKULL_FROM ? Tissue.Skull : rho >= CSF_FROM ? Tissue.Csf : Tissue.Brain;
+    if (rho >= CORTEX_FROM && rho < CSF_FROM) cortex[i] = (rho - CORTEX_FROM) / (CSF_FROM - CORTEX_FROM);
+  }
+
+  // Lateral ventricles: two CSF blobs either side of the midline.
+  const brainAxes = headRadii.map((r) => r * CSF_FROM) as Vec3;
+  for (const side of [-1, 1]) {
+    const c: Vec3 = [
+      headCentre[0] + side * rng.uniform(0.1, 0.16) * brainAxes[0],
+      headCentre[1] + rng.uniform(-0.1, 0.1) * brainAxes[1],
+      headCentre[2] + rng.uniform(0, 0.15) * brainAxes[2],
+    ];
+    const v = randomBlob(rng, c, [0.08 * brainAxes[0], 0.3 * brainAxes[1], 0.15 * brainAxes[2]], { roughness: 0.25, maxTilt: 0.2 });
+    const idx = blobVoxels(grid, v).index;
+    for (let n = 0; n < idx.length; n++) if (tissue[idx[n]!] === Tissue.Brain) tissue[idx[n]!] = Tissue.Csf;
+  }
+
+  // Tumours, then close the shells: a core never touches healthy tissue, a rim is always wrapped in oedema.
+  const labels = new Uint8Array(N);
+  const tumours = 1 + (rng.bernoulli(style.caseMix.secondTumourProbability) ? 1 : 0);
+  for (let t = 0; t < tumours; t++) {
+    paintTumour(rng, grid, labels, tissue, placeTumour(rng, headCentre, brainAxes, style.caseMix.tumourScale));
+  }
+  dilateLabel(labels, shape, labelSet(2), labelSet(0, 1), 3);
+  dilateLabel(labels, shape, labelSet(3), labelSet(0), 1);
+
+  // Textures and the scanner's bias field.
+  const wm = fractalNoise(rng, grid, 0.3 * hMean, 2);
+  const grain = smoothNoise(rng, grid, 0.1 * hMean);
+  const tumourTexture = smoothNoise(rng, grid, 0.12 * hMean);
+  const bias = smoothNoise(rng, grid, 1.2 * hMean);
+
+  const table = profileTable();
+  const grey = BRAIN_PROFILES.grey;
+  const white = BRAIN_PROFILES.white;
+  const { scale, offset, noise, biasStrength } = style.mri;
+  const sigma = scale.map((s) => s * noise * white[1]!);
+  const C = BRAIN_CHANNELS;
+  const image = new Float32Array(N * C);
+  const normals = noiseRng.fillNormals(new Float32Array(headVox.index.length * C * 2));
+  let k = 0;
+  for (let n = 0; n < headVox.index.length; n++) {
+    const i = headVox.index[n]!;
+    const lab = labels[i]!;
+    const cls = lab > 0 ? Tissue.Edema + lab - 1 : tissue[i]!;
+    const b = Math.exp(biasStrength * bias[i]!);
+    let w = 0;
+    let tex = 1 + 0.04 * grain[i]!;
+    if (cls === Tissue.Brain) {
+      w = Math.min(1, Math.max(0, 0.5 + 1.8 * wm[i]!)) * (1 - cortex[i]!);
+    } else if (cls >= Tissue.Edema) {
+      tex = 1 + 0.08 * tumourTexture[i]!;
+    }
+    for (let c = 0; c < C; c++) {
+      const mean = cls === Tissue.Brain ? grey[c]! + w * (white[c]! - grey[c]!) : table[cls * C + c]!;
+      const s = sigma[c]!;
+      const clean = scale[c]! * mean * tex * b + offset;
+      // Rician magnitude noise, as in real MR magnitude images; never exactly 0 inside the head.
+      const re = clean + s * normals[k++]!;
+      const im = s * normals[k++]!;
+      image[i + c * N] = Math.max(Math.sqrt(re * re + im * im), 1e-3 * scale[c]!);
+    }
+  }
+
+  const flips = style.flips;
+  return {
+    image: flipAxes(image, [X, Y, Z, C], flips),
+    imageDims: [X, Y, Z, C],
+    imageDatatype: 'float32',
+    label: flipAxes(labels, [X, Y, Z], flips),
+    labelDims: [X, Y, Z],
+    geometry: siteGeometry(shape, style.mri.spacing, style),
+    facts: { lesions: tumours, labelVoxels: countLabels(labels, 4) },
+  };
+}

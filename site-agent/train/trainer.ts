@@ -1,0 +1,163 @@
+/**
+ * The training loop of one U-Net stage: Adam (thesis §2.4.2), counted in steps (§2.4.3), soft Dice
+ * loss with the thesis's background convention (§2.4.1), optional FedProx proximal term, periodic
+ * validation on whole volumes, and the best checkpoint kept (by mean foreground Dice).
+ * Every step runs inside tf.tidy / explicit disposal: the tensor count is the same after each step.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { PatchFedError } from '../../shared/errors.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
+import { softDiceLoss } from './loss.ts';
+import { profileStep, type StepMemory } from './memory.ts';
+import type { SegmentationNet } from './net.ts';
+import type { ProgressInfo } from './progress.ts';
+import type { StageData } from './stage-data.ts';
+
+export type LossKind = 'dice' | 'dice-ce';
+
+export interface ValidationResult {
+  /** Per foreground class (index 1..K-1), NaN where undefined (MONAI convention). */
+  perClass: number[];
+  /** nanMean of perClass. */
+  meanDice: number;
+}
+
+export interface TrainStageOptions {
+  net: SegmentationNet;
+  data: StageData;
+  steps: number;
+  learningRate: number;
+  includeBackground: boolean;
+  loss?: LossKind;
+  /** FedProx: adds (mu/2)·||w − w_global||² over trainable weights. */
+  proximal?: { mu: number; global: NamedWeights };
+  validate?: () => Promise<ValidationResult>;
+  /** Validate every N steps (and at the end); 0 = only at the end. */
+  validateEvery?: number;
+  /** Profile the first N steps' peak memory (tf.profile); default 2. */
+  profileSteps?: number;
+  /** Throws E_BUDGET when a profiled step's engine peak exceeds this. */
+  budgetBytes?: number;
+  label?: string;
+  onProgress?: (p: ProgressInfo) => void;
+  signal?: AbortSignal;
+}
+
+export interface StageResult {
+  stepsDone: number;
+  losses: number[];
+  validations: { step: number; result: ValidationResult }[];
+  best: { step: number; score: number; weights: NamedWeights } | null;
+  /** Largest profiled step memory. */
+  peakMemory: StepMemory | null;
+  /** Training samples seen (patches or volumes). */
+  samples: number;
+  timeMs: number;
+  aborted: boolean;
+}
+
+export function copyWeights(w: NamedWeights): NamedWeights {
+  return { manifest: w.manifest.map((s) => ({ ...s, shape: [...s.shape] })), values: w.values.map((v) => v.slice()) };
+}
+
+function crossEntropy(probs: tf.Tensor, target: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(target, tf.log(tf.add(probs, 1e-7))), -1))) as tf.Scalar);
+}
+
+/** Constant tensors of the global model for the proximal term, keyed like the trainable variables. */
+function proximalAnchors(net: SegmentationNet, global: NamedWeights): tf.Tensor[] {
+  const byName = new Map(global.manifest.map((s, i) => [s.name, i]));
+  const all = net.getWeights();
+  const trainableNames = all.manifest.filter((s) => s.trainable).map((s) => s.name);
+  if (trainableNames.length !== net.trainableVariables.length) {
+    throw new Error('proximal term: the net exposes a different number of trainable variables than its manifest says');
+  }
+  return trainableNames.map((name, k) => {
+    const i = byName.get(name);
+    if (i === undefined) throw new PatchFedError('E_PROX', `FedProx: global model has no tensor '${name}'`);
+    return tf.tensor(global.values[i]!, net.trainableVariables[k]!.shape, 'float32');
+  });
+}
+
+export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
+  const optimizer = tf.train.adam(o.learningRate);
+  const anchors = o.proximal && o.proximal.mu > 0 ? proximalAnchors(o.net, o.proximal.global) : null;
+  const lossKind = o.loss ?? 'dice';
+  const result: StageResult = { stepsDone: 0, losses: [], validations: [], best: null, peakMemory: null, samples: 0, timeMs: 0, aborted: false };
+  const t0 = performance.now();
+  let voxels = 0;
+
+  const runValidation = async (step: number) => {
+    if (!o.validate) return;
+    const r = await o.validate();
+    result.validations.push({ step, result: r });
+    const score = Number.isNaN(r.meanDice) ? -1 : r.meanDice;
+    if (!result.best || score > result.best.score) result.best = { step, score, weights: copyWeights(o.net.getWeights()) };
+  };
+
+  try {
+    for (let step = 1; step <= o.steps; step++) {
+      if (o.signal?.aborted) {
+        result.aborted = true;
+        break;
+      }
+      const batch = await o.data.nextBatch();
+      const run = () => {
+        const x = tf.tensor5d(batch.image, batch.imageShape, 'float32');
+        const y = tf.tensor5d(batch.oneHot, batch.oneHotShape, 'float32');
+        try {
+          const lossTensor = optimizer.minimize(
+            () => {
+              const p = o.net.forward(x, true);
+              let loss = softDiceLoss(p, y, { includeBackground: o.includeBackground });
+              if (lossKind === 'dice-ce') loss = tf.add(loss, crossEntropy(p, y));
+              if (anchors) {
+                const terms = o.net.trainableVariables.map((v, k) => tf.sum(tf.square(tf.sub(v, anchors[k]!))));
+                loss = tf.add(loss, tf.mul(o.proximal!.mu / 2, tf.addN(terms)));
+              }
+              return loss as tf.Scalar;
+            },
+            true,
+            o.net.trainableVariables,
+          )!;
+          const v = lossTensor.dataSync()[0]!;
+          lossTensor.dispose();
+          return v;
+        } finally {
+          x.dispose();
+          y.dispose();
+        }
+      };
+      let loss: number;
+      if (step <= (o.profileSteps ?? 2)) {
+        const { result: l, memory } = await profileStep(run);
+        loss = l;
+        if (!result.peakMemory || memory.engineBytes > result.peakMemory.engineBytes) result.peakMemory = memory;
+        if (o.budgetBytes !== undefined && memory.engineBytes > o.budgetBytes) {
+          throw new PatchFedError(
+            'E_BUDGET',
+            `measured training peak ${(memory.engineBytes / 2 ** 20).toFixed(1)} MB exceeds the memory budget of ${(o.budgetBytes / 2 ** 20).toFixed(1)} MB (patch ${batch.imageShape.slice(1, 4).join('x')}, batch ${batch.imageShape[0]})`,
+          );
+        }
+      } else {
+        loss = run();
+      }
+      if (!Number.isFinite(loss)) {
+        throw new PatchFedError('E_DIVERGED', `training diverged at step ${step}: loss is ${loss}`);
+      }
+      result.losses.push(loss);
+      result.stepsDone = step;
+      result.samples += batch.imageShape[0];
+      voxels += batch.imageShape[0] * batch.imageShape[1] * batch.imageShape[2] * batch.imageShape[3];
+      const elapsedMs = performance.now() - t0;
+      o.onProgress?.({ label: o.label ?? 'train', step, steps: o.steps, loss, voxelsPerSecond: (voxels / elapsedMs) * 1000, elapsedMs });
+      if (o.validateEvery && step % o.validateEvery === 0 && step < o.steps) await runValidation(step);
+    }
+    if (result.stepsDone > 0 && !result.aborted) await runValidation(result.stepsDone);
+  } finally {
+    optimizer.dispose();
+    anchors?.forEach((a) => a.dispose());
+  }
+  result.timeMs = performance.now() - t0;
+  return result;
+}
