@@ -5,6 +5,7 @@ import { PatchFedError } from '../shared/errors.ts';
 import type { Shape3 } from '../site-agent/pipeline/case.ts';
 import { extractPatch, gridPatches, reconstruct } from '../site-agent/pipeline/patches.ts';
 import {
+  gridInference,
   importanceMap,
   slidingWindowInference,
   slidingWindowOrigins,
@@ -121,7 +122,31 @@ describe('slidingWindowInference', () => {
     const expected = reconstruct(grid, shape, patch, K);
     const r = await slidingWindowInference(c, (b) => model(b.data, C), { patch, numClasses: K, overlap: 0, weighting: 'constant' });
     expect(r.method.windows).toBe(grid.length);
+    expect(r.method.placement).toBe('sliding-window');
     expect(r.probabilities).toEqual(expected);
+  });
+
+  it('gridInference streams the thesis patch-wise prediction: extract → model → reconstruct', async () => {
+    const shape: Shape3 = [5, 7, 9]; // not multiples of the patch: last patches padded
+    const patch: Shape3 = [4, 4, 4];
+    const K = 3;
+    const C = 2;
+    const c = randomCase(shape, C, K, 12);
+    const model = contentPredictor(K);
+    const grid = gridPatches(shape, patch).map((origin) => ({ origin, data: model(extractPatch(c, origin, patch).image, C) }));
+    const expected = reconstruct(grid, shape, patch, K);
+    const batched = (b: PatchBatch) => {
+      const v = 4 * 4 * 4 * C;
+      const outs = b.origins.map((_, i) => model(b.data.subarray(i * v, (i + 1) * v), C));
+      const all = new Float32Array(outs.length * outs[0].length);
+      outs.forEach((o, i) => all.set(o, i * o.length));
+      return all;
+    };
+    const r = await gridInference(c, batched, { patch, numClasses: K, batchSize: 4 });
+    expect(r.probabilities).toEqual(expected);
+    expect(r.method.placement).toBe('grid');
+    expect(r.method.windows).toBe(12);
+    expect(r.method.predictorCalls).toBe(3);
   });
 
   it('gives every voxel a positive weight sum, even for tiny volumes and strong overlap', async () => {

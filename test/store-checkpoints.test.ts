@@ -194,6 +194,41 @@ describe('checkpoint store', () => {
     expect(readdirSync(join(stateDir, 'checkpoints'))).toEqual([]);
   });
 
+  it('publishes only after every file and the temp dir are fsynced, then fsyncs the parent', () => {
+    const ops: string[] = [];
+    const paths = new Map<number, string>();
+    const short = (p: string) => p.slice(stateDir.length + 1).replace(/\.tmp-v000001-[^/]+/, 'TMP');
+    const recording: Partial<FileIO> = {
+      openSync(p, flags, mode) {
+        const fd = nodeFileIO.openSync(p, flags, mode);
+        paths.set(fd, short(p));
+        return fd;
+      },
+      writeSync(fd, buf, off, len) {
+        ops.push(`write ${paths.get(fd)}`);
+        return nodeFileIO.writeSync(fd, buf, off, len);
+      },
+      fsyncSync(fd) {
+        ops.push(`fsync ${paths.get(fd)}`);
+        nodeFileIO.fsyncSync(fd);
+      },
+      renameSync(a, b) {
+        ops.push(`rename ${short(a)} -> ${short(b)}`);
+        nodeFileIO.renameSync(a, b);
+      },
+    };
+    openStore({ io: recording }).write({ experimentId: 'exp', round: 0, artifact: artifact(1) });
+    expect(ops).toEqual([
+      'write checkpoints/TMP/weights.pfw',
+      'fsync checkpoints/TMP/weights.pfw',
+      'write checkpoints/TMP/meta.json',
+      'fsync checkpoints/TMP/meta.json',
+      'fsync checkpoints/TMP',
+      'rename checkpoints/TMP -> checkpoints/v000001',
+      'fsync checkpoints',
+    ]);
+  });
+
   it('refuses bad input before touching the disk', () => {
     const store = openStore();
     expect(errorOf(() => store.write({ experimentId: '', round: 0, artifact: artifact(1) })).subject).toBe('experimentId');

@@ -17,7 +17,7 @@ import {
   type PhantomDatasetResult,
   type PhantomTask,
 } from '../../site-agent/phantom/index.ts';
-import { parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
+import { CliError, parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
 
 interface PhantomCliOptions {
   task: PhantomTask;
@@ -40,7 +40,7 @@ function parsePhantomShape(value: string): [number, number, number] {
   }
   const voxels = shape[0] * shape[1] * shape[2];
   if (voxels > PHANTOM_MAX_VOXELS) {
-    throw new InvalidArgumentError(`--shape ${shape.join('×')} has ${voxels} voxels; the phantom generator stops at ${PHANTOM_MAX_VOXELS} (256³).`);
+    throw new InvalidArgumentError(`--shape ${shape.join('×')} has ${voxels} voxels; the phantom generator stops at ${PHANTOM_MAX_VOXELS} voxels (e.g. 160³ or 256×256×64).`);
   }
   return shape;
 }
@@ -60,6 +60,9 @@ export function register(program: Command): void {
     .option('--overwrite', 'replace an earlier phantom dataset in --out')
     .option('--json', 'print the result (case ids, site style, marker bytes) as JSON')
     .action(async (opts: PhantomCliOptions) => {
+      if (opts.task === 'liver' && opts.marker !== undefined && !(Number.isInteger(opts.marker) && opts.marker >= -32768 && opts.marker <= 32767)) {
+        throw new CliError(`--marker must be an integer in -32768..32767 for --task liver (int16 CT), got ${opts.marker}.`);
+      }
       const showProgress = !opts.json && process.stderr.isTTY === true;
       const result = await generatePhantomDataset({
         task: opts.task,

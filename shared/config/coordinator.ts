@@ -21,6 +21,11 @@ export const ExperimentSchema = z
     localSteps: z.number().int().positive().default(20),
     learningRate: z.number().positive().default(3e-4),
     roundDeadlineSeconds: z.number().positive().default(600),
+    /**
+     * Before the first round after a (re)start, wait up to this long for every enrolled site to
+     * connect (the round starts as soon as all are online); later rounds start once minSites are.
+     */
+    startupGraceSeconds: z.number().min(0).default(30),
     /** Retries of a round that missed its minimum before the experiment stops. */
     maxRoundAttempts: z.number().int().positive().default(3),
     strategy: z
@@ -55,10 +60,13 @@ export const CoordinatorConfigSchema = z
       .object({
         maxConnections: z.number().int().positive().default(256),
         maxMessagesPerSecond: z.number().positive().default(200),
-        chunkBytes: z.number().int().min(64 * 1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
+        /** Checkpoint download chunk size; the protocol allows 1-4 MiB (shared/protocol/limits.ts). */
+        chunkBytes: z.number().int().min(1024 * 1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
+        /** A connection that has not authenticated within this time is dropped. */
+        handshakeTimeoutSeconds: z.number().positive().max(600).default(15),
       })
       .strict()
-      .default({ maxConnections: 256, maxMessagesPerSecond: 200, chunkBytes: 2 * 1024 * 1024 }),
+      .default({ maxConnections: 256, maxMessagesPerSecond: 200, chunkBytes: 2 * 1024 * 1024, handshakeTimeoutSeconds: 15 }),
     experiment: ExperimentSchema,
   })
   .strict();

@@ -53,6 +53,8 @@ export class CheckpointDownload {
   private nextIndex = 0;
   private chunkCount = -1;
   private received = 0;
+  private result: NamedWeights | null = null;
+  private digest: Uint8Array | null = null;
 
   constructor(private readonly opts: CheckpointDownloadOptions) {
     this.signed = { experimentId: opts.experimentId, ...opts.checkpoint };
@@ -67,6 +69,7 @@ export class CheckpointDownload {
 
   /** Downloads the remaining chunks; call again with a new transport after 'transfer-interrupted'. */
   async run(transport: RequestTransport): Promise<NamedWeights> {
+    if (this.result) return this.result;
     const { experimentId } = this.opts;
     const { version, size } = this.opts.checkpoint;
     while (this.chunkCount < 0 || this.nextIndex < this.chunkCount) {
@@ -96,7 +99,9 @@ export class CheckpointDownload {
       this.nextIndex++;
       this.opts.onProgress?.(this.received, size);
     }
-    verifyCheckpointDigest(new Uint8Array(this.hash.digest()), this.received, this.signed, this.opts.pinnedCoordinatorSignPublicKey);
-    return this.decoder.finish();
+    this.digest ??= new Uint8Array(this.hash.digest());
+    verifyCheckpointDigest(this.digest, this.received, this.signed, this.opts.pinnedCoordinatorSignPublicKey);
+    this.result = this.decoder.finish();
+    return this.result;
   }
 }

@@ -12,6 +12,10 @@
  *   update-chunk       ack chunk-ack | error
  *   update-commit      ack commit-ok | error
  *   status, error      (events, no ack)
+ *   site-info          (event, no ack: backend and planned patch/batch for the dashboard; no data)
+ *   ← experiment       (pushed after auth: the signed experiment description)
+ *   ← round-cancel     (pushed: stop working on a round that closed without this site)
+ *   ← experiment-complete (pushed after the last round: the final signed checkpoint)
  *
  * Wire vs typed form: keys, nonces and signatures travel as base64 strings, bulk data as binary
  * attachments (Buffer / ArrayBuffer / Uint8Array). `parseMessage` turns the wire form into typed
@@ -20,6 +24,7 @@
 import { z } from 'zod';
 import { PatchFedError } from '../errors.ts';
 import { SEAL_NONCE_BYTES, SEAL_OVERHEAD_BYTES, SIGNATURE_BYTES } from '../crypto/seal.ts';
+import { canonicalJson, transcript } from '../crypto/encoding.ts';
 import {
   MAX_ARRAY_LENGTH,
   MAX_CHUNK_BYTES,
@@ -101,6 +106,66 @@ export const strategySchema = z.discriminatedUnion('name', [
 ]);
 export type StrategyConfig = z.output<typeof strategySchema>;
 
+/** Weight roles (shared/weights.ts WeightRole) a strategy may keep local to each site. */
+export const weightRoleSchema = z.enum(['conv-kernel', 'conv-bias', 'norm-gamma', 'norm-beta', 'norm-running-mean', 'norm-running-var']);
+
+const backendNameSchema = z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a backend name like "cpu" or "wasm"');
+const patchSchema = z.array(z.int().min(1).max(4096)).length(3);
+
+/** What a site tells the dashboard about itself: hardware and plan, never data. */
+export const siteInfoSchema = z.strictObject({
+  backend: backendNameSchema.optional(),
+  gpu: z.boolean().optional(),
+  memoryBudgetMB: z.number().positive().max(16 * 1024 * 1024).optional(),
+  patch: patchSchema.optional(),
+  batch: z.int().min(1).max(4096).optional(),
+});
+export type SiteInfoMessage = z.output<typeof siteInfoSchema>;
+
+const labelIndexSchema = z.string().regex(/^\d{1,3}$/, 'must be a label index like "1"');
+const printableSchema = (max: number) => z.string().min(1).max(max).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII');
+
+/**
+ * The experiment as sites need it to build the same model and train it: the coordinator
+ * config's experiment without its scheduling knobs. Signed by the coordinator (see
+ * experimentSigningBytes), so a site trusts it exactly as far as it trusts the pinned key.
+ */
+export const experimentDescriptionSchema = z.strictObject({
+  id: experimentIdSchema,
+  task: printableSchema(200),
+  labels: z.record(labelIndexSchema, printableSchema(64)).refine((r) => Object.keys(r).length <= MAX_DICE_LABELS, `at most ${MAX_DICE_LABELS} labels`),
+  modalities: z.record(labelIndexSchema, printableSchema(64)).refine((r) => Object.keys(r).length <= 64, 'at most 64 modalities'),
+  model: z.strictObject({
+    mode: z.enum(['full', 'patch', 'cascade']),
+    preset: z.enum(['tiny', 'cpu-small', 'cpu-medium', 'thesis']).optional(),
+    base: z.int().min(1).max(256).optional(),
+    depth: z.int().min(1).max(7).optional(),
+    norm: z.enum(['batch', 'instance']),
+    cascadeFactor: z.number().gt(0).lte(1),
+  }),
+  rounds: z.int().min(1).max(1_000_000),
+  localSteps: z.int().min(1).max(10_000_000),
+  learningRate: z.number().positive().max(1000),
+  strategy: strategySchema,
+  seed: z.int(),
+});
+export type ExperimentDescription = z.output<typeof experimentDescriptionSchema>;
+
+export const EXPERIMENT_LABEL = 'patchfed-experiment-v1';
+
+/** The bytes the coordinator signs for an 'experiment' message (canonical JSON, domain-separated). */
+export function experimentSigningBytes(description: ExperimentDescription): Uint8Array {
+  return transcript(EXPERIMENT_LABEL, canonicalJson(description));
+}
+
+const signedCheckpointSchema = z.strictObject({
+  version,
+  sha256: sha256HexSchema,
+  size: z.int().min(1).max(MAX_PAYLOAD_BYTES),
+  /** Coordinator signature over experimentId, version, size, sha256 (crypto/seal.ts signCheckpoint). */
+  signature: base64Bytes(SIGNATURE_BYTES),
+});
+
 function chunkCountMatches(m: { totalBytes: number; chunkBytes: number; chunkCount: number }): boolean {
   return m.chunkCount === Math.ceil(m.totalBytes / m.chunkBytes);
 }
@@ -159,6 +224,7 @@ const siteSchemas = {
     })
     .refine((s) => s.stepsDone <= s.stepsTotal, { message: 'stepsDone must not exceed stepsTotal', path: ['stepsDone'] }),
   error: z.strictObject({ code: errorCodeSchema, message: errorTextSchema }),
+  'site-info': siteInfoSchema,
 } as const;
 
 // ---- messages the coordinator sends ----
@@ -175,18 +241,19 @@ const coordinatorSchemas = {
   'round-task': z.strictObject({
     round,
     experimentId: experimentIdSchema,
-    checkpoint: z.strictObject({
-      version,
-      sha256: sha256HexSchema,
-      size: z.int().min(1).max(MAX_PAYLOAD_BYTES),
-      /** Coordinator signature over experimentId, version, size, sha256 (crypto/seal.ts signCheckpoint). */
-      signature: base64Bytes(SIGNATURE_BYTES),
-    }),
+    checkpoint: signedCheckpointSchema,
     steps: z.int().min(1).max(10_000_000),
     strategy: strategySchema,
     /** Unix time in ms by which the update must be committed. */
     deadline: z.int().min(0).max(8.64e15),
+    /** Attempt of the round (a round that missed its minimum is retried with the same global model). */
+    attempt: z.int().min(1).max(1_000_000).optional(),
+    /** Roles the site keeps local and must not overwrite from the global model (FedBN: norm-*). */
+    localRoles: z.array(weightRoleSchema).max(6).optional(),
   }),
+  experiment: z.strictObject({ description: experimentDescriptionSchema, signature: base64Bytes(SIGNATURE_BYTES) }),
+  'round-cancel': z.strictObject({ round, code: errorCodeSchema, reason: errorTextSchema }),
+  'experiment-complete': z.strictObject({ experimentId: experimentIdSchema, round, checkpoint: signedCheckpointSchema }),
   'checkpoint-chunk': z.strictObject({
     experimentId: experimentIdSchema,
     version,

@@ -13,7 +13,7 @@
  * move again. The commit is signed over the whole-payload sha256, sample count and metrics.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import nacl from 'tweetnacl';
@@ -334,6 +334,10 @@ export interface ReceiverStats {
   chunksRejected: number;
 }
 
+/**
+ * Coordinator side of uploads, shared by all connections. Idle partial uploads are dropped
+ * lazily on begin/resume; call sweep() periodically as well to release their files sooner.
+ */
 export class UpdateReceiver {
   readonly stats: ReceiverStats = { chunksStored: 0, duplicateChunks: 0, chunksRejected: 0 };
   private readonly directory: string;
@@ -348,6 +352,8 @@ export class UpdateReceiver {
   constructor(private readonly options: UpdateReceiverOptions) {
     this.directory = path.resolve(options.directory);
     mkdirSync(this.directory, { recursive: true, mode: 0o700 });
+    // Partial-upload state lives only in memory: .part files left by an earlier process can never be resumed.
+    for (const name of readdirSync(this.directory)) if (/^[0-9a-f]{32}\.part$/.test(name)) rmSync(path.join(this.directory, name), { force: true });
     this.retainMs = options.retainMs ?? DEFAULT_RETAIN_MS;
     this.maxPayloadBytes = Math.min(options.maxPayloadBytes ?? MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES);
     this.now = options.now ?? Date.now;

@@ -56,35 +56,42 @@ export const STOCK_CPU: BackendCandidate = {
   },
 };
 
-export const FAST_CPU: BackendCandidate = {
-  id: 'cpu-fast',
-  async load() {
-    type KernelsModule = { registerFastCpuBackend?: () => Promise<{ backendName: string; notice?: string } | null> };
-    let mod: KernelsModule;
-    try {
-      // Built separately (native kernels); a variable specifier keeps tsc from requiring it.
-      const specifier = '../kernels/index.ts';
-      mod = (await import(specifier)) as KernelsModule;
-    } catch (e) {
-      return { ok: false, reason: `fast cpu kernels (site-agent/kernels) could not be loaded: ${errorMessage(e)}` };
-    }
-    if (typeof mod.registerFastCpuBackend !== 'function') {
-      return { ok: false, reason: 'site-agent/kernels does not export registerFastCpuBackend()' };
-    }
-    let registered: { backendName: string; notice?: string } | null;
-    try {
-      registered = await mod.registerFastCpuBackend();
-    } catch (e) {
-      return { ok: false, reason: `fast cpu kernels failed to register: ${errorMessage(e)}` };
-    }
-    if (registered === null) return { ok: false, reason: 'fast cpu kernels are unavailable (their native code is not built for this machine)' };
-    const notes = registered.notice ? [registered.notice] : [];
-    return {
-      ok: true,
-      backend: { backendName: registered.backendName, packageName: 'site-agent/kernels (patched @tensorflow/tfjs-backend-cpu)', version: version_cpu, gpu: false, notes },
-    };
-  },
-};
+/** What site-agent/kernels/index.ts exports (built separately; may be absent). */
+export type KernelsModule = { registerFastCpuBackend?: () => Promise<{ backendName: string; notice?: string } | null> };
+
+/** The patched cpu backend; `importKernels` is replaceable so tests can simulate each failure. */
+export function fastCpuCandidate(importKernels: () => Promise<KernelsModule>): BackendCandidate {
+  return {
+    id: 'cpu-fast',
+    async load() {
+      let mod: KernelsModule;
+      try {
+        mod = await importKernels();
+      } catch (e) {
+        return { ok: false, reason: `fast cpu kernels (site-agent/kernels) could not be loaded: ${errorMessage(e)}` };
+      }
+      if (typeof mod.registerFastCpuBackend !== 'function') {
+        return { ok: false, reason: 'site-agent/kernels does not export registerFastCpuBackend()' };
+      }
+      let registered: { backendName: string; notice?: string } | null;
+      try {
+        registered = await mod.registerFastCpuBackend();
+      } catch (e) {
+        return { ok: false, reason: `fast cpu kernels failed to register: ${errorMessage(e)}` };
+      }
+      if (registered === null) return { ok: false, reason: 'fast cpu kernels are unavailable (their native code is not built for this machine)' };
+      const notes = registered.notice ? [registered.notice] : [];
+      return {
+        ok: true,
+        backend: { backendName: registered.backendName, packageName: 'site-agent/kernels (patched @tensorflow/tfjs-backend-cpu)', version: version_cpu, gpu: false, notes },
+      };
+    },
+  };
+}
+
+// A variable specifier keeps tsc from requiring the module to exist.
+const KERNELS_MODULE = '../kernels/index.ts';
+export const FAST_CPU: BackendCandidate = fastCpuCandidate(() => import(KERNELS_MODULE) as Promise<KernelsModule>);
 
 export const TFJS_NODE_GPU: BackendCandidate = { id: 'tfjs-node-gpu', load: () => loadTfjsNode('@tensorflow/tfjs-node-gpu') };
 export const TFJS_NODE: BackendCandidate = { id: 'tfjs-node', load: () => loadTfjsNode('@tensorflow/tfjs-node') };
@@ -94,15 +101,7 @@ async function loadTfjsNode(packageName: '@tensorflow/tfjs-node' | '@tensorflow/
   if (packageDir === null) return { ok: false, reason: `${packageName} is not installed (optional dependency)` };
   const gpuPackage = packageName === '@tensorflow/tfjs-node-gpu';
   const notes: string[] = [];
-  if (gpuPackage) {
-    // Must be set before TensorFlow initialises; otherwise it reserves nearly all GPU memory.
-    if (process.env.TF_FORCE_GPU_ALLOW_GROWTH === undefined) {
-      process.env.TF_FORCE_GPU_ALLOW_GROWTH = 'true';
-      notes.push('set TF_FORCE_GPU_ALLOW_GROWTH=true (GPU memory is allocated as needed)');
-    } else {
-      notes.push(`TF_FORCE_GPU_ALLOW_GROWTH=${process.env.TF_FORCE_GPU_ALLOW_GROWTH} (kept from the environment)`);
-    }
-  }
+  if (gpuPackage) notes.push(prepareGpuEnvironment(process.env));
   try {
     await import(packageName);
   } catch (e) {
@@ -121,15 +120,27 @@ async function loadTfjsNode(packageName: '@tensorflow/tfjs-node' | '@tensorflow/
 }
 
 /**
+ * Must run before TensorFlow initialises: without allow-growth it reserves nearly all GPU memory
+ * up front. A value the user set is kept. Returns a note for the report.
+ */
+export function prepareGpuEnvironment(env: NodeJS.ProcessEnv): string {
+  if (env.TF_FORCE_GPU_ALLOW_GROWTH === undefined) {
+    env.TF_FORCE_GPU_ALLOW_GROWTH = 'true';
+    return 'set TF_FORCE_GPU_ALLOW_GROWTH=true (GPU memory is allocated as needed)';
+  }
+  return `TF_FORCE_GPU_ALLOW_GROWTH=${env.TF_FORCE_GPU_ALLOW_GROWTH} (kept from the environment)`;
+}
+
+/**
  * Whether a CUDA device is visible to TensorFlow: CUDA_VISIBLE_DEVICES can hide all of them
  * ('' or '-1'), and without an NVIDIA driver there is none (TensorFlow then runs on the CPU).
  */
-export function visibleCudaDevices(env: NodeJS.ProcessEnv = process.env): { visible: boolean; detail: string } {
+export function visibleCudaDevices(env: NodeJS.ProcessEnv = process.env, deviceCount = nvidiaDeviceCount): { visible: boolean; detail: string } {
   const setting = env.CUDA_VISIBLE_DEVICES;
   if (setting !== undefined && (setting.trim() === '' || setting.trim() === '-1')) {
     return { visible: false, detail: `CUDA_VISIBLE_DEVICES='${setting}' hides every GPU: TensorFlow runs on the CPU` };
   }
-  const driverDevices = nvidiaDeviceCount();
+  const driverDevices = deviceCount();
   if (driverDevices === 0) {
     return { visible: false, detail: 'no NVIDIA driver or device found: TensorFlow runs on the CPU' };
   }

@@ -79,11 +79,8 @@ export async function selectBackend(choice: BackendChoice, log?: BackendLog, dep
     throw new PatchFedError('backend-unavailable', `Backend '${choice}' is not available (tried ${tried}): ${notes.join('; ')}`, { subject: choice });
   }
   if (chosenIndex > 0) {
-    note(
-      choice === 'auto'
-        ? `auto: using ${candidates[chosenIndex]!.id} (faster backends above it are unavailable)`
-        : `using ${candidates[chosenIndex]!.id} instead of the requested '${choice}'`,
-    );
+    const skipped = candidates.slice(0, chosenIndex).map((c) => c.id).join(', ');
+    note(`${choice}: using ${candidates[chosenIndex]!.id} because ${skipped} ${chosenIndex > 1 ? 'are' : 'is'} unavailable`);
   }
 
   const check = await selfCheck(chosen.backendName);

@@ -178,35 +178,43 @@ export function generateBrainCase(key: CaseKey, shape: [number, number, number])
   const tumourTexture = smoothNoise(rng, grid, 0.12 * hMean);
   const bias = smoothNoise(rng, grid, 1.2 * hMean);
 
+  // Per-voxel tissue mean (grey/white mix for brain) and texture, then per channel: scanner
+  // scale, bias, offset and Rician noise. Channel-outer keeps the noise buffer to one channel.
   const table = profileTable();
   const grey = BRAIN_PROFILES.grey;
   const white = BRAIN_PROFILES.white;
   const { scale, offset, noise, biasStrength } = style.mri;
-  const sigma = scale.map((s) => s * noise * white[1]!);
   const C = BRAIN_CHANNELS;
-  const image = new Float32Array(N * C);
-  const normals = noiseRng.fillNormals(new Float32Array(headVox.index.length * C * 2));
-  let k = 0;
-  for (let n = 0; n < headVox.index.length; n++) {
+  const count = headVox.index.length;
+  const cls = new Uint8Array(count);
+  const wmFrac = new Float32Array(count);
+  const gain = new Float32Array(count); // texture × bias
+  for (let n = 0; n < count; n++) {
     const i = headVox.index[n]!;
     const lab = labels[i]!;
-    const cls = lab > 0 ? Tissue.Edema + lab - 1 : tissue[i]!;
-    const b = Math.exp(biasStrength * bias[i]!);
-    let w = 0;
-    let tex = 1 + 0.04 * grain[i]!;
-    if (cls === Tissue.Brain) {
-      w = Math.min(1, Math.max(0, 0.5 + 1.8 * wm[i]!)) * (1 - cortex[i]!);
-    } else if (cls >= Tissue.Edema) {
-      tex = 1 + 0.08 * tumourTexture[i]!;
-    }
-    for (let c = 0; c < C; c++) {
-      const mean = cls === Tissue.Brain ? grey[c]! + w * (white[c]! - grey[c]!) : table[cls * C + c]!;
-      const s = sigma[c]!;
-      const clean = scale[c]! * mean * tex * b + offset;
+    const t = lab > 0 ? Tissue.Edema + lab - 1 : tissue[i]!;
+    cls[n] = t;
+    if (t === Tissue.Brain) wmFrac[n] = Math.min(1, Math.max(0, 0.5 + 1.8 * wm[i]!)) * (1 - cortex[i]!);
+    const tex = t >= Tissue.Edema ? 1 + 0.08 * tumourTexture[i]! : 1 + 0.04 * grain[i]!;
+    gain[n] = tex * Math.exp(biasStrength * bias[i]!);
+  }
+  const image = new Float32Array(N * C);
+  const normals = new Float32Array(count * 2);
+  for (let c = 0; c < C; c++) {
+    const s = scale[c]! * noise * white[1]!;
+    const floor = 1e-3 * scale[c]!;
+    const g = grey[c]!;
+    const dw = white[c]! - g;
+    const base = c * N;
+    noiseRng.fillNormals(normals);
+    for (let n = 0; n < count; n++) {
+      const t = cls[n]!;
+      const mean = t === Tissue.Brain ? g + wmFrac[n]! * dw : table[t * C + c]!;
+      const clean = scale[c]! * mean * gain[n]! + offset;
       // Rician magnitude noise, as in real MR magnitude images; never exactly 0 inside the head.
-      const re = clean + s * normals[k++]!;
-      const im = s * normals[k++]!;
-      image[i + c * N] = Math.max(Math.sqrt(re * re + im * im), 1e-3 * scale[c]!);
+      const re = clean + s * normals[2 * n]!;
+      const im = s * normals[2 * n + 1]!;
+      image[base + headVox.index[n]!] = Math.max(Math.sqrt(re * re + im * im), floor);
     }
   }
 

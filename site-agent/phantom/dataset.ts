@@ -15,10 +15,13 @@ import { PHANTOM_TASKS, type CaseFacts, type PhantomCase, type PhantomTask } fro
 export const PHANTOM_GENERATOR = 'patchfed-phantom';
 export const PHANTOM_GENERATOR_VERSION = 1;
 
-/** Refuse before allocating: the largest axis, and voxels per channel (256³). */
+/**
+ * Refused before allocating. Generation needs ~60 bytes per voxel (brain: 4 float32 channels,
+ * their stored copy, texture and bias fields), so 2^22 voxels (160³, 256×256×64) stays near 250 MB.
+ */
 export const PHANTOM_MAX_AXIS = 1024;
 export const PHANTOM_MIN_AXIS = 8;
-export const PHANTOM_MAX_VOXELS = 256 * 256 * 256;
+export const PHANTOM_MAX_VOXELS = 2 ** 22;
 export const PHANTOM_MAX_CASES = 10_000;
 /** Voxels of training case 0 (channel 0) that carry the marker value. */
 export const MARKER_VOXELS = 8;
@@ -97,7 +100,7 @@ function checkShape(shape: unknown, channels: number): [number, number, number] 
   shape.forEach((n, a) => checkInteger(`shape[${a}]`, n, PHANTOM_MIN_AXIS, PHANTOM_MAX_AXIS));
   const voxels = shape[0] * shape[1] * shape[2];
   if (voxels > PHANTOM_MAX_VOXELS) {
-    fail(`shape ${shape.join('×')} has ${voxels} voxels per channel (×${channels}); the phantom generator stops at ${PHANTOM_MAX_VOXELS} (256³).`, 'shape');
+    fail(`shape ${shape.join('×')} has ${voxels} voxels per channel (×${channels}); the phantom generator stops at ${PHANTOM_MAX_VOXELS} voxels (e.g. 160³ or 256×256×64).`, 'shape');
   }
   return [shape[0], shape[1], shape[2]];
 }

@@ -40,7 +40,7 @@ export const LIVER_HU = {
 /** Site contrast timing enhances organs by different fractions of its contrastHu. */
 const ENHANCEMENT = { liver: 1, vessel: 2.5, aorta: 3, ivc: 2, kidney: 2, spleen: 1.1, stomachWall: 0.6 } as const;
 
-/** Writes `hu` into every voxel of `blob` for which `where` allows the voxel's current region. */
+/** Paints `value` into `hu` (and `regionValue` into `region`) inside `blob`, only over voxels of `onlyRegion` when given. */
 function fill(grid: SamplingGrid, hu: Float32Array, region: Uint8Array, blob: Blob, value: number, regionValue: number, onlyRegion?: number): void {
   const idx = blobVoxels(grid, blob).index;
   for (let n = 0; n < idx.length; n++) {
@@ -267,10 +267,14 @@ export function generateLiverCase(key: CaseKey, shape: [number, number, number])
   const liverMask = new Uint8Array(N);
   for (let v = 0; v < N; v++) liverMask[v] = labels[v] === 1 ? 1 : 0;
   const interior = erode(liverMask, shape);
-  const candidates: number[] = [];
-  for (let v = 0; v < N; v++) if (interior[v]) candidates.push(v);
+  let interiorCount = 0;
+  for (let v = 0; v < N; v++) interiorCount += interior[v]!;
+  const candidates = new Int32Array(interiorCount);
+  for (let v = 0, n = 0; v < N; v++) if (interior[v]) candidates[n++] = v;
   const wanted = rng.int(0, style.caseMix.maxLesions);
-  const [rLo, rHi] = style.caseMix.lesionRadiusMm;
+  // Case-mix radii are for the reference 64-voxel-wide grid; anatomy scales with the grid, so do lesions.
+  const lesionScale = (H[0] + H[1]) / 64;
+  const [rLo, rHi] = style.caseMix.lesionRadiusMm.map((r) => r * lesionScale) as [number, number];
   let lesions = 0;
   for (let l = 0; l < wanted && candidates.length > 0; l++) {
     const at = candidates[rng.int(0, candidates.length - 1)]!;

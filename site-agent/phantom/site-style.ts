@@ -42,7 +42,7 @@ export interface CaseMix {
   liverScale: number;
   /** Lesions per liver case are drawn from 0..maxLesions. */
   maxLesions: number;
-  /** Lesion radius range in mm (log-uniform). */
+  /** Lesion radius range in mm (log-uniform) on a 64-voxel-wide grid; scaled with the anatomy on other grids. */
   lesionRadiusMm: [number, number];
 }
 

@@ -7,6 +7,9 @@
  * last window flush with the volume end (start = dim − p). MONAI truncates p·(1 − overlap) instead of
  * rounding; nnU-Net spreads the steps evenly. An axis shorter than the patch gets one window at 0,
  * zero-padded past the end (MONAI pads symmetrically; the padding is cropped either way).
+ *
+ * `gridInference` runs the thesis's non-overlapping patch-wise prediction through the same predictor
+ * interface, so `full` (one padded window), `patch` and cascade stage 2 share one code path.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { PatchFedError } from '../../shared/errors.ts';

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "patchfed_conv3d",
-      "sources": ["src/addon.cc", "src/conv3d.cc", "src/thread_pool.cc"],
+      "sources": ["src/addon.cc", "src/conv3d.cc", "src/pool3d.cc", "src/elementwise.cc", "src/matmul.cc", "src/thread_pool.cc"],
       "cflags!": ["-fno-exceptions", "-O2", "-O0"],
       "cflags_cc!": ["-fno-exceptions", "-O2", "-O0"],
       "cflags": ["-O3", "-march=<!(node -p \"process.env.PATCHFED_NATIVE_MARCH || 'native'\")", "-ffp-contract=fast", "-fvisibility=hidden"],

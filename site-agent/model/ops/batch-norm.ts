@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '../../backend/gradients/index.ts';
+import { PatchFedError } from '../../../shared/errors.ts';
 
 /** PyTorch defaults. */
 export const BATCH_NORM_EPSILON = 1e-5;
@@ -32,6 +33,14 @@ export function batchNormTraining(
   epsilon = BATCH_NORM_EPSILON,
 ): BatchNormTrainingResult {
   const [n, d, h, w] = x.shape;
+  if (n * d * h * w < 2) {
+    // Like PyTorch: with one value per channel the output would be β whatever the input.
+    throw new PatchFedError(
+      'model-input',
+      `Batch norm in training needs more than one value per channel; got input [${x.shape}]. Use a larger batch or patch, or norm 'instance'.`,
+      { subject: 'input' },
+    );
+  }
   const { mean, variance } = tf.moments(x, BATCH_AXES);
   const y = normaliseWith(x, mean as tf.Tensor1D, variance as tf.Tensor1D, gamma, beta, epsilon);
   return { y, mean: mean as tf.Tensor1D, variance: variance as tf.Tensor1D, count: n * d * h * w };

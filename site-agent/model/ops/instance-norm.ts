@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '../../backend/gradients/index.ts';
+import { PatchFedError } from '../../../shared/errors.ts';
 
 export const INSTANCE_NORM_EPSILON = 1e-5;
 
@@ -17,6 +18,14 @@ export function instanceNorm(
   beta: tf.Tensor1D,
   epsilon = INSTANCE_NORM_EPSILON,
 ): tf.Tensor5D {
+  const [, d, h, w] = x.shape;
+  if (d * h * w < 2) {
+    throw new PatchFedError(
+      'model-input',
+      `Instance norm needs more than one voxel per sample; got input [${x.shape}]. Use a larger patch or a shallower U-Net.`,
+      { subject: 'input' },
+    );
+  }
   return tf.tidy(() => {
     const { mean, variance } = tf.moments(x, SPATIAL_AXES, true); // [N,1,1,1,C]
     const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, epsilon)));

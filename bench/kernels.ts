@@ -1,0 +1,415 @@
+/**
+ * `patchfed bench kernels`: stock cpu, stock wasm (forward only: its Conv3D gradients are wrong)
+ * and 'cpu-fast' (site-agent/kernels) side by side, in one process, on the same shapes:
+ * Conv3D forward, both backprops, and a full U-Net training step (soft Dice + Adam) for the CPU
+ * presets on a 32×32×16×4 patch; a base-32 stage on a 64×64×16 patch for the kernels.
+ *
+ * Times are the best of several runs (least disturbed by other processes on a shared machine),
+ * with the median alongside. Effective GFLOP/s counts 2·MACs of the convolutions and matmuls.
+ */
+import { cpus, loadavg } from 'node:os';
+import { writeFile } from 'node:fs/promises';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import '../site-agent/backend/gradients/index.ts';
+import { WASM } from '../site-agent/backend/candidates.ts';
+import {
+  convThreads,
+  convWorkspaceBytes,
+  convWorkspaceReservedBytes,
+  nativeKernelsNotice,
+  registerFastCpuBackend,
+} from '../site-agent/kernels/index.ts';
+import { UNet3D } from '../site-agent/model/unet.ts';
+import { SeededRandom } from '../site-agent/model/random.ts';
+import { softDiceLoss } from '../site-agent/train/loss.ts';
+import { PatchFedError } from '../shared/errors.ts';
+
+export interface KernelBenchOptions {
+  /** Fewer shapes and repetitions (the CPU-small preset only): about a minute instead of several. */
+  quick?: boolean;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+export interface Timing {
+  bestMs: number;
+  medianMs: number;
+  runs: number;
+}
+
+export interface KernelRow {
+  shape: string;
+  kernel: 'Conv3D' | 'Conv3DBackpropFilterV2' | 'Conv3DBackpropInputV2';
+  gflop: number;
+  /** Per backend: timing and effective GFLOP/s (best run). */
+  results: Record<string, Timing & { gflops: number }>;
+  speedupVsCpu: number | null;
+  speedupVsWasm: number | null;
+  /** ‖cpu-fast − cpu‖ / ‖cpu‖ of the kernel's output. */
+  relErrorVsCpu: number;
+}
+
+export interface TrainStepRow {
+  preset: string;
+  patch: number[];
+  parameters: number;
+  /** Convolution and matmul FLOPs of one step. */
+  gflop: number;
+  results: Record<string, Timing & { gflops: number; leakedTensors: number }>;
+  speedupVsCpu: number;
+}
+
+export interface ProfileRow {
+  kernel: string;
+  ms: number;
+  share: number;
+  calls: number;
+}
+
+export interface KernelBenchReport {
+  date: string;
+  machine: { cpu: string; cores: number; loadAverageStart: number[]; loadAverageEnd: number[]; node: string; tfjs: string };
+  fastCpu: { available: boolean; notice: string | null; threads: number; workspaceLimitBytes: number; workspaceReservedBytes: number };
+  wasm: { available: boolean; notice: string | null };
+  kernels: KernelRow[];
+  trainSteps: TrainStepRow[];
+  /** Stock cpu step time / cpu-fast step time, CPU-small preset on a 32×32×16×4 patch. */
+  trainStepSpeedupVsCpu: number | null;
+  /** Largest relative error of cpu-fast gradients vs stock cpu (backprop kernels and a U-Net's weight gradients). */
+  maxGradRelError: number | null;
+  /** Where a cpu-fast training step spends its kernel time (CPU-small preset), by kernel. */
+  profile: { preset: string; totalKernelMs: number; stepMs: number; kernels: ProfileRow[] } | null;
+}
+
+type ProfileInfo = Awaited<ReturnType<typeof tf.profile>>;
+type KernelInfo = ProfileInfo['kernels'][number];
+
+const PATCH: [number, number, number] = [32, 32, 16];
+const IN_CHANNELS = 4;
+const NUM_CLASSES = 3;
+
+interface ConvShape {
+  name: string;
+  x: [number, number, number, number, number];
+  filter: [number, number, number, number, number];
+}
+
+function convShapes(quick: boolean): ConvShape[] {
+  const patch = (c: number): [number, number, number, number, number] => [1, PATCH[0]!, PATCH[1]!, PATCH[2]!, c];
+  const shapes: ConvShape[] = [
+    { name: `cpu-small first conv ${PATCH.join('×')} 4→8`, x: patch(4), filter: [3, 3, 3, 4, 8] },
+    { name: `cpu-small conv ${PATCH.join('×')} 8→8`, x: patch(8), filter: [3, 3, 3, 8, 8] },
+    { name: `cpu-medium conv ${PATCH.join('×')} 16→16`, x: patch(16), filter: [3, 3, 3, 16, 16] },
+  ];
+  if (!quick) shapes.push({ name: 'base-32 stage 64×64×16 32→32', x: [1, 64, 64, 16, 32], filter: [3, 3, 3, 32, 32] });
+  return shapes;
+}
+
+function seededValues(n: number, seed: number, std = 1): Float32Array {
+  return Float32Array.from(new SeededRandom(seed).normalArray(n, std));
+}
+
+const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+function summarise(times: number[]): Timing {
+  const sorted = [...times].sort((a, b) => a - b);
+  return { bestMs: sorted[0]!, medianMs: sorted[Math.floor((sorted.length - 1) / 2)]!, runs: times.length };
+}
+
+/** Times `fn` (which must read its result back, so lazy backends finish) after one warm-up run. */
+function timeRuns(fn: () => void, runs: number): Timing {
+  fn();
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    fn();
+    times.push(performance.now() - t0);
+  }
+  return summarise(times);
+}
+
+function relError(a: ArrayLike<number>, b: ArrayLike<number>, floor = 0): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  const scale = Math.max(Math.sqrt(den), floor);
+  return scale === 0 ? Math.sqrt(num) : Math.sqrt(num) / scale;
+}
+
+/** Runs one kernel on `backend` with inputs made there; returns its timing and output. */
+async function benchConvKernel(
+  backend: string,
+  shape: ConvShape,
+  kernel: KernelRow['kernel'],
+  runs: number,
+): Promise<{ timing: Timing; output: Float32Array }> {
+  await tf.setBackend(backend);
+  const info = tf.backend_util.computeConv3DInfo(shape.x, shape.filter, 1, 1, 'same');
+  const x = tf.tensor(seededValues(sizeOf(shape.x), 1), shape.x);
+  const w = tf.tensor(seededValues(sizeOf(shape.filter), 2, 0.2), shape.filter);
+  const dy = tf.tensor(seededValues(sizeOf(info.outShape), 3), info.outShape);
+  const attrs = { strides: 1, pad: 'same' } as const;
+  const run = (): tf.Tensor => {
+    switch (kernel) {
+      case 'Conv3D':
+        return tf.conv3d(x as tf.Tensor5D, w as tf.Tensor5D, 1, 'same');
+      case 'Conv3DBackpropFilterV2':
+        return tf.engine().runKernel(tf.Conv3DBackpropFilterV2, { x, dy }, { ...attrs, filterShape: shape.filter } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      case 'Conv3DBackpropInputV2':
+        return tf.engine().runKernel(tf.Conv3DBackpropInputV2, { dy, filter: w }, { ...attrs, inputShape: shape.x } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    }
+  };
+  const timing = timeRuns(() => {
+    const y = run();
+    y.dataSync();
+    y.dispose();
+  }, runs);
+  const y = run();
+  const output = Float32Array.from(y.dataSync() as Float32Array);
+  tf.dispose([x, w, dy, y]);
+  return { timing, output };
+}
+
+function convGflop(shape: ConvShape): number {
+  const [n, d, h, w] = shape.x;
+  return (2 * n * d * h * w * sizeOf(shape.filter)) / 1e9;
+}
+
+/** Convolution and matmul FLOPs of the kernels in a profile (2·MACs). */
+function profileGflop(kernels: KernelInfo[]): number {
+  let flops = 0;
+  for (const k of kernels) {
+    const s = k.inputShapes as number[][];
+    const out = k.outputShapes as number[][];
+    if (k.name === 'Conv3D') flops += 2 * sizeOf(out[0]!.slice(0, 4)) * sizeOf(s[1]!);
+    else if (k.name === 'Conv3DBackpropFilterV2') flops += 2 * sizeOf(s[1]!.slice(0, 4)) * sizeOf(out[0]!);
+    else if (k.name === 'Conv3DBackpropInputV2') flops += 2 * sizeOf(s[0]!.slice(0, 4)) * sizeOf(s[1]!);
+    else if (k.name === 'BatchMatMul') {
+      const o = out[0]!;
+      const a = s[0]!;
+      // M·N from the output, K is the dimension of `a` that does not appear in it.
+      const k2 = a[a.length - 1] === o[o.length - 2] ? a[a.length - 2]! : a[a.length - 1]!;
+      flops += 2 * sizeOf(o) * k2;
+    }
+  }
+  return flops / 1e9;
+}
+
+interface StepSetup {
+  model: UNet3D;
+  /** The soft Dice loss of the model's prediction on the fixed patch. */
+  loss: () => tf.Scalar;
+  /** One Adam step (reads the loss back). */
+  step: () => void;
+  dispose: () => void;
+}
+
+function trainStepOn(preset: 'cpu-small' | 'cpu-medium'): StepSetup {
+  const model = new UNet3D({ inChannels: IN_CHANNELS, numClasses: NUM_CLASSES, preset, norm: 'instance', seed: 7 });
+  const x = tf.tensor(seededValues(sizeOf(PATCH) * IN_CHANNELS, 11), [1, ...PATCH, IN_CHANNELS]) as tf.Tensor5D;
+  const labels = tf.tidy(() => {
+    const classes = Int32Array.from(seededValues(sizeOf(PATCH), 12), (v) => (v > 0.8 ? 2 : v > -0.3 ? 1 : 0));
+    return tf.oneHot(tf.tensor(classes, [1, ...PATCH], 'int32'), NUM_CLASSES);
+  });
+  const optimizer = tf.train.adam(1e-3);
+  const loss = () => softDiceLoss(model.forward(x, true), labels, { includeBackground: true });
+  const step = () => {
+    const value = optimizer.minimize(loss, true, model.trainableVariables);
+    value!.dataSync();
+    value!.dispose();
+  };
+  return {
+    model,
+    loss,
+    step,
+    dispose: () => {
+      optimizer.dispose();
+      model.dispose();
+      tf.dispose([x, labels]);
+    },
+  };
+}
+
+async function benchTrainStep(backend: string, preset: 'cpu-small' | 'cpu-medium', runs: number): Promise<Timing & { leakedTensors: number; parameters: number }> {
+  await tf.setBackend(backend);
+  const setup = trainStepOn(preset);
+  try {
+    setup.step(); // warm-up: creates the optimiser's slots
+    const before = tf.memory().numTensors;
+    const timing = timeRuns(setup.step, runs);
+    return { ...timing, leakedTensors: tf.memory().numTensors - before, parameters: setup.model.parameterCount };
+  } finally {
+    setup.dispose();
+  }
+}
+
+/** Weight gradients of one U-Net loss on `backend` (same seed, patch and labels everywhere). */
+async function unetGradients(backend: string): Promise<Float32Array[]> {
+  await tf.setBackend(backend);
+  const setup = trainStepOn('cpu-small');
+  try {
+    return tf.tidy(() => {
+      const { grads } = tf.variableGrads(setup.loss, setup.model.trainableVariables);
+      return setup.model.trainableVariables.map((v) => Float32Array.from(grads[v.name]!.dataSync()));
+    });
+  } finally {
+    setup.dispose();
+  }
+}
+
+async function profileStep(backend: string, preset: 'cpu-small' | 'cpu-medium'): Promise<{ info: ProfileInfo; stepMs: number }> {
+  await tf.setBackend(backend);
+  const setup = trainStepOn(preset);
+  try {
+    setup.step();
+    const t0 = performance.now();
+    const info = await tf.profile(() => setup.step());
+    return { info, stepMs: performance.now() - t0 };
+  } finally {
+    setup.dispose();
+  }
+}
+
+function summariseProfile(info: ProfileInfo): ProfileRow[] {
+  const rows = new Map<string, ProfileRow>();
+  let total = 0;
+  for (const k of info.kernels) {
+    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    total += ms;
+    const row = rows.get(k.name) ?? { kernel: k.name, ms: 0, share: 0, calls: 0 };
+    row.ms += ms;
+    row.calls++;
+    rows.set(k.name, row);
+  }
+  return [...rows.values()].map((r) => ({ ...r, share: total > 0 ? r.ms / total : 0 })).sort((a, b) => b.ms - a.ms);
+}
+
+export async function runKernelBench(options: KernelBenchOptions = {}): Promise<KernelBenchReport> {
+  const quick = options.quick ?? false;
+  const log = options.log ?? (() => {});
+  const loadAverageStart = loadavg();
+  const previousBackend = tf.getBackend();
+
+  const fast = await registerFastCpuBackend();
+  const notice = nativeKernelsNotice();
+  if (fast === null) {
+    throw new PatchFedError('bench-no-native', `${notice ?? 'native kernels unavailable'}. Build them with 'node site-agent/kernels/native/build.mjs' and run again.`, {
+      subject: 'site-agent/kernels',
+    });
+  }
+  const wasmLoad = await WASM.load();
+  const wasmOk = wasmLoad.ok && (await tf.setBackend('wasm').catch(() => false));
+  const wasmNotice = wasmLoad.ok ? (wasmOk ? null : 'wasm backend failed to initialise') : wasmLoad.reason;
+  await tf.setBackend('cpu');
+  // The stock cpu backend greets Node users on first use; keep that out of the report.
+  (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+
+  const kernelRuns = quick ? { cpu: 1, fast: 5 } : { cpu: 2, fast: 10 };
+  const kernels: KernelRow[] = [];
+  let maxGradRelError = 0;
+  for (const shape of convShapes(quick)) {
+    const big = sizeOf(shape.x) > 1e6;
+    for (const kernel of ['Conv3D', 'Conv3DBackpropFilterV2', 'Conv3DBackpropInputV2'] as const) {
+      const gflop = convGflop(shape);
+      const results: KernelRow['results'] = {};
+      const cpu = await benchConvKernel('cpu', shape, kernel, big ? 1 : kernelRuns.cpu);
+      results.cpu = { ...cpu.timing, gflops: gflop / (cpu.timing.bestMs / 1e3) };
+      if (kernel === 'Conv3D' && wasmOk) {
+        const wasm = await benchConvKernel('wasm', shape, kernel, big ? 2 : 3);
+        results.wasm = { ...wasm.timing, gflops: gflop / (wasm.timing.bestMs / 1e3) };
+      }
+      const f = await benchConvKernel(fast.backendName, shape, kernel, kernelRuns.fast);
+      results[fast.backendName] = { ...f.timing, gflops: gflop / (f.timing.bestMs / 1e3) };
+      const relErrorVsCpu = relError(f.output, cpu.output);
+      if (kernel !== 'Conv3D') maxGradRelError = Math.max(maxGradRelError, relErrorVsCpu);
+      const row: KernelRow = {
+        shape: shape.name,
+        kernel,
+        gflop,
+        results,
+        speedupVsCpu: cpu.timing.bestMs / f.timing.bestMs,
+        speedupVsWasm: results.wasm ? results.wasm.bestMs / f.timing.bestMs : null,
+        relErrorVsCpu,
+      };
+      kernels.push(row);
+      log(formatKernelRow(row, fast.backendName));
+    }
+  }
+
+  // Whole-network gradients: each weight's error relative to max(its norm, 1e-3 of the total norm)
+  // (conv biases in front of a norm have an exact gradient of 0, i.e. pure rounding noise).
+  const stockGrads = await unetGradients('cpu');
+  const fastGrads = await unetGradients(fast.backendName);
+  const total = Math.sqrt(stockGrads.reduce((s, g) => s + g.reduce((t, v) => t + v * v, 0), 0));
+  fastGrads.forEach((g, i) => (maxGradRelError = Math.max(maxGradRelError, relError(g, stockGrads[i]!, 1e-3 * total))));
+  log(`U-Net (cpu-small) weight gradients vs stock cpu: max relative error ${maxGradRelError.toExponential(2)}`);
+
+  const presets: ('cpu-small' | 'cpu-medium')[] = quick ? ['cpu-small'] : ['cpu-small', 'cpu-medium'];
+  const trainSteps: TrainStepRow[] = [];
+  let profile: KernelBenchReport['profile'] = null;
+  for (const preset of presets) {
+    const prof = await profileStep(fast.backendName, preset);
+    const gflop = profileGflop(prof.info.kernels);
+    if (preset === 'cpu-small') {
+      const rows = summariseProfile(prof.info);
+      profile = { preset, stepMs: prof.stepMs, totalKernelMs: rows.reduce((s, r) => s + r.ms, 0), kernels: rows };
+    }
+    const cpu = await benchTrainStep('cpu', preset, quick ? 1 : 2);
+    const f = await benchTrainStep(fast.backendName, preset, quick ? 5 : 10);
+    const row: TrainStepRow = {
+      preset,
+      patch: [...PATCH, IN_CHANNELS],
+      parameters: f.parameters,
+      gflop,
+      results: {
+        cpu: { bestMs: cpu.bestMs, medianMs: cpu.medianMs, runs: cpu.runs, gflops: gflop / (cpu.bestMs / 1e3), leakedTensors: cpu.leakedTensors },
+        [fast.backendName]: { bestMs: f.bestMs, medianMs: f.medianMs, runs: f.runs, gflops: gflop / (f.bestMs / 1e3), leakedTensors: f.leakedTensors },
+      },
+      speedupVsCpu: cpu.bestMs / f.bestMs,
+    };
+    trainSteps.push(row);
+    log(formatTrainRow(row, fast.backendName));
+  }
+
+  await tf.setBackend(previousBackend);
+  return {
+    date: new Date().toISOString(),
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadAverageStart, loadAverageEnd: loadavg(), node: process.version, tfjs: tf.version_core },
+    fastCpu: { available: true, notice, threads: convThreads(), workspaceLimitBytes: convWorkspaceBytes(), workspaceReservedBytes: convWorkspaceReservedBytes() },
+    wasm: { available: wasmOk, notice: wasmNotice },
+    kernels,
+    trainSteps,
+    trainStepSpeedupVsCpu: trainSteps.find((r) => r.preset === 'cpu-small')?.speedupVsCpu ?? null,
+    maxGradRelError,
+    profile,
+  };
+}
+
+const ms = (t: number) => (t >= 100 ? t.toFixed(0) : t >= 10 ? t.toFixed(1) : t.toFixed(2));
+
+export function formatKernelRow(row: KernelRow, fastName: string): string {
+  const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${r.gflops.toFixed(1)} GFLOP/s)`);
+  const speedups = [`×${row.speedupVsCpu?.toFixed(1)} vs cpu`];
+  if (row.speedupVsWasm !== null) speedups.push(`×${row.speedupVsWasm.toFixed(1)} vs wasm`);
+  return `${row.kernel.padEnd(22)} ${row.shape}: ${parts.join(' | ')} → ${fastName} ${speedups.join(', ')}; rel. error ${row.relErrorVsCpu.toExponential(1)}`;
+}
+
+export function formatTrainRow(row: TrainStepRow, fastName: string): string {
+  const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${r.gflops.toFixed(1)} GFLOP/s)`);
+  return `train step ${row.preset} [${row.patch.join('×')}] (${row.gflop.toFixed(2)} GFLOP, ${row.parameters} weights): ${parts.join(' | ')} → ${fastName} ×${row.speedupVsCpu.toFixed(1)} vs cpu`;
+}
+
+export function formatProfile(profile: NonNullable<KernelBenchReport['profile']>, top = 12): string {
+  const lines = profile.kernels
+    .slice(0, top)
+    .map((r) => `  ${r.kernel.padEnd(24)} ${ms(r.ms).padStart(7)} ms ${(100 * r.share).toFixed(1).padStart(5)} %  ${String(r.calls).padStart(4)} calls`);
+  return [`cpu-fast step profile (${profile.preset}; kernels ${ms(profile.totalKernelMs)} ms of a ${ms(profile.stepMs)} ms profiled step):`, ...lines].join('\n');
+}
+
+export async function writeJsonReport(file: string, report: KernelBenchReport): Promise<void> {
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+}

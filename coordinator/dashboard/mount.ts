@@ -1,0 +1,206 @@
+/**
+ * mountDashboard: the coordinator's read-only live dashboard.
+ *
+ * Routes (all registered on `app`):
+ *   GET  /                 the page (token required; `?token=` once sets the cookie and redirects)
+ *   GET  /login, POST /login, POST /logout
+ *   GET  /api/*            token required for every /api path (401 JSON otherwise), including
+ *                          ones mounted later by the coordinator
+ *   GET  /api/snapshot     DashboardPayload as JSON
+ *   GET  /api/checkpoints/:version/download
+ *   GET  /assets/...       public: the page's JS/CSS and vendor libraries (code, never data)
+ * Socket.io namespace /dashboard: refuses unauthorised handshakes; pushes 'snapshot' (a JSON
+ * string of DashboardPayload) and 'event' (a DashboardEvent). Clients cannot send anything that
+ * is acted upon: no handler listens.
+ */
+import { gzipSync } from 'node:zlib';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Server as SocketIoServer } from 'socket.io';
+import { DashboardAuth, originMatchesHost } from './auth.ts';
+import { PUBLIC_DIR, escapeHtml, readPage, resolveVendorFiles } from './assets.ts';
+import { serializePayload } from './payload.ts';
+import type { DashboardEvent, DashboardHandle, MountDashboardOptions } from './types.ts';
+
+export const DASHBOARD_NAMESPACE = '/dashboard';
+const DEFAULT_PUSH_INTERVAL_MS = 250;
+
+const PAGE_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
+
+function pageHeaders(res: Response): void {
+  res.set({
+    'Content-Security-Policy': PAGE_CSP,
+    'X-Content-Type-Options': 'nosniff',
+    'Referrer-Policy': 'no-referrer',
+    'X-Frame-Options': 'DENY',
+    'Cache-Control': 'no-store',
+  });
+}
+
+export function mountDashboard(app: express.Express, io: SocketIoServer, opts: MountDashboardOptions): DashboardHandle {
+  const auth = new DashboardAuth(opts.token);
+  const vendorFiles = resolveVendorFiles();
+  const indexHtml = readPage('index.html');
+  const loginTemplate = readPage('login.html');
+  const onError = opts.onError ?? ((e: unknown) => console.error('dashboard: snapshot push failed:', e));
+  const interval = Math.max(0, opts.minPushIntervalMs ?? DEFAULT_PUSH_INTERVAL_MS);
+
+  const loginPage = (message: string | null): string =>
+    loginTemplate.replace('<!--MESSAGE-->', message ? `<p class="login-error" role="alert">${escapeHtml(message)}</p>` : '');
+  const sendLogin = (res: Response, status: number, message: string | null): void => {
+    pageHeaders(res);
+    res.status(status).type('html').send(loginPage(message));
+  };
+  const secureRequest = (req: Request): boolean => req.secure;
+
+  // --- public assets -------------------------------------------------------------------------
+  app.get('/assets/vendor/:file', (req, res, next) => {
+    const path = vendorFiles.get(String(req.params.file));
+    if (!path) return next();
+    res.set('X-Content-Type-Options', 'nosniff');
+    res.sendFile(path, { maxAge: 0 });
+  });
+  app.use('/assets', express.static(PUBLIC_DIR, { index: false, redirect: false, dotfiles: 'deny' }));
+
+  // --- page and login ------------------------------------------------------------------------
+  app.get('/', (req, res) => {
+    const linkToken = req.query.token;
+    if (linkToken !== undefined) {
+      if (!auth.tokenMatches(linkToken)) return sendLogin(res, 401, 'The token in that link is not valid.');
+      res.set('Set-Cookie', auth.sessionCookie(secureRequest(req)));
+      res.set('Referrer-Policy', 'no-referrer');
+      return res.redirect(303, withoutTokenParam(req.originalUrl));
+    }
+    if (!auth.headersAuthorised(req.headers)) return sendLogin(res, 401, null);
+    pageHeaders(res);
+    res.type('html').send(indexHtml);
+  });
+
+  app.get('/login', (req, res) => {
+    if (auth.headersAuthorised(req.headers)) return res.redirect(303, '/');
+    sendLogin(res, 200, null);
+  });
+
+  app.post('/login', express.urlencoded({ extended: false, limit: '4kb', parameterLimit: 4 }), (req, res) => {
+    const token = (req.body as Record<string, unknown> | undefined)?.token;
+    if (!auth.tokenMatches(token)) return sendLogin(res, 401, 'That token is not valid.');
+    res.set('Set-Cookie', auth.sessionCookie(secureRequest(req)));
+    res.redirect(303, '/');
+  });
+
+  app.post('/logout', (_req, res) => {
+    res.set('Set-Cookie', DashboardAuth.clearedCookie());
+    res.redirect(303, '/login');
+  });
+
+  // --- API: every /api path needs the token --------------------------------------------------
+  const api = express.Router();
+  api.use((req, res, next) => {
+    if (auth.headersAuthorised(req.headers)) return next();
+    res.status(401).set({ 'WWW-Authenticate': 'Bearer realm="patchfed-dashboard"', 'Cache-Control': 'no-store' });
+    res.json({ error: 'unauthorized', message: 'dashboard token required (log in at /login)' });
+  });
+  api.get('/snapshot', (req, res) => {
+    const body = serializePayload(opts.snapshot());
+    res.set({ 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff', Vary: 'Accept-Encoding' });
+    res.type('application/json');
+    // A long experiment's history is a few hundred KiB of repetitive JSON; gzip cuts it ~4x.
+    if (body.length > 8192 && req.acceptsEncodings('gzip') === 'gzip') {
+      res.set('Content-Encoding', 'gzip').send(gzipSync(body));
+    } else {
+      res.send(body);
+    }
+  });
+  api.get('/checkpoints/:version/download', (req, res) => {
+    const raw = String(req.params.version);
+    const version = /^[0-9]{1,9}$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isSafeInteger(version) || version < 1) {
+      return res.status(400).json({ error: 'bad-version', message: `checkpoint version "${raw.slice(0, 32)}" is not a positive integer` });
+    }
+    const artifact = opts.downloadCheckpoint(version);
+    if (!artifact) return res.status(404).json({ error: 'not-found', message: `checkpoint version ${version} does not exist` });
+    res.set({
+      'Content-Type': 'application/octet-stream',
+      'Content-Disposition': `attachment; filename="${safeFileName(artifact.fileName, version)}"`,
+      'Content-Length': String(artifact.bytes.byteLength),
+      'Cache-Control': 'no-store',
+      'X-Content-Type-Options': 'nosniff',
+    });
+    res.end(Buffer.from(artifact.bytes.buffer, artifact.bytes.byteOffset, artifact.bytes.byteLength));
+  });
+  // Errors inside dashboard API handlers (e.g. the provider throwing) must not leak stack traces.
+  api.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    onError(err);
+    if (!res.headersSent) res.status(500).json({ error: 'internal', message: 'dashboard data unavailable' });
+  });
+  app.use('/api', api);
+
+  // --- live pushes ---------------------------------------------------------------------------
+  const nsp = io.of(DASHBOARD_NAMESPACE);
+  nsp.use((socket, next) => {
+    const headers = socket.handshake.headers;
+    const handshakeToken = (socket.handshake.auth as Record<string, unknown> | undefined)?.token;
+    const ok = originMatchesHost(headers) && (auth.headersAuthorised(headers) || auth.tokenMatches(handshakeToken));
+    next(ok ? undefined : new Error('unauthorized'));
+  });
+  nsp.on('connection', (socket) => {
+    // Fresh state for a (re)connecting page, which may have missed pushes while away.
+    try {
+      socket.emit('snapshot', serializePayload(opts.snapshot()));
+    } catch (e) {
+      onError(e);
+    }
+  });
+
+  let lastPush = -Infinity;
+  let timer: NodeJS.Timeout | null = null;
+  const push = (): void => {
+    lastPush = Date.now();
+    if (nsp.sockets.size === 0) return;
+    try {
+      nsp.emit('snapshot', serializePayload(opts.snapshot()));
+    } catch (e) {
+      onError(e);
+    }
+  };
+
+  return {
+    publishSnapshot(): void {
+      if (timer) return; // a push is already scheduled and will read the newest state
+      const wait = lastPush + interval - Date.now();
+      if (wait <= 0) return push();
+      timer = setTimeout(() => {
+        timer = null;
+        push();
+      }, wait);
+      timer.unref();
+    },
+    publishEvent(event: DashboardEvent): void {
+      nsp.emit('event', event);
+    },
+    close(): void {
+      if (timer) clearTimeout(timer);
+      timer = null;
+    },
+  };
+}
+
+function withoutTokenParam(originalUrl: string): string {
+  const url = new URL(originalUrl, 'http://dashboard.invalid');
+  url.searchParams.delete('token');
+  return url.pathname + url.search;
+}
+
+/** Content-Disposition filename: plain ASCII only, so no header injection or path tricks. */
+function safeFileName(name: string, version: number): string {
+  const cleaned = name.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '');
+  return cleaned.length > 0 && cleaned.length <= 128 ? cleaned : `checkpoint-v${version}.bin`;
+}

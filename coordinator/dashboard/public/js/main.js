@@ -1,0 +1,159 @@
+// Dashboard page: fetch the snapshot, render it, then follow live pushes on /dashboard.
+// Read-only: the page never sends anything that changes training.
+import { h, setChildren } from './dom.js';
+import * as fmt from './format.js';
+import { renderSites } from './sites.js';
+import { renderCurrentRound } from './current-round.js';
+import { renderExperiment } from './experiment.js';
+import { renderCheckpoints } from './checkpoints.js';
+import { eventKey, mergeEvents, renderEvents } from './events.js';
+import { HistoryCharts } from './charts.js';
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  snapshot: null,
+  /** serverTime − local clock, so countdowns follow the coordinator's clock. */
+  clockOffsetMs: 0,
+  liveEvents: [],
+  events: [],
+  renderPending: false,
+  renderedOnce: false,
+};
+
+const charts = new HistoryCharts($('charts'));
+
+function serverNow() {
+  return Date.now() + state.clockOffsetMs;
+}
+
+function applySnapshot(payload) {
+  state.snapshot = payload;
+  const t = Date.parse(payload.serverTime);
+  if (Number.isFinite(t)) state.clockOffsetMs = t - Date.now();
+  state.events = mergeEvents(payload.events ?? [], state.liveEvents);
+  // Live events already in the snapshot need not be remembered any longer.
+  const known = new Set((payload.events ?? []).map(eventKey));
+  state.liveEvents = state.liveEvents.filter((e) => !known.has(eventKey(e)));
+  scheduleRender();
+}
+
+function applyEvent(event) {
+  if (!event || typeof event.time !== 'string' || typeof event.message !== 'string') return;
+  state.liveEvents.push(event);
+  state.events = mergeEvents(state.snapshot?.events ?? [], state.liveEvents);
+  renderEvents($('event-log'), state.events);
+}
+
+function scheduleRender() {
+  if (state.renderPending) return;
+  state.renderPending = true;
+  requestAnimationFrame(() => {
+    state.renderPending = false;
+    render();
+  });
+}
+
+function render() {
+  const s = state.snapshot;
+  if (!s) return;
+  const e = s.experiment;
+  $('experiment-title').textContent = `· ${e.id}`;
+  const online = s.sites.filter((x) => x.online).length;
+  const roundText = s.currentRound ? `round ${s.currentRound.round} of ${e.rounds} running` : `${s.rounds.length} of ${e.rounds} rounds done`;
+  $('summary').textContent = `${e.task} · ${e.mode} · ${e.strategy} · ${roundText} · ${online}/${s.sites.length} sites online`;
+  timed('sites', () => renderSites($('sites-table'), s));
+  timed('round', () => renderCurrentRound($('current-round'), s));
+  renderExperiment($('experiment'), s);
+  timed('checkpoints', () => renderCheckpoints($('checkpoints-table'), s));
+  timed('events', () => renderEvents($('event-log'), state.events));
+  timed('charts', () => charts.render(s));
+  tick();
+  if (!state.renderedOnce) {
+    state.renderedOnce = true;
+    performance.mark('dashboard-rendered');
+    document.body.dataset.rendered = 'true';
+  }
+}
+
+/** The first render is measured (DevTools / tests read the 'render:*' measures). */
+function timed(name, fn) {
+  if (state.renderedOnce) return fn();
+  const start = performance.now();
+  fn();
+  performance.measure(`render:${name}`, { start, end: performance.now() });
+}
+
+/** Once a second: relative "last seen" times and the deadline countdown. */
+function tick() {
+  const now = serverNow();
+  for (const el of document.querySelectorAll('[data-since]')) {
+    el.textContent = fmt.relative(now - Date.parse(el.dataset.since));
+  }
+  const deadline = document.querySelector('[data-deadline]');
+  if (deadline) {
+    const left = Date.parse(deadline.dataset.deadline) - now;
+    deadline.textContent = left >= 0 ? `${fmt.countdown(left)} left` : `overdue by ${fmt.countdown(-left)}`;
+    deadline.dataset.overdue = String(left < 0);
+  }
+}
+
+function setConnection(stateName, text) {
+  const el = $('connection');
+  el.dataset.state = stateName;
+  el.textContent = text;
+}
+
+function showError(message, withLoginLink) {
+  const el = $('load-error');
+  setChildren(el, message, withLoginLink ? [' ', h('a', { href: '/login' }, 'Log in again')] : null);
+  el.hidden = false;
+}
+
+async function loadSnapshot() {
+  const start = performance.now();
+  const res = await fetch('/api/snapshot', { credentials: 'same-origin', cache: 'no-store' });
+  if (res.status === 401) {
+    location.assign('/login');
+    return;
+  }
+  if (!res.ok) throw new Error(`snapshot request failed (HTTP ${res.status})`);
+  const payload = await res.json();
+  performance.measure('snapshot:fetch', { start, end: performance.now() });
+  applySnapshot(payload);
+}
+
+function connectLive() {
+  if (typeof globalThis.io !== 'function') {
+    setConnection('offline', 'Live updates unavailable');
+    return;
+  }
+  const socket = globalThis.io('/dashboard', { withCredentials: true });
+  socket.on('connect', () => {
+    setConnection('live', 'Live');
+    $('load-error').hidden = true;
+  });
+  socket.on('disconnect', () => setConnection('offline', 'Disconnected — reconnecting…'));
+  socket.on('connect_error', (err) => {
+    if (err && err.message === 'unauthorized') {
+      setConnection('offline', 'Not authorised');
+      showError('Your dashboard session is no longer valid.', true);
+      socket.disconnect();
+    } else {
+      setConnection('offline', 'Coordinator unreachable — retrying…');
+    }
+  });
+  socket.on('snapshot', (json) => {
+    try {
+      applySnapshot(typeof json === 'string' ? JSON.parse(json) : json);
+    } catch (e) {
+      console.error('dashboard: bad snapshot push', e);
+    }
+  });
+  socket.on('event', applyEvent);
+}
+
+setInterval(tick, 1000);
+loadSnapshot()
+  .catch((e) => showError(`Could not load the dashboard data: ${e.message}`, false))
+  .finally(connectLive);

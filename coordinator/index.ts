@@ -1,0 +1,2 @@
+/** The coordinator service: `startCoordinator` (programmatic) and its config loading. */
+export * from './server/index.ts';

@@ -1,0 +1,262 @@
+/**
+ * startCoordinator: the coordinator service in one call. HTTP(S) + socket.io on host:port,
+ * `GET /healthz`, the dashboard (token-protected), site sessions, and the round scheduler, on
+ * top of the state directory (checkpoint store + state DB), which it recovers first.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdirSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import express from 'express';
+import { Server as SocketIoServer } from 'socket.io';
+import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import type { CoordinatorConfig, Experiment } from '../../shared/config/coordinator.ts';
+import { SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../../shared/protocol/limits.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
+import { mountDashboard } from '../dashboard/index.ts';
+import type { DashboardSnapshot } from '../dashboard/types.ts';
+import { StateDb, recoverCoordinatorState, type RecoveryReport } from '../store/index.ts';
+import { CheckpointService } from './checkpoint-service.ts';
+import { EventHub, type CoordinatorEventName, type CoordinatorEvents } from './events.ts';
+import { defaultInitialWeights, describeExperiment, ensureExperimentRecord, experimentStrategy, signedExperimentMessage } from './experiment.ts';
+import { silentLog, type Log } from './log.ts';
+import { RoundScheduler, type ExperimentEnd } from './scheduler.ts';
+import { SiteSessions } from './sessions.ts';
+import { prepareCoordinator, type CoordinatorSetup } from './setup.ts';
+import { SnapshotProvider } from './snapshot.ts';
+import { lockStateDir } from './state-lock.ts';
+import { UploadService } from './uploads.ts';
+
+export interface StartCoordinatorOptions {
+  /** Directory relative paths in the config are resolved against (the config file's directory). */
+  baseDir?: string;
+  log?: Log;
+  /** The round-0 model of a new experiment; default: built from experiment.model with tfjs (CPU). */
+  initialWeights?: (experiment: Experiment) => NamedWeights | Promise<NamedWeights>;
+}
+
+/** Typed view of `events`. */
+export interface CoordinatorEventEmitter extends EventEmitter {
+  on<N extends CoordinatorEventName>(name: N, listener: (payload: CoordinatorEvents[N]) => void): this;
+  once<N extends CoordinatorEventName>(name: N, listener: (payload: CoordinatorEvents[N]) => void): this;
+  off<N extends CoordinatorEventName>(name: N, listener: (payload: CoordinatorEvents[N]) => void): this;
+}
+
+export interface CoordinatorState {
+  experimentId: string;
+  lastCompletedRound: number;
+  currentRound: { round: number; attempt: number; selected: string[]; accepted: string[]; rejected: string[]; deadline: number } | null;
+  onlineSites: string[];
+  end: ExperimentEnd | null;
+}
+
+export interface CheckpointSummary {
+  version: number;
+  round: number;
+  sha256: string;
+  sizeBytes: number;
+}
+
+export interface RunningCoordinator {
+  /** e.g. http://127.0.0.1:8740 (the actual port when the config says 0). */
+  readonly url: string;
+  readonly port: number;
+  readonly events: CoordinatorEventEmitter;
+  /** The state DB (rounds, site updates, per-site metrics, events) for reports. */
+  readonly db: StateDb;
+  readonly recovery: RecoveryReport;
+  state(): CoordinatorState;
+  snapshot(): DashboardSnapshot;
+  /** Stored checkpoints, oldest first. */
+  checkpoints(): CheckpointSummary[];
+  /** The current global model (latest complete round). */
+  globalWeights(): { round: number; version: number; sha256: string; weights: NamedWeights };
+  /** Resolves when the experiment completes or stops (the service keeps running). */
+  readonly finished: Promise<ExperimentEnd>;
+  /** Closes connections, the server and the DB. In-flight round attempts are retried on the next start. */
+  stop(): Promise<void>;
+}
+
+export async function startCoordinator(config: CoordinatorConfig | unknown, options: StartCoordinatorOptions = {}): Promise<RunningCoordinator> {
+  const log = options.log ?? silentLog;
+  const setup = prepareCoordinator(config, options.baseDir);
+  const exp = setup.config.experiment;
+  const description = describeExperiment(exp);
+  const strategy = experimentStrategy(exp);
+  const enrolled = [...setup.sites.keys()].sort();
+
+  try {
+    mkdirSync(setup.stateDir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new PatchFedError('state-dir-unwritable', `Cannot create the state directory ${setup.stateDir}: ${errorMessage(e)}.`, { subject: setup.stateDir });
+  }
+  const unlock = lockStateDir(setup.stateDir);
+  const cleanup: (() => void)[] = [unlock];
+  const fail = (e: unknown): never => {
+    for (const f of cleanup.reverse()) {
+      try {
+        f();
+      } catch {
+        // best effort while failing
+      }
+    }
+    throw e;
+  };
+
+  let db: StateDb;
+  let checkpoints: CheckpointService;
+  let recovery: RecoveryReport;
+  const emitter = new EventEmitter() as CoordinatorEventEmitter;
+  emitter.setMaxListeners(100);
+  let hub: EventHub;
+  try {
+    db = StateDb.open(join(setup.stateDir, 'state.db'));
+    cleanup.push(() => db.close());
+    hub = new EventHub(db, emitter, log, exp.id);
+    checkpoints = new CheckpointService(setup.stateDir, exp.id, setup.keys, setup.keyId, (kind, message) => log('info', message, { event: kind }));
+    recovery = recoverCoordinatorState(db, checkpoints.store, (e) => log('info', e.message, { event: e.kind }));
+    ensureExperimentRecord(db, exp);
+    enrolSites(db, setup.sites, exp.id);
+    if (!db.lastCompleted(exp.id)) {
+      const weights = await (options.initialWeights ?? defaultInitialWeights)(exp);
+      const written = checkpoints.write(0, weights);
+      db.commitInitialCheckpoint(exp.id, written.meta.version);
+      log('info', `initial global model written as checkpoint v${written.meta.version}`, { tensors: weights.manifest.length, bytes: written.bytes.length });
+    }
+    checkpoints.setCurrent(db.lastCompleted(exp.id)!.checkpointVersion!);
+  } catch (e) {
+    return fail(e);
+  }
+
+  const uploadsDir = join(setup.stateDir, 'uploads');
+  rmSync(uploadsDir, { recursive: true, force: true }); // partial uploads do not survive a restart
+  let scheduler: RoundScheduler;
+  const live = () => scheduler?.live ?? null;
+  const uploads = new UploadService(uploadsDir, setup.keys.boxSecretKey, { live, db, hub, log, updateNormBound: exp.updateNormBound });
+
+  const app = express();
+  app.disable('x-powered-by');
+  const server: HttpServer = setup.tls ? createHttpsServer({ cert: setup.tls.cert, key: setup.tls.key }, app) : createHttpServer(app);
+  const io = new SocketIoServer(server, { maxHttpBufferSize: SOCKET_IO_MAX_HTTP_BUFFER_SIZE, serveClient: false, cors: undefined });
+
+  let sessions: SiteSessions;
+  scheduler = new RoundScheduler({ experiment: exp, enrolled, db, checkpoints, strategy, hub, log, sessions: () => sessions });
+  sessions = new SiteSessions(io, {
+    setup,
+    db,
+    hub,
+    log,
+    uploads,
+    checkpoints,
+    experimentMessage: signedExperimentMessage(description, setup.keys),
+    live,
+    onSiteOnline: (id) => scheduler.siteOnline(id),
+    onSiteOffline: (id) => scheduler.siteOffline(id),
+  });
+  const snapshots = new SnapshotProvider({ experiment: exp, enrolled, db, checkpoints, sessions: () => sessions, live });
+
+  app.get('/healthz', (_req, res) => {
+    res.set('Cache-Control', 'no-store').json({ ok: true, experiment: exp.id, lastCompletedRound: db.lastCompletedRound(exp.id), end: scheduler.end?.kind ?? null });
+  });
+  hub.dashboard = mountDashboard(app, io, {
+    token: setup.config.dashboardToken,
+    snapshot: () => snapshots.snapshot(),
+    downloadCheckpoint: (version) => {
+      const bytes = checkpoints.artifact(version);
+      return bytes ? { fileName: `${exp.id}-v${version}.pfw`, bytes } : null;
+    },
+    onError: (e) => log('error', 'dashboard snapshot failed', { error: errorMessage(e) }),
+  });
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(setup.config.port, setup.config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    io.close();
+    return fail(new PatchFedError('listen-failed', `Coordinator cannot listen on ${setup.config.host}:${setup.config.port}: ${errorMessage(e)}.`, { subject: `${setup.config.host}:${setup.config.port}` }));
+  }
+  const port = (server.address() as AddressInfo).port;
+  const host = setup.config.host.includes(':') ? `[${setup.config.host}]` : setup.config.host;
+  const url = `${setup.tls ? 'https' : 'http'}://${host}:${port}`;
+  log('info', `coordinator listening on ${url}`, { url, experiment: exp.id, sites: enrolled.length, lastCompletedRound: db.lastCompletedRound(exp.id) });
+
+  let resolveFinished!: (end: ExperimentEnd) => void;
+  const finished = new Promise<ExperimentEnd>((resolve) => (resolveFinished = resolve));
+  const running = scheduler.run().then(
+    (end) => {
+      if (end) resolveFinished(end);
+    },
+    (e) => {
+      log('error', 'round scheduler stopped by an internal error', { error: errorMessage(e), stack: (e as Error)?.stack });
+      hub.note('internal-error', { message: `Round scheduler stopped: ${errorMessage(e)}` }, null, 'error');
+    },
+  );
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      scheduler.stop();
+      await running;
+      hub.dashboard?.close();
+      sessions.disconnectAll();
+      await new Promise<void>((resolve) => {
+        io.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+      await uploads.close();
+      db.close();
+      unlock();
+      log('info', 'coordinator stopped');
+    })();
+    return stopping;
+  };
+
+  return {
+    url,
+    port,
+    events: emitter,
+    db,
+    recovery,
+    finished,
+    stop,
+    snapshot: () => snapshots.snapshot(),
+    state: () => {
+      const l = live();
+      return {
+        experimentId: exp.id,
+        lastCompletedRound: db.lastCompletedRound(exp.id) ?? 0,
+        currentRound:
+          l && !l.closed
+            ? { round: l.round, attempt: l.attempt, selected: [...l.sites.keys()], accepted: [...l.accepted.keys()], rejected: [...l.rejected.keys()], deadline: l.deadline }
+            : null,
+        onlineSites: sessions.onlineIds(),
+        end: scheduler.end,
+      };
+    },
+    checkpoints: () => checkpoints.store.list().map((m) => ({ version: m.version, round: m.round, sha256: m.sha256, sizeBytes: m.sizeBytes })),
+    globalWeights: () => {
+      const c = checkpoints.latest;
+      return { round: c.meta.round, version: c.meta.version, sha256: c.meta.sha256, weights: c.weights };
+    },
+  };
+}
+
+/** Enrolled sites in the DB, with their key fingerprints; a changed key is a rotation by the admin. */
+function enrolSites(db: StateDb, sites: CoordinatorSetup['sites'], experimentId: string): void {
+  for (const site of sites.values()) {
+    const known = db.getSite(site.id);
+    if (known && known.fingerprint === site.fingerprint) continue;
+    db.upsertSite({ id: site.id, fingerprint: site.fingerprint }, { allowFingerprintChange: true });
+    const message = known
+      ? `Site '${site.id}' re-enrolled with a new key ${site.fingerprint} (was ${known.fingerprint}).`
+      : `Site '${site.id}' enrolled with key ${site.fingerprint}.`;
+    db.recordEvent({ kind: 'enrol', message, experimentId, siteId: site.id });
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * The experiment from the coordinator's point of view: the signed description sites receive,
+ * the strategy it names, its DB record (created once, and checked on every restart so a config
+ * edit cannot silently change the model under a running experiment), and the initial model.
+ */
+import nacl from 'tweetnacl';
+import { PatchFedError } from '../../shared/errors.ts';
+import type { Experiment } from '../../shared/config/coordinator.ts';
+import { canonicalJson } from '../../shared/crypto/encoding.ts';
+import type { KeyPairs } from '../../shared/crypto/keys.ts';
+import { experimentDescriptionSchema, experimentSigningBytes, type ExperimentDescription, type Message, type StrategyConfig } from '../../shared/protocol/messages.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
+import { createStrategy, type SampleWeightedStrategy } from '../strategies/index.ts';
+import type { StateDb } from '../store/index.ts';
+
+export function strategyMessage(experiment: Experiment): StrategyConfig {
+  const { name, mu } = experiment.strategy;
+  return name === 'fedprox' ? { name, mu } : { name };
+}
+
+export function describeExperiment(experiment: Experiment): ExperimentDescription {
+  const m = experiment.model;
+  const description = {
+    id: experiment.id,
+    task: experiment.task,
+    labels: experiment.labels,
+    modalities: experiment.modalities,
+    model: {
+      mode: m.mode,
+      ...(m.preset !== undefined ? { preset: m.preset } : {}),
+      ...(m.base !== undefined ? { base: m.base } : {}),
+      ...(m.depth !== undefined ? { depth: m.depth } : {}),
+      norm: m.norm,
+      cascadeFactor: m.cascadeFactor,
+    },
+    rounds: experiment.rounds,
+    localSteps: experiment.localSteps,
+    learningRate: experiment.learningRate,
+    strategy: strategyMessage(experiment),
+    seed: experiment.seed,
+  };
+  const parsed = experimentDescriptionSchema.safeParse(description);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new PatchFedError('E_CONFIG', `coordinator config: experiment.${issue.path.join('.')} cannot be sent to sites: ${issue.message}.`, { subject: 'experiment' });
+  }
+  return parsed.data;
+}
+
+export function signedExperimentMessage(description: ExperimentDescription, keys: KeyPairs): Message<'experiment'> {
+  return { description, signature: nacl.sign.detached(experimentSigningBytes(description), keys.signSecretKey) };
+}
+
+export function experimentStrategy(experiment: Experiment): SampleWeightedStrategy {
+  const common = { fractionFit: experiment.fractionFit, minSites: experiment.minSites, seed: experiment.seed };
+  const { name, mu } = experiment.strategy;
+  return createStrategy(name === 'fedprox' ? { name, mu, ...common } : { name, ...common }, 'coordinator config experiment.strategy');
+}
+
+/** What must never change while an experiment exists: it defines the model being trained. */
+function identity(experiment: Experiment): Record<string, unknown> {
+  return { task: experiment.task, labels: experiment.labels, modalities: experiment.modalities, model: experiment.model, strategy: experiment.strategy.name };
+}
+
+/** Creates the experiment record, or checks that the config still describes the stored one. */
+export function ensureExperimentRecord(db: StateDb, experiment: Experiment): 'created' | 'existing' {
+  const existing = db.getExperiment(experiment.id);
+  if (!existing) {
+    db.createExperiment({ id: experiment.id, name: experiment.task, strategy: experiment.strategy.name, config: experiment });
+    return 'created';
+  }
+  const stored = identity(existing.config as Experiment);
+  const now = identity(experiment);
+  const changed = Object.keys(now).filter((k) => canonicalJson(stored[k] ?? null) !== canonicalJson(now[k] ?? null));
+  if (changed.length > 0) {
+    throw new PatchFedError(
+      'experiment-changed',
+      `Experiment '${experiment.id}' already exists in the state directory with a different ${changed.join(', ')}; changing it would mix incompatible models. Use a new experiment id (or a new stateDir).`,
+      { subject: experiment.id },
+    );
+  }
+  return 'existing';
+}
+
+/** The initial global model built from the experiment's layout with tfjs (CPU), loaded lazily. */
+export async function defaultInitialWeights(experiment: Experiment): Promise<NamedWeights> {
+  const tf = await import('@tensorflow/tfjs-core');
+  await import('@tensorflow/tfjs-backend-cpu');
+  if (tf.getBackend() !== 'cpu') await tf.setBackend('cpu');
+  const { experimentLayout, initialGlobalWeights } = await import('../../site-agent/run/global-model.ts');
+  return initialGlobalWeights(experimentLayout(experiment), experiment.seed);
+}

@@ -1,0 +1,311 @@
+/**
+ * The round loop. For round r = last complete + 1 … rounds: wait for enough sites, let the
+ * strategy pick them, open the round attempt in the DB, push the task, and close it when every
+ * selected site has an accepted or rejected update, or at the deadline. A round with at least
+ * minSites accepted updates is aggregated; otherwise the attempt fails and the round is retried
+ * (same global model) up to maxRoundAttempts, after which the experiment stops.
+ *
+ * Crash ordering when a round completes: write the checkpoint durably → commit the round as
+ * complete with that version (one DB transaction) → make it current and announce it. A crash
+ * before the commit leaves an orphan checkpoint that recovery removes; the round is redone.
+ */
+import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import type { Experiment } from '../../shared/config/coordinator.ts';
+import type { Message } from '../../shared/protocol/messages.ts';
+import type { SampleWeightedStrategy } from '../strategies/index.ts';
+import type { RoundRecord, StateDb } from '../store/index.ts';
+import type { CheckpointService } from './checkpoint-service.ts';
+import type { EventHub } from './events.ts';
+import { strategyMessage } from './experiment.ts';
+import { LiveRound } from './live-round.ts';
+import type { Log } from './log.ts';
+import type { SiteSessions } from './sessions.ts';
+
+/** Failure reasons that count towards maxRoundAttempts (restarts do not). */
+const COUNTED_FAILURE = 'attempt failed: ';
+const RETRY_PAUSE_MS = 1000;
+
+export interface SchedulerContext {
+  experiment: Experiment;
+  enrolled: readonly string[];
+  db: StateDb;
+  checkpoints: CheckpointService;
+  strategy: SampleWeightedStrategy;
+  hub: EventHub;
+  log: Log;
+  sessions: () => SiteSessions;
+}
+
+export type ExperimentEnd = { kind: 'complete'; round: number; checkpointVersion: number } | { kind: 'stopped'; round: number; reason: string };
+
+export class RoundScheduler {
+  live: LiveRound | null = null;
+  end: ExperimentEnd | null = null;
+  private stopped = false;
+  private wakeUp: (() => void) | null = null;
+  /** Sites that were sent a task for this round and have not resolved it. */
+  private readonly outstanding = new Map<string, number>();
+  private readonly graceUntil: number;
+
+  constructor(private readonly ctx: SchedulerContext) {
+    this.graceUntil = Date.now() + ctx.experiment.startupGraceSeconds * 1000;
+  }
+
+  /** Runs rounds until the experiment completes or stops, or stop() is called. */
+  async run(): Promise<ExperimentEnd | null> {
+    const { experiment: exp, db } = this.ctx;
+    while (!this.stopped) {
+      const last = db.lastCompleted(exp.id);
+      if (!last) throw new Error('RoundScheduler: the experiment has no initial checkpoint'); // start-up guarantees one
+      if (last.round >= exp.rounds) return this.complete(last);
+      const round = last.round + 1;
+      const failures = this.countedFailures(round);
+      if (failures >= exp.maxRoundAttempts) return this.stopExperiment(round, `round ${round} failed ${failures} time(s) (maxRoundAttempts ${exp.maxRoundAttempts})`);
+      await this.waitForSites();
+      if (this.stopped) break;
+      const live = this.open(round);
+      if (!live) continue;
+      const outcome = await live.outcome;
+      if (outcome === 'stopped') {
+        this.failQuietly(live.record, 'interrupted: the coordinator was stopped');
+        this.live = null;
+        break;
+      }
+      const ok = this.closeRound(live);
+      this.live = null;
+      if (!ok) await this.pause(RETRY_PAUSE_MS);
+    }
+    return null;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.live?.close('stopped');
+    this.wakeUp?.();
+  }
+
+  /** A site authenticated: give it what it is missing (task of the open round, or the final model). */
+  siteOnline(siteId: string): void {
+    const live = this.live;
+    if (this.end?.kind === 'complete') this.sendComplete(siteId);
+    else if (live && !live.closed && live.isSelected(siteId) && !live.isResolved(siteId)) this.sendTask(live, siteId);
+    this.wakeUp?.();
+  }
+
+  siteOffline(_siteId: string): void {
+    this.wakeUp?.();
+  }
+
+  // ---- round steps --------------------------------------------------------------------------
+
+  private open(round: number): LiveRound | null {
+    const { experiment: exp, db, checkpoints, strategy, hub } = this.ctx;
+    const sessions = this.ctx.sessions();
+    const current = checkpoints.latest;
+    const sites = this.ctx.enrolled.map((id) => ({ id, online: sessions.isOnline(id) }));
+    let plan;
+    try {
+      plan = strategy.configureFit(round, current.weights, sites);
+    } catch (e) {
+      if (e instanceof PatchFedError && e.code === 'not-enough-sites') return null; // someone left meanwhile: wait again
+      throw e;
+    }
+    const deadline = Date.now() + Math.round(exp.roundDeadlineSeconds * 1000);
+    const record = db.openRound({ experimentId: exp.id, round, selectedSites: plan.selected, deadline: new Date(deadline) });
+    const live = new LiveRound(record, current.weights, current.meta.version, plan.config, deadline, strategy.beginAggregation(round, current.weights), exp.localSteps);
+    this.live = live;
+    for (const [siteId, r] of this.outstanding) {
+      if (r !== round || !live.isSelected(siteId)) this.cancel(siteId, r, 'not-selected', `Round ${r} no longer needs this site's update.`);
+    }
+    hub.note(
+      'round-open',
+      {
+        round,
+        attempt: record.attempt,
+        selected: plan.selected,
+        deadline,
+        message: `Round ${round} (attempt ${record.attempt}) opened with ${plan.selected.length} site(s): ${plan.selected.join(', ')}; deadline ${new Date(deadline).toISOString()}.`,
+      },
+      'round-open',
+    );
+    for (const siteId of plan.selected) if (sessions.isOnline(siteId)) this.sendTask(live, siteId);
+    return live;
+  }
+
+  private sendTask(live: LiveRound, siteId: string): void {
+    const { experiment: exp, checkpoints } = this.ctx;
+    const current = checkpoints.latest;
+    if (current.meta.version !== live.checkpointVersion) return; // cannot happen while the round is open
+    const fit = live.fit[siteId];
+    const task: Message<'round-task'> = {
+      round: live.round,
+      attempt: live.attempt,
+      experimentId: exp.id,
+      checkpoint: current.announcement,
+      steps: live.steps,
+      strategy: strategyMessage(exp),
+      deadline: live.deadline,
+      localRoles: fit ? [...fit.localRoles] : [],
+    };
+    if (!this.ctx.sessions().send(siteId, 'round-task', task)) return;
+    const site = live.sites.get(siteId);
+    if (site) site.taskSent = true;
+    this.outstanding.set(siteId, live.round);
+    this.ctx.hub.note('task-sent', { round: live.round, attempt: live.attempt, siteId, message: `Round ${live.round} task sent to site '${siteId}'.` }, null, 'debug');
+  }
+
+  /** Aggregates or fails the attempt; true if the round completed. */
+  private closeRound(live: LiveRound): boolean {
+    const { experiment: exp, db, hub } = this.ctx;
+    for (const siteId of live.accepted.keys()) this.outstanding.delete(siteId);
+    for (const siteId of live.rejected.keys()) this.outstanding.delete(siteId);
+    for (const siteId of live.unresolved()) {
+      hub.note('dropout', { round: live.round, attempt: live.attempt, siteId, message: `Site '${siteId}' sent no update for round ${live.round} (attempt ${live.attempt}) before the deadline.` }, 'dropout', 'warn');
+    }
+    const accepted = live.accepted.size;
+    if (accepted < exp.minSites) {
+      const reason = `${COUNTED_FAILURE}${accepted} accepted update(s), ${exp.minSites} needed (${live.rejected.size} rejected, ${live.unresolved().length} missing)`;
+      this.failQuietly(live.record, reason);
+      hub.note('round-failed', { round: live.round, attempt: live.attempt, reason, message: `Round ${live.round} attempt ${live.attempt} failed: ${reason}.` }, 'round-failed', 'warn');
+      return false;
+    }
+    let written;
+    try {
+      db.startAggregation(live.record.id);
+      const weights = live.aggregator.finish();
+      written = { ...this.ctx.checkpoints.write(live.round, weights), weights };
+      db.completeRound(live.record.id, written.meta.version); // the durable "round complete"
+    } catch (e) {
+      const reason = `${COUNTED_FAILURE}aggregation failed: ${errorMessage(e)}`;
+      this.ctx.log('error', 'aggregation failed', { round: live.round, error: errorMessage(e), stack: (e as Error)?.stack });
+      this.failQuietly(live.record, reason);
+      hub.note('round-failed', { round: live.round, attempt: live.attempt, reason, message: `Round ${live.round} attempt ${live.attempt} failed: ${reason}.` }, 'round-failed', 'error');
+      return false;
+    }
+    // Committed: from here on, announce.
+    const current = this.ctx.checkpoints.setCurrent(written.meta.version, written);
+    this.recordRoundMetrics(live);
+    try {
+      this.ctx.checkpoints.prune(exp.checkpointRetention);
+    } catch (e) {
+      this.ctx.log('warn', 'checkpoint retention failed', { error: errorMessage(e) });
+    }
+    for (const siteId of live.unresolved()) this.cancel(siteId, live.round, 'round-complete', `Round ${live.round} completed without this site's update.`);
+    hub.note(
+      'round-complete',
+      {
+        round: live.round,
+        attempt: live.attempt,
+        checkpointVersion: current.meta.version,
+        sha256: current.meta.sha256,
+        accepted: [...live.accepted.keys()].sort(),
+        rejected: [...live.rejected.keys()].sort(),
+        message: `Round ${live.round} complete: ${accepted} update(s) aggregated into checkpoint v${current.meta.version} (sha256 ${current.meta.sha256.slice(0, 12)}…).`,
+      },
+      'round-complete',
+    );
+    return true;
+  }
+
+  private recordRoundMetrics(live: LiveRound): void {
+    let samples = 0;
+    let bytes = live.bytesDown;
+    for (const u of live.accepted.values()) samples += u.samples;
+    bytes += live.bytesUp;
+    try {
+      this.ctx.db.recordMetrics(live.record.id, null, [
+        { kind: 'accepted_sites', value: live.accepted.size },
+        { kind: 'rejected_sites', value: live.rejected.size },
+        { kind: 'samples', value: samples },
+        { kind: 'bytes_moved', value: bytes },
+      ]);
+    } catch (e) {
+      this.ctx.log('error', 'could not record round metrics', { round: live.round, error: errorMessage(e) });
+    }
+  }
+
+  private complete(last: RoundRecord): ExperimentEnd {
+    const { hub } = this.ctx;
+    const current = this.ctx.checkpoints.latest;
+    this.end = { kind: 'complete', round: last.round, checkpointVersion: current.meta.version };
+    for (const [siteId, r] of this.outstanding) this.cancel(siteId, r, 'experiment-complete', 'The experiment is complete.');
+    hub.note(
+      'experiment-complete',
+      { round: last.round, checkpointVersion: current.meta.version, sha256: current.meta.sha256, message: `Experiment '${this.ctx.experiment.id}' complete after ${last.round} round(s); final checkpoint v${current.meta.version}.` },
+      'round-complete',
+    );
+    for (const siteId of this.ctx.sessions().onlineIds()) this.sendComplete(siteId);
+    return this.end;
+  }
+
+  private sendComplete(siteId: string): void {
+    if (this.end?.kind !== 'complete') return;
+    this.ctx.sessions().send(siteId, 'experiment-complete', { experimentId: this.ctx.experiment.id, round: this.end.round, checkpoint: this.ctx.checkpoints.latest.announcement });
+  }
+
+  private stopExperiment(round: number, reason: string): ExperimentEnd {
+    this.end = { kind: 'stopped', round, reason };
+    for (const [siteId, r] of this.outstanding) this.cancel(siteId, r, 'experiment-stopped', `The experiment stopped: ${reason}.`);
+    this.ctx.hub.note('experiment-stopped', { round, reason, message: `Experiment '${this.ctx.experiment.id}' stopped at round ${round}: ${reason}.` }, 'round-failed', 'error');
+    return this.end;
+  }
+
+  private cancel(siteId: string, round: number, code: string, reason: string): void {
+    this.outstanding.delete(siteId);
+    this.ctx.sessions().send(siteId, 'round-cancel', { round, code, reason });
+  }
+
+  private failQuietly(record: RoundRecord, reason: string): void {
+    try {
+      const r = this.ctx.db.getRound(record.id);
+      if (r && (r.status === 'open' || r.status === 'aggregating')) this.ctx.db.failRound(record.id, reason);
+    } catch (e) {
+      this.ctx.log('error', 'could not mark round failed', { round: record.round, error: errorMessage(e) });
+    }
+  }
+
+  private countedFailures(round: number): number {
+    return this.ctx.db
+      .listRounds(this.ctx.experiment.id)
+      .filter((r) => r.round === round && r.status === 'failed' && (r.failureReason ?? '').startsWith(COUNTED_FAILURE)).length;
+  }
+
+  /**
+   * Until minSites are online; before the first round after start-up also until every enrolled
+   * site is, or the start-up grace period is over.
+   */
+  private async waitForSites(): Promise<void> {
+    const { experiment: exp } = this.ctx;
+    let announced = false;
+    while (!this.stopped) {
+      const online = this.ctx.enrolled.filter((id) => this.ctx.sessions().isOnline(id)).length;
+      const now = Date.now();
+      const graceOver = now >= this.graceUntil || online === this.ctx.enrolled.length;
+      if (online >= exp.minSites && graceOver) return;
+      if (!announced) {
+        this.ctx.log('info', 'waiting for sites', { online, minSites: exp.minSites, enrolled: this.ctx.enrolled.length });
+        announced = true;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = online >= exp.minSites ? setTimeout(resolve, this.graceUntil - now) : null;
+        this.wakeUp = () => {
+          if (timer) clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wakeUp = null;
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wakeUp = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    }).then(() => {
+      this.wakeUp = null;
+    });
+  }
+}

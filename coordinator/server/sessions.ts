@@ -1,0 +1,216 @@
+/**
+ * Site connections: accounting (connection limit, handshake timeout), the challenge–response
+ * handshake against the enrolled keys, and, once a site is authenticated, the services it may
+ * use (checkpoint download, update upload, status / error / site-info events). One session per
+ * site: a new authenticated connection replaces the old one.
+ */
+import type { Server, Socket } from 'socket.io';
+import { errorMessage } from '../../shared/errors.ts';
+import { encodeMessage, safeParseMessage, type CoordinatorMessageType, type Message } from '../../shared/protocol/messages.ts';
+import { serveCheckpoints } from '../../shared/protocol/checkpoint-transfer.ts';
+import { acceptSiteHandshake } from '../../shared/protocol/session.ts';
+import type { HandlerTransport } from '../../shared/protocol/transport.ts';
+import type { StateDb } from '../store/index.ts';
+import type { CheckpointService } from './checkpoint-service.ts';
+import type { EventHub } from './events.ts';
+import type { LiveRound } from './live-round.ts';
+import type { Log } from './log.ts';
+import type { CoordinatorSetup } from './setup.ts';
+import { SocketRouter } from './socket-router.ts';
+import type { UploadService } from './uploads.ts';
+
+export interface SessionContext {
+  setup: CoordinatorSetup;
+  db: StateDb;
+  hub: EventHub;
+  log: Log;
+  uploads: UploadService;
+  checkpoints: CheckpointService;
+  experimentMessage: Message<'experiment'>;
+  live(): LiveRound | null;
+  /** After authentication and the experiment message (e.g. to send the current task). */
+  onSiteOnline(siteId: string): void;
+  onSiteOffline(siteId: string): void;
+}
+
+interface SiteSession {
+  siteId: string;
+  sessionId: string;
+  socket: Socket;
+  router: SocketRouter;
+}
+
+/** Live facts a site reported that the DB has no column for. */
+export interface SiteExtras {
+  gpu: boolean;
+}
+
+export class SiteSessions {
+  private readonly sessions = new Map<string, SiteSession>();
+  readonly extras = new Map<string, SiteExtras>();
+  private connections = 0;
+
+  constructor(
+    private readonly io: Server,
+    private readonly ctx: SessionContext,
+  ) {
+    const { limits } = ctx.setup.config;
+    io.use((socket, next) => {
+      if (this.connections >= limits.maxConnections) {
+        ctx.hub.note('connection-refused', { reason: 'connection-limit', message: `Refused a connection from ${socket.handshake.address}: the limit of ${limits.maxConnections} connections is reached.` }, null, 'warn');
+        return next(new Error('the coordinator is at its connection limit; retry later'));
+      }
+      next();
+    });
+    io.on('connection', (socket) => this.accept(socket));
+  }
+
+  /** Ids of the sites with an authenticated connection. */
+  onlineIds(): string[] {
+    return [...this.sessions.keys()].sort();
+  }
+
+  isOnline(siteId: string): boolean {
+    return this.sessions.has(siteId);
+  }
+
+  /** Pushes a validated coordinator message to a site; false if it is offline. */
+  send<T extends CoordinatorMessageType>(siteId: string, type: T, data: Message<T>): boolean {
+    const s = this.sessions.get(siteId);
+    if (!s) return false;
+    s.socket.emit(type, encodeMessage(type, data));
+    return true;
+  }
+
+  disconnectAll(): void {
+    for (const s of this.sessions.values()) s.socket.disconnect(true);
+  }
+
+  private accept(socket: Socket): void {
+    const { ctx } = this;
+    const { config, keys, sites } = ctx.setup;
+    this.connections++;
+    const router = new SocketRouter(socket, {
+      maxMessagesPerSecond: config.limits.maxMessagesPerSecond,
+      log: ctx.log,
+      onAbuse: (reason) => ctx.hub.note('connection-refused', { reason, message: `Closed connection ${socket.id} from ${socket.handshake.address}: ${reason}.` }, null, 'warn'),
+    });
+    let session: SiteSession | null = null;
+    const detach: (() => void)[] = [];
+    const handshakeTimer = setTimeout(() => {
+      if (!router.isAuthenticated) router.close(`no authentication within ${config.limits.handshakeTimeoutSeconds} s`);
+    }, config.limits.handshakeTimeoutSeconds * 1000);
+    handshakeTimer.unref();
+
+    detach.push(
+      acceptSiteHandshake(router, {
+        coordinatorKeys: keys,
+        enrolledKeys: (id) => sites.get(id)?.keys,
+        onRejected: (error) => {
+          ctx.hub.note('auth-failed', { siteId: error.subject, code: error.code, message: `Refused ${error.subject ? `site '${error.subject}'` : 'a connection'} from ${socket.handshake.address}: ${error.message}` }, 'enrol-refused', 'warn');
+          router.close(`authentication failed (${error.code})`, false);
+        },
+        onAuthenticated: (site) => {
+          clearTimeout(handshakeTimer);
+          router.markAuthenticated();
+          session = { siteId: site.siteId, sessionId: site.sessionId, socket, router };
+          const previous = this.sessions.get(site.siteId);
+          this.sessions.set(site.siteId, session);
+          if (previous) {
+            ctx.log('info', 'site reconnected; closing its previous connection', { siteId: site.siteId });
+            previous.socket.disconnect(true);
+          }
+          detach.push(ctx.uploads.attach(router, { siteId: site.siteId, siteKeys: site.siteKeys }));
+          detach.push(serveCheckpoints(this.countingDownloads(router), (e, v) => ctx.checkpoints.lookup(e, v), config.limits.chunkBytes));
+          detach.push(router.onEvent('status', (p) => this.onStatus(site.siteId, p)));
+          detach.push(router.onEvent('error', (p) => this.onSiteError(site.siteId, p)));
+          detach.push(router.onEvent('site-info', (p) => this.onSiteInfo(site.siteId, p)));
+          try {
+            ctx.db.setSiteOnline(site.siteId, true);
+          } catch (e) {
+            ctx.log('error', 'could not mark site online', { siteId: site.siteId, error: errorMessage(e) });
+          }
+          ctx.hub.note('site-online', { siteId: site.siteId, message: `Site '${site.siteId}' connected and authenticated (session ${site.sessionId.slice(0, 8)}).` }, 'site-online');
+          // After the auth-ok acknowledgement has gone out.
+          setImmediate(() => {
+            if (this.sessions.get(site.siteId) !== session) return;
+            this.send(site.siteId, 'experiment', ctx.experimentMessage);
+            ctx.onSiteOnline(site.siteId);
+          });
+        },
+      }),
+    );
+
+    socket.on('disconnect', (reason: string) => {
+      this.connections--;
+      clearTimeout(handshakeTimer);
+      for (const off of detach) off();
+      if (session && this.sessions.get(session.siteId) === session) {
+        this.sessions.delete(session.siteId);
+        try {
+          ctx.db.setSiteOnline(session.siteId, false);
+        } catch (e) {
+          ctx.log('error', 'could not mark site offline', { siteId: session.siteId, error: errorMessage(e) });
+        }
+        ctx.hub.note('site-offline', { siteId: session.siteId, message: `Site '${session.siteId}' disconnected (${reason}).` }, 'site-offline');
+        ctx.onSiteOffline(session.siteId);
+      }
+    });
+  }
+
+  /** Counts checkpoint bytes served in the live round (dashboard: bytes moved). */
+  private countingDownloads(router: HandlerTransport): HandlerTransport {
+    return {
+      handle: (type, handler) =>
+        router.handle(type, async (payload) => {
+          const reply = await handler(payload);
+          const live = this.ctx.live();
+          if (live && reply.type === 'checkpoint-chunk') live.bytesDown += (reply.payload as { data: Uint8Array }).data.length;
+          return reply;
+        }),
+    };
+  }
+
+  private onStatus(siteId: string, payload: unknown): void {
+    const m = safeParseMessage('status', payload);
+    if (!m.ok) throw m.error;
+    const live = this.ctx.live();
+    const site = live?.sites.get(siteId);
+    if (!live || live.closed || !site || m.data.round !== live.round || live.isResolved(siteId)) return;
+    site.stepsDone = Math.min(m.data.stepsDone, m.data.stepsTotal);
+    site.stepsTotal = m.data.stepsTotal;
+    if (m.data.phase === 'uploading') site.state = 'uploading';
+    else if (site.state !== 'uploading') site.state = 'training';
+    this.ctx.hub.note(
+      'site-status',
+      { siteId, round: m.data.round, stepsDone: m.data.stepsDone, stepsTotal: m.data.stepsTotal, phase: m.data.phase, message: `Site '${siteId}': ${m.data.phase ?? 'working'} ${m.data.stepsDone}/${m.data.stepsTotal}.` },
+      null,
+      'debug',
+    );
+  }
+
+  private onSiteError(siteId: string, payload: unknown): void {
+    const m = safeParseMessage('error', payload);
+    if (!m.ok) throw m.error;
+    this.ctx.hub.note('site-error', { siteId, code: m.data.code, message: `Site '${siteId}' reported ${m.data.code}: ${m.data.message}` }, null, 'warn');
+  }
+
+  private onSiteInfo(siteId: string, payload: unknown): void {
+    const m = safeParseMessage('site-info', payload);
+    if (!m.ok) throw m.error;
+    const info = m.data;
+    const { db } = this.ctx;
+    const known = db.getSite(siteId);
+    if (!known) return;
+    db.upsertSite({
+      id: siteId,
+      fingerprint: known.fingerprint,
+      backend: info.backend,
+      memoryBudgetBytes: info.memoryBudgetMB !== undefined ? Math.max(1, Math.round(info.memoryBudgetMB * 1024 * 1024)) : undefined,
+      plannedPatch: info.patch,
+      plannedBatch: info.batch,
+    });
+    if (info.gpu !== undefined) this.extras.set(siteId, { gpu: info.gpu });
+    this.ctx.hub.changed();
+  }
+}

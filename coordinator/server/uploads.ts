@@ -1,0 +1,252 @@
+/**
+ * Update uploads from sites into the open round: the protocol's UpdateReceiver (chunked,
+ * resumable, signature-checked before decryption) behind a gate that knows about rounds.
+ *
+ * The gate, before the receiver sees a request:
+ *  - refuses uploads when no round is open, from sites not selected, or from sites already
+ *    accepted or rejected in this attempt;
+ *  - ignores (event + 'stale-update' error) anything belonging to an earlier round or attempt:
+ *    each transfer is tagged with the attempt it began in, so a replayed or late transfer can
+ *    never count in a later attempt, even though attempts share the round number it is signed for;
+ *  - after the receiver answered: a chunk or commit that failed authentication (flipped byte,
+ *    wrong key, hash mismatch) rejects the site's update for this attempt.
+ * On a completed upload it decodes the file against the global manifest (finite values,
+ * names, shapes), checks the optional norm bound and folds it into the streaming aggregator.
+ */
+import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import { decodeWeightsFile, encodedWeightsSize, validateAgainstManifest } from '../../shared/codec/index.ts';
+import type { PublicKeys } from '../../shared/crypto/keys.ts';
+import { SEAL_OVERHEAD_BYTES } from '../../shared/crypto/seal.ts';
+import { safeParseMessage, type Metrics, type WireReply } from '../../shared/protocol/messages.ts';
+import { UpdateReceiver, type CompletedUpload } from '../../shared/protocol/transfer.ts';
+import type { HandlerTransport } from '../../shared/protocol/transport.ts';
+import type { MetricInput, StateDb } from '../store/index.ts';
+import type { EventHub } from './events.ts';
+import type { LiveRound } from './live-round.ts';
+import type { Log } from './log.ts';
+
+/** Receiver errors that mean the update cannot be trusted: the site is rejected for the attempt. */
+const TAMPER_CODES = new Set(['chunk-bad-signature', 'chunk-decryption-failed', 'chunk-malformed', 'chunk-wrong-size', 'chunk-wrong-site', 'commit-bad-signature', 'payload-hash-mismatch']);
+const UPLOAD_TYPES = new Set(['update-begin', 'update-resume', 'update-chunk', 'update-commit']);
+/** Transfer tags kept (oldest dropped first); one per upload, so this spans many rounds. */
+const MAX_TAGS = 100_000;
+
+export interface UploadContext {
+  live(): LiveRound | null;
+  db: StateDb;
+  hub: EventHub;
+  log: Log;
+  /** L2 bound on (update − global); 0 = off. */
+  updateNormBound: number;
+}
+
+export class UploadService {
+  readonly receiver: UpdateReceiver;
+  private readonly tags = new Map<string, number>();
+
+  constructor(
+    directory: string,
+    coordinatorBoxSecretKey: Uint8Array,
+    private readonly ctx: UploadContext,
+  ) {
+    this.receiver = new UpdateReceiver({
+      directory,
+      coordinatorBoxSecretKey,
+      onInternalError: (e) => ctx.log('error', 'update receiver failed', { error: errorMessage(e) }),
+    });
+  }
+
+  /** Serves uploads on one authenticated connection. */
+  attach(router: HandlerTransport, peer: { siteId: string; siteKeys: PublicKeys }): () => void {
+    return this.receiver.attach(this.gated(router, peer.siteId), {
+      siteId: peer.siteId,
+      siteKeys: peer.siteKeys,
+      currentRound: () => this.ctx.live()?.round ?? 0,
+      onComplete: (upload) => this.complete(upload),
+    });
+  }
+
+  close(): Promise<void> {
+    return this.receiver.close();
+  }
+
+  /** Rejects `siteId`'s update in `live` (once), durably and visibly. */
+  reject(live: LiveRound, siteId: string, code: string, reason: string): void {
+    if (live.isResolved(siteId) || live.closed) return;
+    try {
+      this.ctx.db.recordSiteUpdate({ roundId: live.record.id, siteId, status: 'rejected', reason: `${code}: ${reason}`.slice(0, 2000) });
+    } catch (e) {
+      this.ctx.log('error', 'could not record a rejected update', { siteId, error: errorMessage(e) });
+    }
+    live.reject(siteId, code, reason);
+    this.ctx.hub.note(
+      'update-rejected',
+      { round: live.round, attempt: live.attempt, siteId, code, message: `Update from site '${siteId}' rejected in round ${live.round} (attempt ${live.attempt}): ${reason}` },
+      'reject',
+      'warn',
+    );
+  }
+
+  private ignore(siteId: string, code: string, message: string, round?: number): PatchFedError {
+    this.ctx.hub.note('update-ignored', { siteId, code, round, message: `Ignored from site '${siteId}': ${message}` }, 'reject', 'warn');
+    return new PatchFedError(code, message, { subject: siteId });
+  }
+
+  private key(siteId: string, transferId: string): string {
+    return `${siteId}\u0000${transferId}`;
+  }
+
+  private gated(router: HandlerTransport, siteId: string): HandlerTransport {
+    return {
+      handle: (type, handler) => {
+        if (!UPLOAD_TYPES.has(type)) return router.handle(type, handler);
+        return router.handle(type, async (payload) => {
+          const live = this.before(siteId, type, payload);
+          const reply = await handler(payload);
+          if (live) this.after(live, siteId, type, payload, reply);
+          return reply;
+        });
+      },
+    };
+  }
+
+  /** Throws the refusal, or returns the round the request belongs to. */
+  private before(siteId: string, type: string, payload: unknown): LiveRound | null {
+    const live = this.ctx.live();
+    if (type === 'update-begin') {
+      const m = safeParseMessage('update-begin', payload);
+      if (!m.ok) return null; // the receiver reports the schema error
+      if (!live || live.closed) throw new PatchFedError('no-round', `No round is open; site '${siteId}' cannot upload for round ${m.data.round} now.`, { subject: siteId });
+      if (m.data.round !== live.round) {
+        throw this.ignore(siteId, 'stale-update', `an upload for round ${m.data.round} arrived during round ${live.round} (late or replayed).`, m.data.round);
+      }
+      this.checkSite(live, siteId);
+      const key = this.key(siteId, m.data.transferId);
+      const tag = this.tags.get(key);
+      if (tag !== undefined && tag !== live.record.id) {
+        throw this.ignore(siteId, 'stale-update', `transfer ${m.data.transferId} began in an earlier attempt of round ${live.round}; start a new transfer.`, live.round);
+      }
+      if (tag === undefined) this.tag(key, live.record.id);
+      return live;
+    }
+    const m = safeParseMessage(type as 'update-resume' | 'update-chunk' | 'update-commit', payload);
+    if (!m.ok) return null;
+    const tag = this.tags.get(this.key(siteId, m.data.transferId));
+    if (tag === undefined) return null; // never begun here: the receiver answers unknown-transfer
+    if (!live || live.closed || tag !== live.record.id) {
+      throw this.ignore(siteId, 'stale-update', `transfer ${m.data.transferId} belongs to an earlier round or attempt${live && !live.closed ? ` (now round ${live.round}, attempt ${live.attempt})` : ''}.`, live?.round);
+    }
+    this.checkSite(live, siteId);
+    return live;
+  }
+
+  private checkSite(live: LiveRound, siteId: string): void {
+    if (!live.isSelected(siteId)) throw new PatchFedError('not-selected', `Site '${siteId}' is not selected for round ${live.round} (attempt ${live.attempt}).`, { subject: siteId });
+    if (live.accepted.has(siteId)) throw new PatchFedError('already-contributed', `Site '${siteId}' already has an accepted update in round ${live.round} (attempt ${live.attempt}).`, { subject: siteId });
+    const rejected = live.rejected.get(siteId);
+    if (rejected) throw new PatchFedError('update-rejected', `Site '${siteId}''s update for round ${live.round} (attempt ${live.attempt}) was rejected (${rejected.code}); no further upload is taken this attempt.`, { subject: siteId });
+  }
+
+  private after(live: LiveRound, siteId: string, type: string, payload: unknown, reply: WireReply): void {
+    const site = live.sites.get(siteId);
+    if (reply.type === 'error') {
+      const { code, message } = reply.payload as { code: string; message: string };
+      if (TAMPER_CODES.has(code)) this.reject(live, siteId, code, message);
+      else if (code === 'chunk-wrong-round') this.ignore(siteId, 'stale-update', message, live.round);
+      return;
+    }
+    if (!site) return;
+    if (type === 'update-begin' && reply.type === 'transfer-status') {
+      const m = safeParseMessage('update-begin', payload);
+      if (m.ok) {
+        site.state = 'uploading';
+        site.bytesTotal = m.data.totalBytes;
+        const next = (reply.payload as { nextIndex: number }).nextIndex;
+        site.bytesTransferred = Math.min(m.data.totalBytes, next * m.data.chunkBytes);
+        site.stepsDone = site.stepsTotal;
+      }
+    } else if (type === 'update-chunk' && reply.type === 'chunk-ack') {
+      const m = safeParseMessage('update-chunk', payload);
+      if (m.ok) {
+        const plain = m.data.ciphertext.length - SEAL_OVERHEAD_BYTES;
+        site.bytesTransferred = Math.min(site.bytesTotal || Infinity, site.bytesTransferred + plain);
+        live.bytesUp += m.data.ciphertext.length;
+      }
+    }
+    this.ctx.hub.changed();
+  }
+
+  private tag(key: string, roundId: number): void {
+    if (this.tags.size >= MAX_TAGS) this.tags.delete(this.tags.keys().next().value!);
+    this.tags.set(key, roundId);
+  }
+
+  private async complete(upload: CompletedUpload): Promise<void> {
+    const { siteId } = upload;
+    const live = this.ctx.live();
+    const tag = this.tags.get(this.key(siteId, upload.transferId));
+    if (!live || live.closed || tag !== live.record.id || upload.round !== live.round) {
+      throw this.ignore(siteId, 'stale-update', `update ${upload.transferId} for round ${upload.round} completed after its round attempt closed.`, upload.round);
+    }
+    const manifest = live.global.manifest;
+    const source = `update from site '${siteId}' (round ${live.round})`;
+    try {
+      const update = await decodeWeightsFile(upload.path, { expectedManifest: manifest, maxBytes: encodedWeightsSize(manifest), source });
+      if (live.closed) throw this.ignore(siteId, 'stale-update', `update ${upload.transferId} finished decoding after round ${live.round} (attempt ${live.attempt}) closed.`, live.round);
+      const normBound = this.ctx.updateNormBound > 0 ? this.ctx.updateNormBound : undefined;
+      validateAgainstManifest(update, manifest, { reference: live.global, normBound, source });
+      live.aggregator.add(siteId, update, upload.samples);
+    } catch (e) {
+      if (e instanceof PatchFedError && e.code === 'stale-update') throw e;
+      const err = e instanceof PatchFedError ? e : new PatchFedError('update-unreadable', `${source} could not be processed: ${errorMessage(e)}`, { subject: siteId, cause: e });
+      if (!(e instanceof PatchFedError)) this.ctx.log('error', 'processing an update failed', { siteId, error: errorMessage(e), stack: (e as Error)?.stack });
+      this.reject(live, siteId, err.code, err.message);
+      throw err;
+    }
+    this.recordAccepted(live, upload);
+  }
+
+  private recordAccepted(live: LiveRound, upload: CompletedUpload): void {
+    const { siteId, metrics } = upload;
+    const { db } = this.ctx;
+    try {
+      db.recordSiteUpdate({
+        roundId: live.record.id,
+        siteId,
+        status: 'accepted',
+        numSamples: upload.samples,
+        bytes: upload.totalBytes,
+        metrics: { ...metrics },
+      });
+      db.recordMetrics(live.record.id, siteId, siteMetrics(metrics, upload.samples, upload.totalBytes));
+      db.upsertSite({ id: siteId, fingerprint: db.getSite(siteId)!.fingerprint, backend: metrics.backend, plannedPatch: metrics.patch, plannedBatch: metrics.batch });
+    } catch (e) {
+      this.ctx.log('error', 'could not record an accepted update', { siteId, error: errorMessage(e) });
+    }
+    live.accept(siteId, { samples: upload.samples, bytes: upload.totalBytes, metrics });
+    this.ctx.hub.note(
+      'update-accepted',
+      {
+        round: live.round,
+        attempt: live.attempt,
+        siteId,
+        samples: upload.samples,
+        bytes: upload.totalBytes,
+        message: `Update from site '${siteId}' accepted for round ${live.round} (${upload.samples} samples, ${upload.totalBytes} bytes).`,
+      },
+      null,
+    );
+  }
+}
+
+export function siteMetrics(m: Metrics, samples: number, bytes: number): MetricInput[] {
+  const out: MetricInput[] = [
+    { kind: 'loss', value: m.loss },
+    { kind: 'time_ms', value: m.timeMs },
+    { kind: 'peak_memory_bytes', value: m.peakMemoryBytes },
+    { kind: 'samples', value: samples },
+    { kind: 'bytes', value: bytes },
+  ];
+  for (const [label, value] of Object.entries(m.dice)) out.push({ kind: 'dice', label, value });
+  return out;
+}

@@ -1,0 +1,4 @@
+export * from './encoding.ts';
+export * from './keys.ts';
+export * from './handshake.ts';
+export * from './seal.ts';

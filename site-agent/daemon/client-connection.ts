@@ -1,0 +1,198 @@
+/**
+ * The site's connection to the coordinator: one socket.io client socket (websocket only),
+ * authenticated with the challenge–response handshake against the PINNED coordinator key after
+ * every (re)connect, and reconnected forever with exponential backoff and jitter — whether the
+ * coordinator restarted, the network dropped, or authentication was refused.
+ *
+ * Work that needs the coordinator awaits `ready()`, which resolves with a request transport once
+ * the connection is authenticated. Everything sent goes through `send` / that transport, and only
+ * site message types are ever put on the wire.
+ */
+import { readFileSync } from 'node:fs';
+import { io, type Socket } from 'socket.io-client';
+import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import type { KeyPairs, PublicKeys } from '../../shared/crypto/keys.ts';
+import { encodeMessage, type Message, type SiteMessageType } from '../../shared/protocol/messages.ts';
+import { authenticateSite } from '../../shared/protocol/session.ts';
+import { socketRequester, type RequestTransport } from '../../shared/protocol/transport.ts';
+
+export type ClientLogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type ClientLog = (level: ClientLogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+export interface Backoff {
+  initialMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 1000, maxMs: 60_000 };
+
+/** "Equal jitter": half the exponential delay fixed, half random, so restarts do not stampede. */
+export function backoffDelay(failures: number, backoff: Backoff, random: () => number = Math.random): number {
+  const exp = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(failures, 30));
+  return Math.round(exp / 2 + (exp / 2) * random());
+}
+
+export interface ConnectionOptions {
+  url: string;
+  siteId: string;
+  keys: KeyPairs;
+  coordinatorPublicKey: PublicKeys;
+  caCertificate?: string;
+  backoff: Backoff;
+  agentVersion: string;
+  log: ClientLog;
+  /** Instrumentation hook (tests): sees the socket once, before it first connects. */
+  instrumentSocket?: (socket: Socket) => void;
+}
+
+export interface ConnectionEvents {
+  authenticated(sessionId: string): void;
+  disconnected(reason: string): void;
+  authFailed(error: PatchFedError): void;
+  /** A coordinator push (experiment, round-task, ...): payload unvalidated. */
+  message(type: string, payload: unknown): void;
+}
+
+const COORDINATOR_PUSHES = ['experiment', 'round-task', 'round-cancel', 'experiment-complete'] as const;
+
+export class CoordinatorConnection {
+  private socket: Socket | null = null;
+  private transport: RequestTransport | null = null;
+  private authenticated = false;
+  private failures = 0;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private waiters: { resolve: (t: RequestTransport) => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void }[] = [];
+
+  constructor(
+    private readonly opts: ConnectionOptions,
+    private readonly on: ConnectionEvents,
+  ) {}
+
+  get connected(): boolean {
+    return this.authenticated;
+  }
+
+  start(): void {
+    if (this.socket || this.stopped) return;
+    const ca = this.opts.caCertificate !== undefined ? readCa(this.opts.caCertificate) : undefined;
+    const socket = io(this.opts.url, {
+      transports: ['websocket'],
+      autoConnect: false,
+      reconnection: false, // our own loop: it also covers refused authentication
+      forceNew: true,
+      timeout: 20_000,
+      ...(ca !== undefined ? { ca } : {}),
+    });
+    this.socket = socket;
+    this.transport = socketRequester(socket);
+    this.opts.instrumentSocket?.(socket);
+    socket.on('connect', () => void this.authenticate(socket));
+    socket.on('connect_error', (e: Error) => {
+      this.opts.log('debug', 'cannot reach the coordinator', { url: this.opts.url, error: e.message });
+      this.scheduleReconnect();
+    });
+    socket.on('disconnect', (reason: string) => {
+      const was = this.authenticated;
+      this.authenticated = false;
+      if (was) this.on.disconnected(reason);
+      this.scheduleReconnect();
+    });
+    for (const type of COORDINATOR_PUSHES) {
+      socket.on(type, (...args: unknown[]) => {
+        if (args.length !== 1 || !this.authenticated) {
+          this.opts.log('warn', `ignored '${type}' from the coordinator (${this.authenticated ? 'malformed' : 'before authentication'})`);
+          return;
+        }
+        this.on.message(type, args[0]);
+      });
+    }
+    socket.connect();
+  }
+
+  /** Disconnects for good; pending ready() calls reject. */
+  stop(): void {
+    this.stopped = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    const waiters = this.waiters.splice(0);
+    for (const w of waiters) {
+      if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
+      w.reject(new PatchFedError('client-stopped', 'The coordinator client was stopped.'));
+    }
+    this.authenticated = false;
+    this.socket?.disconnect();
+  }
+
+  /** Resolves with a transport as soon as (or if already) the connection is authenticated. */
+  ready(signal?: AbortSignal): Promise<RequestTransport> {
+    if (this.stopped) return Promise.reject(new PatchFedError('client-stopped', 'The coordinator client was stopped.'));
+    if (signal?.aborted) return Promise.reject(signal.reason ?? new PatchFedError('aborted', 'aborted'));
+    if (this.authenticated && this.transport) return Promise.resolve(this.transport);
+    return new Promise((resolve, reject) => {
+      const waiter: (typeof this.waiters)[number] = { resolve, reject, signal };
+      if (signal) {
+        waiter.onAbort = () => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          reject(signal.reason ?? new PatchFedError('aborted', 'aborted'));
+        };
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Sends a site event (no acknowledgement) if authenticated; false otherwise. */
+  send<T extends SiteMessageType>(type: T, data: Message<T>): boolean {
+    if (!this.authenticated || !this.socket) return false;
+    this.socket.emit(type, encodeMessage(type, data));
+    return true;
+  }
+
+  private async authenticate(socket: Socket): Promise<void> {
+    try {
+      const { sessionId } = await authenticateSite(this.transport!, {
+        siteId: this.opts.siteId,
+        siteKeys: this.opts.keys,
+        pinnedCoordinatorSignPublicKey: this.opts.coordinatorPublicKey.signPublicKey,
+        agentVersion: this.opts.agentVersion,
+      });
+      if (this.stopped || socket !== this.socket || !socket.connected) return;
+      this.authenticated = true;
+      this.failures = 0;
+      this.opts.log('info', 'authenticated with the coordinator', { url: this.opts.url, session: sessionId.slice(0, 8) });
+      this.on.authenticated(sessionId);
+      for (const w of this.waiters.splice(0)) {
+        if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
+        w.resolve(this.transport!);
+      }
+    } catch (e) {
+      if (this.stopped) return;
+      const error = e instanceof PatchFedError ? e : new PatchFedError('auth-failed', `Authentication with the coordinator failed: ${errorMessage(e)}`, { cause: e });
+      if (error.code !== 'handshake-interrupted') {
+        this.opts.log('error', 'authentication with the coordinator failed', { code: error.code, error: error.message });
+        this.on.authFailed(error);
+      }
+      socket.disconnect(); // → 'disconnect' → reconnect with backoff
+      this.scheduleReconnect();
+    }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer || !this.socket) return;
+    const delay = backoffDelay(this.failures++, this.opts.backoff);
+    this.opts.log('debug', 'reconnecting to the coordinator', { inMs: delay });
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (!this.stopped && this.socket && !this.socket.connected) this.socket.connect();
+    }, delay);
+  }
+}
+
+function readCa(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new PatchFedError('ca-unreadable', `CA certificate ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}.`, { subject: file });
+  }
+}

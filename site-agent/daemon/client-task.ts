@@ -1,0 +1,304 @@
+/**
+ * One round's work on a site: download the global checkpoint (signature checked against the
+ * pinned key before the first byte, size and sha256 after the last), run the training handler,
+ * encode and upload the update. Both transfers survive reconnects and coordinator restarts: they
+ * wait for the next authenticated connection and resume (the upload from the last acknowledged
+ * chunk, same transfer id).
+ *
+ * The encoded update is kept after the upload, so when the coordinator retries the round with
+ * the same global model (a new attempt), the site sends it again without retraining.
+ */
+import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import { checkManifestMatches, encodeWeights } from '../../shared/codec/index.ts';
+import type { KeyPairs } from '../../shared/crypto/keys.ts';
+import { CheckpointDownload } from '../../shared/protocol/checkpoint-transfer.ts';
+import { metricsSchema, type ExperimentDescription, type Message, type Metrics, type StrategyConfig } from '../../shared/protocol/messages.ts';
+import { UpdateSender, isTransferInterrupted } from '../../shared/protocol/transfer.ts';
+import type { RequestTransport } from '../../shared/protocol/transport.ts';
+import type { NamedWeights, WeightRole } from '../../shared/weights.ts';
+import type { ClientLog } from './client-connection.ts';
+
+export interface RoundTask {
+  round: number;
+  /** Attempt of the round (retries reuse the same global model). */
+  attempt: number;
+  experimentId: string;
+  /** The signed experiment description (model, labels, modalities, learning rate...). */
+  experiment: ExperimentDescription;
+  steps: number;
+  strategy: StrategyConfig;
+  /** Roles to keep local (FedBN: norm-*), and the global tensors that have them. */
+  localRoles: WeightRole[];
+  localTensors: string[];
+  /** Unix ms by which the update should be committed. */
+  deadline: number;
+  checkpointVersion: number;
+  checkpointSha256: string;
+  /** Downloaded, sha256- and signature-verified against the pinned coordinator key, decoded. */
+  global: NamedWeights;
+}
+
+export interface RoundResult {
+  update: NamedWeights;
+  /** Training samples behind the update (its weight in the average). */
+  samples: number;
+  metrics: Metrics;
+}
+
+export type TaskPhase = 'downloading' | 'training' | 'evaluating' | 'uploading';
+
+export interface TaskControl {
+  /** Reports progress to the coordinator (throttled); phase defaults to 'training'. */
+  progress(stepsDone: number, stepsTotal: number, phase?: TaskPhase): void;
+  /** Aborted when the round is cancelled, superseded by a newer round, or the client stops. */
+  signal: AbortSignal;
+}
+
+export type TaskHandler = (task: RoundTask, ctl: TaskControl) => Promise<RoundResult>;
+
+export interface JobEnvironment {
+  siteId: string;
+  keys: KeyPairs;
+  /** Shared X25519 key with the coordinator. */
+  sharedKey: Uint8Array;
+  pinnedCoordinatorSignPublicKey: Uint8Array;
+  chunkBytes?: number;
+  log: ClientLog;
+  ready(signal: AbortSignal): Promise<RequestTransport>;
+  sendStatus(status: Message<'status'>): void;
+  sendError(code: string, message: string): void;
+  handler(): TaskHandler | null;
+  emit(event: string, payload: unknown): void;
+}
+
+type JobState = 'downloading' | 'training' | 'uploading' | 'done' | 'failed' | 'cancelled';
+
+/** Minimum time between two progress messages (phase changes and completion always go out). */
+const STATUS_INTERVAL_MS = 1000;
+
+export class TaskJob {
+  readonly round: number;
+  readonly checkpointSha256: string;
+  state: JobState = 'downloading';
+  /** Highest attempt the coordinator asked for. */
+  private latestAttempt: number;
+  private latestDeadline: number;
+  private uploadedAttempt: number | null = null;
+  private result: { payload: Uint8Array; samples: number; metrics: Metrics } | null = null;
+  private readonly controller = new AbortController();
+  private running: Promise<void> | null = null;
+  private lastStatus = { at: 0, phase: '', done: -1 };
+
+  constructor(
+    private readonly env: JobEnvironment,
+    private readonly task: Message<'round-task'>,
+    private readonly experiment: ExperimentDescription,
+  ) {
+    this.round = task.round;
+    this.checkpointSha256 = task.checkpoint.sha256;
+    this.latestAttempt = task.attempt ?? 1;
+    this.latestDeadline = task.deadline;
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  get busy(): boolean {
+    return this.state === 'downloading' || this.state === 'training' || this.state === 'uploading';
+  }
+
+  /** Whether this job can serve a task for the same round with the same global model. */
+  matches(task: Message<'round-task'>): boolean {
+    return task.round === this.round && task.checkpoint.sha256 === this.checkpointSha256 && this.state !== 'cancelled';
+  }
+
+  /** The coordinator (re)sent the task of this round: keep going, or upload the kept update again. */
+  renew(task: Message<'round-task'>): void {
+    const attempt = task.attempt ?? 1;
+    this.latestAttempt = Math.max(this.latestAttempt, attempt);
+    this.latestDeadline = task.deadline;
+    if (this.busy || !this.result) return;
+    if (this.uploadedAttempt === attempt) return; // already delivered for this attempt
+    this.running = this.uploadLoop();
+  }
+
+  start(): Promise<void> {
+    this.running ??= this.runAll();
+    return this.running;
+  }
+
+  cancel(reason: string): void {
+    if (!this.busy) return;
+    this.state = 'cancelled';
+    this.controller.abort(new PatchFedError('task-cancelled', reason));
+  }
+
+  /** Settles when the current work stops (never rejects). */
+  async settled(): Promise<void> {
+    await this.running?.catch(() => undefined);
+  }
+
+  private async runAll(): Promise<void> {
+    const { env } = this;
+    const global = await this.download();
+    if (!global) return;
+    const handler = env.handler();
+    if (!handler) {
+      this.fail('no-task-handler', 'The site has no training handler registered.', true);
+      return;
+    }
+    this.state = 'training';
+    this.status(0, this.task.steps, 'training', true);
+    let result: RoundResult;
+    try {
+      const localRoles = [...(this.task.localRoles ?? [])];
+      result = await handler(
+        {
+          round: this.round,
+          attempt: this.latestAttempt,
+          experimentId: this.task.experimentId,
+          experiment: this.experiment,
+          steps: this.task.steps,
+          strategy: this.task.strategy,
+          localRoles,
+          localTensors: global.manifest.filter((s) => localRoles.includes(s.role)).map((s) => s.name),
+          deadline: this.latestDeadline,
+          checkpointVersion: this.task.checkpoint.version,
+          checkpointSha256: this.checkpointSha256,
+          global,
+        },
+        { progress: (done, total, phase) => this.status(done, total, phase ?? 'training', false), signal: this.signal },
+      );
+    } catch (e) {
+      if (this.signal.aborted) return;
+      env.log('error', `training for round ${this.round} failed`, { error: errorMessage(e) });
+      // Only the code goes to the coordinator: a message could name local cases or files.
+      this.fail(e instanceof PatchFedError ? e.code : 'training-failed', `Local training for round ${this.round} failed (details in the site log).`, true);
+      return;
+    }
+    if (this.signal.aborted) return;
+    try {
+      this.result = this.prepare(result, global);
+    } catch (e) {
+      const err = e instanceof PatchFedError ? e : new PatchFedError('bad-update', errorMessage(e));
+      env.log('error', `the update of round ${this.round} cannot be sent`, { code: err.code, error: err.message });
+      this.fail(err.code, `The update of round ${this.round} was not sent: ${err.message}`.slice(0, 900), true);
+      return;
+    }
+    await this.uploadLoop();
+  }
+
+  /** Validates what the handler returned and encodes it (refusing non-finite values). */
+  private prepare(result: RoundResult, global: NamedWeights): { payload: Uint8Array; samples: number; metrics: Metrics } {
+    if (!result || typeof result !== 'object') throw new PatchFedError('bad-update', 'the task handler returned no result');
+    if (!Number.isSafeInteger(result.samples) || result.samples < 1) {
+      throw new PatchFedError('bad-update', `samples must be a positive integer, got ${String(result.samples)}`);
+    }
+    const metrics = metricsSchema.safeParse(result.metrics);
+    if (!metrics.success) {
+      const issue = metrics.error.issues[0]!;
+      throw new PatchFedError('bad-metrics', `metrics.${issue.path.join('.')}: ${issue.message}`);
+    }
+    checkManifestMatches(global.manifest, result.update.manifest, `update of round ${this.round}`);
+    const payload = encodeWeights(result.update, `update of round ${this.round}`);
+    return { payload, samples: result.samples, metrics: metrics.data };
+  }
+
+  private async download(): Promise<NamedWeights | null> {
+    const { env, task } = this;
+    let download: CheckpointDownload;
+    try {
+      download = new CheckpointDownload({
+        experimentId: task.experimentId,
+        checkpoint: task.checkpoint,
+        pinnedCoordinatorSignPublicKey: env.pinnedCoordinatorSignPublicKey,
+        onProgress: (bytes, total) => this.status(Math.floor((bytes / total) * task.steps), task.steps, 'downloading', false),
+      });
+    } catch (e) {
+      this.refuseCheckpoint(e);
+      return null;
+    }
+    this.status(0, task.steps, 'downloading', true);
+    for (;;) {
+      let transport: RequestTransport;
+      try {
+        transport = await env.ready(this.signal);
+      } catch {
+        return null; // cancelled or client stopped
+      }
+      try {
+        return await download.run(transport);
+      } catch (e) {
+        if (this.signal.aborted) return null;
+        if (isTransferInterrupted(e)) continue;
+        this.refuseCheckpoint(e);
+        return null;
+      }
+    }
+  }
+
+  private refuseCheckpoint(e: unknown): void {
+    const err = e instanceof PatchFedError ? e : new PatchFedError('checkpoint-refused', errorMessage(e));
+    this.env.log('error', `refusing the checkpoint of round ${this.round}`, { code: err.code, error: err.message });
+    this.env.emit('checkpoint-refused', { round: this.round, code: err.code, message: err.message });
+    this.fail(err.code, `Checkpoint v${this.task.checkpoint.version} refused: ${err.message}`.slice(0, 900), false);
+  }
+
+  private fail(code: string, message: string, emitTaskFailed: boolean): void {
+    this.state = 'failed';
+    this.env.sendError(code, message);
+    if (emitTaskFailed) this.env.emit('task-failed', { round: this.round, code, message });
+  }
+
+  /** Uploads the kept update for the newest attempt; retries on interruptions and attempt changes. */
+  private async uploadLoop(): Promise<void> {
+    const { env } = this;
+    const result = this.result!;
+    this.state = 'uploading';
+    for (;;) {
+      const attempt = this.latestAttempt;
+      const sender = new UpdateSender({ payload: result.payload, round: this.round, siteId: env.siteId, keys: { sharedKey: env.sharedKey, signSecretKey: env.keys.signSecretKey }, chunkBytes: env.chunkBytes });
+      this.status(this.task.steps, this.task.steps, 'uploading', true);
+      let outcome: { sha256: string } | PatchFedError | null = null;
+      while (outcome === null) {
+        let transport: RequestTransport;
+        try {
+          transport = await env.ready(this.signal);
+        } catch {
+          return; // cancelled or client stopped
+        }
+        try {
+          outcome = await sender.upload(transport, { samples: result.samples, metrics: result.metrics });
+        } catch (e) {
+          if (this.signal.aborted) return;
+          if (isTransferInterrupted(e)) continue; // wait for the next connection and resume
+          outcome = e instanceof PatchFedError ? e : new PatchFedError('upload-failed', errorMessage(e));
+        }
+      }
+      if (!(outcome instanceof PatchFedError)) {
+        this.uploadedAttempt = attempt;
+        this.state = 'done';
+        env.emit('uploaded', { round: this.round, attempt, transferId: sender.transferId, sha256: outcome.sha256, bytes: result.payload.length });
+        if (this.latestAttempt === attempt) return;
+        continue; // a newer attempt was announced while uploading: deliver it there too
+      }
+      if (this.latestAttempt > attempt && (outcome.code === 'stale-update' || outcome.code === 'no-round')) continue;
+      this.state = 'failed';
+      env.log('warn', `the coordinator refused the update of round ${this.round}`, { code: outcome.code, error: outcome.message });
+      env.emit('rejected', { round: this.round, attempt, code: outcome.code, message: outcome.message });
+      return;
+    }
+  }
+
+  private status(done: number, total: number, phase: TaskPhase, force: boolean): void {
+    const now = Date.now();
+    const stepsTotal = Math.max(0, Math.min(10_000_000, Math.floor(total)));
+    const stepsDone = Math.max(0, Math.min(stepsTotal, Math.floor(done)));
+    const phaseChanged = phase !== this.lastStatus.phase;
+    const finished = stepsDone === stepsTotal && this.lastStatus.done !== stepsDone;
+    if (!force && !phaseChanged && !finished && now - this.lastStatus.at < STATUS_INTERVAL_MS) return;
+    this.lastStatus = { at: now, phase, done: stepsDone };
+    this.env.sendStatus({ round: this.round, stepsDone, stepsTotal, phase });
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * CoordinatorClient: everything a site daemon needs from the federation, behind one object.
+ *
+ *   const client = new CoordinatorClient({ url, siteId, keys, coordinatorPublicKey });
+ *   client.onTask(async (task, { progress, signal }) => { ...train on task.global...; return { update, samples, metrics }; });
+ *   client.start();
+ *
+ * It connects (and reconnects forever, with backoff), authenticates against the PINNED
+ * coordinator key, verifies the signed experiment description, and for every round task
+ * downloads and verifies the global checkpoint, runs the handler and uploads the encrypted,
+ * signed update — resuming interrupted transfers. A checkpoint whose signature or hash does not
+ * verify is refused: the handler never sees it and the coordinator is told. Only site message
+ * types ever leave the site, and none of them can carry images, labels or per-case data.
+ */
+import { EventEmitter } from 'node:events';
+import nacl from 'tweetnacl';
+import type { Socket } from 'socket.io-client';
+import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import type { KeyPairs, PublicKeys } from '../../shared/crypto/keys.ts';
+import { deriveSharedKey } from '../../shared/crypto/seal.ts';
+import { CheckpointDownload } from '../../shared/protocol/checkpoint-transfer.ts';
+import { MAX_ERROR_TEXT } from '../../shared/protocol/limits.ts';
+import { experimentSigningBytes, safeParseMessage, type ExperimentDescription, type SiteInfoMessage } from '../../shared/protocol/messages.ts';
+import { isTransferInterrupted } from '../../shared/protocol/transfer.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
+import { CoordinatorConnection, DEFAULT_BACKOFF, type Backoff, type ClientLog } from './client-connection.ts';
+import { TaskJob, type RoundResult, type RoundTask, type TaskControl, type TaskHandler } from './client-task.ts';
+
+export type { RoundResult, RoundTask, TaskControl, TaskHandler, TaskPhase } from './client-task.ts';
+export { backoffDelay, type Backoff, type ClientLog, type ClientLogLevel } from './client-connection.ts';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface CoordinatorClientOptions {
+  url: string;
+  siteId: string;
+  keys: KeyPairs;
+  /** The coordinator's public key, pinned: any other coordinator is refused. */
+  coordinatorPublicKey: PublicKeys;
+  /** PEM file of a CA (or self-signed certificate) to trust for an https:// coordinator. */
+  caCertificate?: string;
+  log?: ClientLog;
+  /** Plaintext bytes per upload chunk, 1–4 MiB (default 2 MiB). */
+  chunkBytes?: number;
+  backoff?: Backoff;
+  /** Instrumentation hook (tests, debugging): receives the socket once, before it connects. */
+  instrumentSocket?: (socket: Socket) => void;
+}
+
+/** Names and payloads of the client's events. */
+export interface ClientEvents {
+  connected: { sessionId: string };
+  disconnected: { reason: string };
+  'auth-failed': { code: string; message: string };
+  experiment: ExperimentDescription;
+  /** The signed experiment description did not verify (or changed experiment): tasks are refused. */
+  'experiment-refused': { code: string; message: string };
+  task: { round: number; attempt: number; checkpointVersion: number };
+  'checkpoint-refused': { round: number; code: string; message: string };
+  'task-failed': { round: number; code: string; message: string };
+  uploaded: { round: number; attempt: number; transferId: string; sha256: string; bytes: number };
+  rejected: { round: number; attempt: number; code: string; message: string };
+  cancelled: { round: number; code: string; reason: string };
+  /** After the last round: the final global model, verified like any checkpoint. */
+  complete: { round: number; checkpointVersion: number; checkpointSha256: string; global: NamedWeights };
+}
+export type ClientEventName = keyof ClientEvents;
+
+export class CoordinatorClient {
+  private readonly emitter = new EventEmitter();
+  private readonly connection: CoordinatorConnection;
+  private readonly log: ClientLog;
+  private readonly sharedKey: Uint8Array;
+  private handler: TaskHandler | null = null;
+  private experiment: ExperimentDescription | null = null;
+  private job: TaskJob | null = null;
+  private siteInfo: SiteInfoMessage | null = null;
+  private finalVersion: number | null = null;
+  private readonly stopController = new AbortController();
+
+  constructor(private readonly opts: CoordinatorClientOptions) {
+    this.log = opts.log ?? (() => {});
+    this.sharedKey = deriveSharedKey(opts.coordinatorPublicKey.boxPublicKey, opts.keys.boxSecretKey);
+    this.connection = new CoordinatorConnection(
+      {
+        url: opts.url,
+        siteId: opts.siteId,
+        keys: opts.keys,
+        coordinatorPublicKey: opts.coordinatorPublicKey,
+        caCertificate: opts.caCertificate,
+        backoff: opts.backoff ?? DEFAULT_BACKOFF,
+        agentVersion: AGENT_VERSION,
+        log: this.log,
+        instrumentSocket: opts.instrumentSocket,
+      },
+      {
+        authenticated: (sessionId) => {
+          if (this.siteInfo) this.connection.send('site-info', this.siteInfo);
+          this.emit('connected', { sessionId });
+        },
+        disconnected: (reason) => this.emit('disconnected', { reason }),
+        authFailed: (e) => this.emit('auth-failed', { code: e.code, message: e.message }),
+        message: (type, payload) => this.onMessage(type, payload),
+      },
+    );
+  }
+
+  /** True while authenticated with the coordinator. */
+  get connected(): boolean {
+    return this.connection.connected;
+  }
+
+  /** The verified experiment description, once received. */
+  get experimentDescription(): ExperimentDescription | null {
+    return this.experiment;
+  }
+
+  onTask(handler: TaskHandler): void {
+    this.handler = handler;
+  }
+
+  /** Hardware and plan for the coordinator's dashboard (sent now if connected, and after every reconnect). */
+  setSiteInfo(info: SiteInfoMessage): void {
+    const parsed = safeParseMessage('site-info', info);
+    if (!parsed.ok) throw parsed.error;
+    this.siteInfo = parsed.data;
+    this.connection.send('site-info', parsed.data);
+  }
+
+  start(): void {
+    this.connection.start();
+  }
+
+  /** Disconnects; a running task's signal is aborted. */
+  async stop(): Promise<void> {
+    this.stopController.abort();
+    this.job?.cancel('The site client is stopping.');
+    this.connection.stop();
+    await this.job?.settled();
+  }
+
+  on<N extends ClientEventName>(name: N, listener: (payload: ClientEvents[N]) => void): this {
+    this.emitter.on(name, listener);
+    return this;
+  }
+
+  once<N extends ClientEventName>(name: N, listener: (payload: ClientEvents[N]) => void): this {
+    this.emitter.once(name, listener);
+    return this;
+  }
+
+  off<N extends ClientEventName>(name: N, listener: (payload: ClientEvents[N]) => void): this {
+    this.emitter.off(name, listener);
+    return this;
+  }
+
+  private emit<N extends ClientEventName>(name: N, payload: ClientEvents[N]): void {
+    try {
+      this.emitter.emit(name, payload);
+    } catch (e) {
+      this.log('error', `a '${name}' listener failed`, { error: errorMessage(e) });
+    }
+  }
+
+  private sendError(code: string, message: string): void {
+    const safeCode = /^[a-z0-9][a-z0-9-]{0,63}$/.test(code) ? code : 'error';
+    this.connection.send('error', { code: safeCode, message: message.slice(0, MAX_ERROR_TEXT) });
+  }
+
+  private onMessage(type: string, payload: unknown): void {
+    try {
+      switch (type) {
+        case 'experiment':
+          return this.onExperiment(payload);
+        case 'round-task':
+          return this.onRoundTask(payload);
+        case 'round-cancel':
+          return this.onCancel(payload);
+        case 'experiment-complete':
+          return void this.onComplete(payload);
+      }
+    } catch (e) {
+      const err = e instanceof PatchFedError ? e : new PatchFedError('bad-message', errorMessage(e));
+      this.log('warn', `refused '${type}' from the coordinator`, { code: err.code, error: err.message });
+      this.sendError(err.code, `'${type}' refused: ${err.message}`);
+    }
+  }
+
+  private onExperiment(payload: unknown): void {
+    const m = safeParseMessage('experiment', payload);
+    if (!m.ok) throw m.error;
+    const { description, signature } = m.data;
+    if (!nacl.sign.detached.verify(experimentSigningBytes(description), signature, this.opts.coordinatorPublicKey.signPublicKey)) {
+      this.emit('experiment-refused', { code: 'experiment-bad-signature', message: 'The experiment description is not signed by the pinned coordinator key.' });
+      throw new PatchFedError('experiment-bad-signature', 'The experiment description is not signed by the pinned coordinator key.');
+    }
+    if (this.experiment && this.experiment.id !== description.id) {
+      // A site takes part in one experiment per client; switching silently would mix models.
+      this.emit('experiment-refused', { code: 'experiment-changed', message: `The coordinator now runs experiment '${description.id}', not '${this.experiment.id}'.` });
+      throw new PatchFedError('experiment-changed', `This site joined experiment '${this.experiment.id}'; refusing '${description.id}' (restart the site to join it).`);
+    }
+    const first = this.experiment === null;
+    this.experiment = description;
+    if (first) this.emit('experiment', description);
+  }
+
+  private onRoundTask(payload: unknown): void {
+    const m = safeParseMessage('round-task', payload);
+    if (!m.ok) throw m.error;
+    const task = m.data;
+    if (!this.experiment) throw new PatchFedError('no-experiment', `Round ${task.round} task arrived before a verified experiment description.`);
+    if (task.experimentId !== this.experiment.id) {
+      throw new PatchFedError('experiment-mismatch', `Round ${task.round} task is for experiment '${task.experimentId}', but this site joined '${this.experiment.id}'.`);
+    }
+    const job = this.job;
+    if (job && job.matches(task)) {
+      job.renew(task);
+      return;
+    }
+    if (job?.busy) {
+      if (task.round < job.round) throw new PatchFedError('stale-task', `Round ${task.round} task arrived while round ${job.round} is in progress.`);
+      job.cancel(`Superseded by round ${task.round}.`);
+    }
+    const next = new TaskJob(
+      {
+        siteId: this.opts.siteId,
+        keys: this.opts.keys,
+        sharedKey: this.sharedKey,
+        pinnedCoordinatorSignPublicKey: this.opts.coordinatorPublicKey.signPublicKey,
+        chunkBytes: this.opts.chunkBytes,
+        log: this.log,
+        ready: (signal) => this.connection.ready(signal),
+        sendStatus: (s) => this.connection.send('status', s),
+        sendError: (code, message) => this.sendError(code, message),
+        handler: () => this.handler,
+        emit: (event, p) => this.emit(event as ClientEventName, p as never),
+      },
+      task,
+      this.experiment,
+    );
+    this.job = next;
+    this.emit('task', { round: task.round, attempt: task.attempt ?? 1, checkpointVersion: task.checkpoint.version });
+    void next.start().catch((e) => this.log('error', `round ${task.round} task crashed`, { error: errorMessage(e) }));
+  }
+
+  private onCancel(payload: unknown): void {
+    const m = safeParseMessage('round-cancel', payload);
+    if (!m.ok) throw m.error;
+    const job = this.job;
+    if (!job || job.round !== m.data.round || !job.busy) return;
+    job.cancel(`Round ${m.data.round} cancelled by the coordinator: ${m.data.reason}`);
+    this.emit('cancelled', { round: m.data.round, code: m.data.code, reason: m.data.reason });
+  }
+
+  private async onComplete(payload: unknown): Promise<void> {
+    const m = safeParseMessage('experiment-complete', payload);
+    if (!m.ok) throw m.error;
+    const { experimentId, round, checkpoint } = m.data;
+    if (!this.experiment || experimentId !== this.experiment.id) throw new PatchFedError('experiment-mismatch', `Completion of experiment '${experimentId}' is not for this site's experiment.`);
+    if (this.finalVersion === checkpoint.version) return;
+    this.finalVersion = checkpoint.version;
+    let global: NamedWeights;
+    try {
+      const download = new CheckpointDownload({ experimentId, checkpoint, pinnedCoordinatorSignPublicKey: this.opts.coordinatorPublicKey.signPublicKey });
+      for (;;) {
+        const transport = await this.connection.ready(this.stopController.signal);
+        try {
+          global = await download.run(transport);
+          break;
+        } catch (e) {
+          if (!isTransferInterrupted(e)) throw e;
+        }
+      }
+    } catch (e) {
+      if (this.stopController.signal.aborted) return;
+      this.finalVersion = null;
+      const err = e instanceof PatchFedError ? e : new PatchFedError('checkpoint-refused', errorMessage(e));
+      this.emit('checkpoint-refused', { round, code: err.code, message: err.message });
+      this.sendError(err.code, `Final checkpoint v${checkpoint.version} refused: ${err.message}`);
+      return;
+    }
+    this.emit('complete', { round, checkpointVersion: checkpoint.version, checkpointSha256: checkpoint.sha256, global });
+  }
+}
+

@@ -1,0 +1,216 @@
+/**
+ * Native versions of the float32 kernels that dominate a U-Net training step once the
+ * convolutions are fast: the stock cpu backend runs broadcasting binary ops, reductions over
+ * leading axes, non-contiguous slices/splits, transposes and softmax through per-element index
+ * arithmetic (tens of ns per element), unary ops through a per-element callback, and matmul
+ * (the learned upsampling) as plain JS loops. Cases outside the native paths (other dtypes, empty
+ * tensors, non-contiguous reduction axes, contiguous slices that the stock kernel serves as a
+ * zero-copy view) run the stock cpu kernel.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { float32Values } from './conv3d-kernels.ts';
+import type { NativeConvAddon } from './native-addon.ts';
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+/** A kernel's named inputs (tfjs types them as possibly missing). */
+type In<K extends string> = Record<K, tf.TensorInfo>;
+type Stock = (kernelName: string) => tf.KernelFunc;
+
+const size = (shape: readonly number[]) => tf.util.sizeFromShape(shape as number[]);
+const product = (shape: readonly number[], from: number, to: number) => shape.slice(from, to).reduce((p, d) => p * d, 1);
+
+/** [outer, reduce, inner] when the (normalised) axes form one contiguous block, else null. */
+export function contiguousAxes(shape: readonly number[], axes: readonly number[]): [number, number, number] | null {
+  if (axes.length === 0) return null;
+  const sorted = [...axes].sort((p, q) => p - q);
+  for (let i = 1; i < sorted.length; i++) if (sorted[i] !== sorted[0]! + i) return null;
+  const first = sorted[0]!;
+  const last = sorted[sorted.length - 1]! + 1;
+  return [product(shape, 0, first), product(shape, first, last), product(shape, last, shape.length)];
+}
+
+export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: string, stock: Stock): tf.KernelConfig[] {
+  const binary = (kernelName: string, op: 0 | 1 | 2 | 3) => (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const { a, b } = args.inputs as unknown as In<'a' | 'b'>;
+    const av = float32Values(backend, a);
+    const bv = float32Values(backend, b);
+    if (av === null || bv === null || size(a.shape) === 0 || size(b.shape) === 0) return stock(kernelName)(args) as tf.TensorInfo;
+    const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    const out = new Float32Array(size(outShape));
+    addon.binaryOp(op, av, Int32Array.from(a.shape), bv, Int32Array.from(b.shape), out);
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  };
+
+  const unary = (kernelName: string, op: 0 | 1 | 2 | 3) => (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const { x } = args.inputs as unknown as In<'x'>;
+    const xv = float32Values(backend, x);
+    if (xv === null || xv.length === 0) return stock(kernelName)(args) as tf.TensorInfo;
+    const alpha = op === 1 ? ((args.attrs as unknown as tf.StepAttrs | undefined)?.alpha ?? 0) : 0;
+    const out = new Float32Array(xv.length);
+    addon.unaryOp(op, xv, alpha, out);
+    return backend.makeTensorInfo(x.shape, 'float32', out);
+  };
+
+  const batchMatMul = (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const { a, b } = args.inputs as unknown as In<'a' | 'b'>;
+    const { transposeA, transposeB } = args.attrs as unknown as tf.BatchMatMulAttrs;
+    const av = float32Values(backend, a);
+    const bv = float32Values(backend, b);
+    const rankA = a.shape.length;
+    const rankB = b.shape.length;
+    if (av === null || bv === null || rankA < 2 || rankB < 2) return stock(tf.BatchMatMul)(args) as tf.TensorInfo;
+    const M = transposeA ? a.shape[rankA - 1]! : a.shape[rankA - 2]!;
+    const K = transposeA ? a.shape[rankA - 2]! : a.shape[rankA - 1]!;
+    const K2 = transposeB ? b.shape[rankB - 1]! : b.shape[rankB - 2]!;
+    const N = transposeB ? b.shape[rankB - 2]! : b.shape[rankB - 1]!;
+    const batchA = product(a.shape, 0, rankA - 2);
+    const batchB = product(b.shape, 0, rankB - 2);
+    const batch = Math.max(batchA, batchB);
+    if (K !== K2 || (batchA !== batch && batchA !== 1) || (batchB !== batch && batchB !== 1) || batch * M * N === 0) {
+      return stock(tf.BatchMatMul)(args) as tf.TensorInfo;
+    }
+    const outerDims = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const outShape = [...outerDims, M, N];
+    const out = new Float32Array(batch * M * N);
+    addon.batchMatMul(av, bv, out, Int32Array.from([batch, batchA, batchB, M, N, K, transposeA ? 1 : 0, transposeB ? 1 : 0]));
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  };
+
+  const reduction = (kernelName: string, mean: boolean) => (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const { x } = args.inputs as unknown as In<'x'>;
+    const { axis, keepDims } = args.attrs as unknown as tf.SumAttrs;
+    const xv = float32Values(backend, x);
+    const axes = tf.util.parseAxisParam(axis, x.shape);
+    const block = xv === null || size(x.shape) === 0 ? null : contiguousAxes(x.shape, axes);
+    if (block === null) return stock(kernelName)(args) as tf.TensorInfo;
+    const [outer, reduce, inner] = block;
+    let outShape = tf.backend_util.computeOutAndReduceShapes(x.shape, axes)[0];
+    if (keepDims) outShape = tf.backend_util.expandShapeToKeepDim(outShape, axes);
+    const out = new Float32Array(outer * inner);
+    addon.reduceSum(xv!, outer, reduce, inner, mean ? 1 / reduce : 1, out);
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  };
+
+  const slice = (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const { x } = args.inputs as unknown as In<'x'>;
+    const { begin, size: sliceSize } = args.attrs as unknown as tf.SliceAttrs;
+    const xv = float32Values(backend, x);
+    const [$begin, $size] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, sliceSize);
+    tf.slice_util.assertParamsValid(x as tf.Tensor, $begin, $size);
+    if (xv === null || size($size) === 0 || tf.slice_util.isSliceContinous(x.shape, $begin, $size)) {
+      return stock(tf.Slice)(args) as tf.TensorInfo;
+    }
+    const out = new Float32Array(size($size));
+    addon.sliceCopy(xv, Int32Array.from(x.shape), Int32Array.from($begin), Int32Array.from($size), out);
+    return backend.makeTensorInfo($size, 'float32', out);
+  };
+
+  const splitV = (args: KernelArgs): tf.TensorInfo[] => {
+    const backend = args.backend as MathBackendCPU;
+    const { x } = args.inputs as unknown as In<'x'>;
+    const { numOrSizeSplits, axis } = args.attrs as unknown as tf.SplitVAttrs;
+    const xv = float32Values(backend, x);
+    const $axis = tf.util.parseAxisParam(axis, x.shape)[0]!;
+    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, $axis);
+    if (xv === null || size(x.shape) === 0 || sizes.some((s) => s === 0)) return stock(tf.SplitV)(args) as unknown as tf.TensorInfo[];
+    const outer = product(x.shape, 0, $axis);
+    const inner = product(x.shape, $axis + 1, x.shape.length);
+    const parts = sizes.map((s) => new Float32Array(outer * s * inner));
+    addon.splitRows(xv, Int32Array.from(sizes.map((s) => s * inner)), outer, parts);
+    return parts.map((values, k) => {
+      const shape = [...x.shape];
+      shape[$axis] = sizes[k]!;
+      return backend.makeTensorInfo(shape, 'float32', values);
+    });
+  };
+
+  const concat = (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const inputs = args.inputs as unknown as tf.TensorInfo[];
+    const { axis } = args.attrs as unknown as tf.ConcatAttrs;
+    const values = inputs.map((t) => float32Values(backend, t));
+    if (inputs.length < 2 || values.some((v) => v === null) || inputs.some((t) => size(t.shape) === 0)) {
+      return stock(tf.Concat)(args) as tf.TensorInfo;
+    }
+    const $axis = tf.util.parseAxisParam(axis, inputs[0]!.shape)[0]!;
+    const shapes = inputs.map((t) => t.shape);
+    tf.backend_util.assertParamsConsistent(shapes, $axis);
+    const outShape = tf.backend_util.computeOutShape(shapes, $axis);
+    const outer = product(outShape, 0, $axis);
+    const widths = Int32Array.from(shapes.map((s) => product(s, $axis, s.length)));
+    const out = new Float32Array(size(outShape));
+    addon.concatRows(values as Float32Array[], widths, outer, out);
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  };
+
+  const transpose = (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const { x } = args.inputs as unknown as In<'x'>;
+    const { perm } = args.attrs as unknown as tf.TransposeAttrs;
+    const xv = float32Values(backend, x);
+    if (xv === null || size(x.shape) === 0 || x.shape.length > 16) return stock(tf.Transpose)(args) as tf.TensorInfo;
+    const outShape = perm.map((p) => x.shape[p]!);
+    const out = new Float32Array(size(x.shape));
+    addon.transpose(xv, Int32Array.from(x.shape), Int32Array.from(perm), out);
+    return backend.makeTensorInfo(outShape, 'float32', out);
+  };
+
+  const softmax = (args: KernelArgs): tf.TensorInfo => {
+    const backend = args.backend as MathBackendCPU;
+    const { logits } = args.inputs as unknown as In<'logits'>;
+    const { dim } = args.attrs as unknown as tf.SoftmaxAttrs;
+    const xv = float32Values(backend, logits);
+    const rank = logits.shape.length;
+    if (xv === null || size(logits.shape) === 0 || (dim !== -1 && dim !== rank - 1)) return stock(tf.Softmax)(args) as tf.TensorInfo;
+    const cols = logits.shape[rank - 1]!;
+    const out = new Float32Array(xv.length);
+    addon.softmaxRows(xv, xv.length / cols, cols, out);
+    return backend.makeTensorInfo(logits.shape, 'float32', out);
+  };
+
+  const kernels: [string, (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]][] = [
+    [tf.Add, binary(tf.Add, 0)],
+    [tf.Sub, binary(tf.Sub, 1)],
+    [tf.Multiply, binary(tf.Multiply, 2)],
+    [tf.RealDiv, binary(tf.RealDiv, 3)],
+    [tf.Relu, unary(tf.Relu, 0)],
+    [tf.Step, unary(tf.Step, 1)],
+    [tf.Square, unary(tf.Square, 2)],
+    [tf.Sqrt, unary(tf.Sqrt, 3)],
+    [tf.BatchMatMul, batchMatMul],
+    [tf.Sum, reduction(tf.Sum, false)],
+    [tf.Mean, reduction(tf.Mean, true)],
+    [tf.Slice, slice],
+    [tf.SplitV, splitV],
+    [tf.Concat, concat],
+    [tf.Transpose, transpose],
+    [tf.Softmax, softmax],
+  ];
+  return kernels.map(([kernelName, fn]) => ({ kernelName, backendName, kernelFunc: fn as unknown as tf.KernelFunc }));
+}
+
+/** Kernel names nativeElementwiseKernels() provides. */
+export const ELEMENTWISE_KERNEL_NAMES: readonly string[] = [
+  tf.Add,
+  tf.Sub,
+  tf.Multiply,
+  tf.RealDiv,
+  tf.Relu,
+  tf.Step,
+  tf.Square,
+  tf.Sqrt,
+  tf.BatchMatMul,
+  tf.Sum,
+  tf.Mean,
+  tf.Slice,
+  tf.SplitV,
+  tf.Concat,
+  tf.Transpose,
+  tf.Softmax,
+];

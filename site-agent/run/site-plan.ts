@@ -1,0 +1,78 @@
+/**
+ * From a dataset and a declared budget to the stages a site trains: the planner's choice (or the
+ * config's explicit override, checked against the budget the same way).
+ */
+import { PatchFedError } from '../../shared/errors.ts';
+import type { Architecture, Mode } from '../../shared/config/model.ts';
+import type { Shape3 } from '../pipeline/case.ts';
+import { estimateTrainingPeak, requiredDivisor, roundUpTo } from '../planner/estimate.ts';
+import { formatBytes, planTraining, type Plan } from '../planner/plan.ts';
+import { kernelWorkspaceBytes } from '../planner/workspace.ts';
+import type { UNetStage } from '../train/loss.ts';
+
+export interface StageSetup {
+  stage: UNetStage;
+  inChannels: number;
+  /** Training patch (whole padded volume for whole-volume stages). */
+  patch: Shape3;
+  batch: number;
+  estimatedPeakBytes: number;
+}
+
+export interface SitePlanRequest {
+  largestShape: [number, number, number];
+  channels: number;
+  classes: number;
+  mode: Mode;
+  arch: Architecture;
+  budgetMB: number;
+  cascadeFactor: number;
+  /** Explicit patch/batch (config `training.patch` / `training.batch`): used as given if it fits. */
+  patch?: [number, number, number];
+  batch?: number;
+  safetyMargin?: number;
+}
+
+export interface SitePlan {
+  plan: Plan;
+  stages: StageSetup[];
+  divisor: number;
+}
+
+export function planSite(req: SitePlanRequest): SitePlan {
+  const plan = planTraining({
+    shape: req.largestShape,
+    channels: req.channels,
+    classes: req.classes,
+    mode: req.mode,
+    arch: req.arch,
+    budgetBytes: req.budgetMB * 1024 * 1024,
+    cascadeFactor: req.cascadeFactor,
+    safetyMargin: req.safetyMargin,
+    workspaceBytes: kernelWorkspaceBytes(),
+  });
+  const divisor = requiredDivisor(req.arch);
+  const stages: StageSetup[] = [];
+  for (const s of plan.stages) {
+    const patchWise = s.stage === 'patch' || s.stage === 'cascade-stage2';
+    let patch: Shape3;
+    let batch: number;
+    if (patchWise && req.patch) {
+      patch = req.patch.map((d) => roundUpTo(d, divisor)) as unknown as Shape3;
+      batch = req.batch ?? 1;
+      const need = estimateTrainingPeak({ inChannels: s.inChannels, classes: req.classes, arch: req.arch }, patch, batch, { workspaceBytes: kernelWorkspaceBytes() }).total;
+      if (need * (1 + plan.safetyMargin) > plan.budgetBytes) {
+        throw new PatchFedError(
+          'E_BUDGET',
+          `the configured patch ${patch.join('x')} (batch ${batch}) needs ~${formatBytes(need)} (+${Math.round(plan.safetyMargin * 100)}% margin), more than the budget of ${formatBytes(plan.budgetBytes)}; remove training.patch to let the planner choose`,
+        );
+      }
+      stages.push({ stage: s.stage as UNetStage, inChannels: s.inChannels, patch, batch, estimatedPeakBytes: need });
+      continue;
+    }
+    if (!s.chosen) throw new PatchFedError('E_BUDGET', plan.message);
+    const batch2 = !patchWise && req.batch ? Math.min(req.batch, s.chosen.batch) : s.chosen.batch;
+    stages.push({ stage: s.stage as UNetStage, inChannels: s.inChannels, patch: s.chosen.patch, batch: batch2, estimatedPeakBytes: s.chosen.estimate.total });
+  }
+  return { plan, stages, divisor };
+}

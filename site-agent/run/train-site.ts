@@ -1,0 +1,99 @@
+/**
+ * Local training of a site's stage nets (one, or two for the cascade, trained independently as in
+ * thesis §2.2.3), each validated on its own view of the validation split; the best checkpoint of
+ * each stage (by mean foreground Dice) is kept and, for local runs, restored at the end.
+ */
+import type { MsdDataset } from '../data/index.ts';
+import { predictStage, type InferenceOptions } from '../inference/segment.ts';
+import { argmaxChannelsLast } from '../pipeline/patches.ts';
+import { diceScores, nanMean } from '../metrics/dice.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
+import { thesisIncludeBackground } from '../train/loss.ts';
+import type { ProgressInfo } from '../train/progress.ts';
+import { StageData } from '../train/stage-data.ts';
+import { trainStage, type LossKind, type StageResult, type ValidationResult } from '../train/trainer.ts';
+import type { StageNet } from './nets.ts';
+
+export interface LocalTrainingOptions {
+  dataset: MsdDataset;
+  trainIds: readonly string[];
+  validationIds: readonly string[];
+  nets: readonly StageNet[];
+  numClasses: number;
+  divisor: number;
+  cascadeFactor: number;
+  stepsPerStage: number;
+  learningRate: number;
+  foregroundRate: number;
+  skipEmptyPatches: boolean;
+  /** Overrides the thesis's per-stage background convention. */
+  includeBackground?: boolean;
+  loss?: LossKind;
+  validateEvery?: number;
+  /** Restore each stage's best validated weights at the end (local training; not in federated rounds). */
+  restoreBest: boolean;
+  inference: Omit<InferenceOptions, 'numClasses' | 'divisor' | 'cascadeFactor'>;
+  seed: number;
+  budgetBytes?: number;
+  /** FedProx anchor per stage net (its own weights layout). */
+  proximal?: { mu: number; global: NamedWeights[] };
+  cacheMB?: number;
+  onProgress?: (p: ProgressInfo) => void;
+  signal?: AbortSignal;
+}
+
+export interface StageTrainingReport {
+  stage: string;
+  result: StageResult;
+}
+
+/** Validation of one stage on its own data view (downsampled for stage 1, GT-guided for stage 2). */
+async function validateStage(net: StageNet, data: StageData, ids: readonly string[], inf: InferenceOptions): Promise<ValidationResult> {
+  const perCase: number[][] = [];
+  for (const id of ids) {
+    const c = await data.stageCase(id);
+    const p = await predictStage({ net: net.net, stage: net.setup.stage, patch: net.setup.patch }, c, inf);
+    perCase.push(diceScores(argmaxChannelsLast(p.probabilities, inf.numClasses), c.label!, inf.numClasses, { empty: 'nan-if-truth-empty' }).dice);
+  }
+  const perClass = Array.from({ length: inf.numClasses - 1 }, (_, k) => nanMean(perCase.map((d) => d[k]!)));
+  return { perClass, meanDice: nanMean(perClass) };
+}
+
+export async function trainSiteLocally(o: LocalTrainingOptions): Promise<StageTrainingReport[]> {
+  const inf: InferenceOptions = { ...o.inference, numClasses: o.numClasses, divisor: o.divisor, cascadeFactor: o.cascadeFactor };
+  const reports: StageTrainingReport[] = [];
+  for (const [i, sn] of o.nets.entries()) {
+    const common = {
+      stage: sn.setup.stage,
+      numClasses: o.numClasses,
+      patch: sn.setup.patch,
+      batch: sn.setup.batch,
+      divisor: o.divisor,
+      cascadeFactor: o.cascadeFactor,
+      foregroundRate: o.foregroundRate,
+      skipEmpty: o.skipEmptyPatches,
+      cacheMB: o.cacheMB,
+    };
+    const data = new StageData(o.dataset, o.trainIds, { ...common, seed: o.seed + 17 * i });
+    const valData = o.validationIds.length > 0 ? new StageData(o.dataset, o.validationIds, { ...common, seed: o.seed }) : null;
+    const result = await trainStage({
+      net: sn.net,
+      data,
+      steps: o.stepsPerStage,
+      learningRate: o.learningRate,
+      includeBackground: o.includeBackground ?? thesisIncludeBackground(sn.setup.stage),
+      loss: o.loss,
+      proximal: o.proximal ? { mu: o.proximal.mu, global: o.proximal.global[i]! } : undefined,
+      validate: valData ? () => validateStage(sn, valData, o.validationIds, inf) : undefined,
+      validateEvery: o.validateEvery,
+      budgetBytes: o.budgetBytes,
+      label: sn.setup.stage,
+      onProgress: o.onProgress,
+      signal: o.signal,
+    });
+    if (o.restoreBest && result.best) sn.net.setWeights(result.best.weights);
+    reports.push({ stage: sn.setup.stage, result });
+    if (result.aborted) break;
+  }
+  return reports;
+}
