@@ -213,7 +213,8 @@ function trainStepOn(preset: 'cpu-small' | 'cpu-medium'): StepSetup {
   const x = tf.tensor(seededValues(sizeOf(PATCH) * IN_CHANNELS, 11), [1, ...PATCH, IN_CHANNELS]) as tf.Tensor5D;
   const labels = tf.tidy(() => {
     const classes = Int32Array.from(seededValues(sizeOf(PATCH), 12), (v) => (v > 0.8 ? 2 : v > -0.3 ? 1 : 0));
-    return tf.oneHot(tf.tensor(classes, [1, ...PATCH], 'int32'), NUM_CLASSES);
+    // float32 one-hot, as the trainer feeds it (site-agent/train/trainer.ts).
+    return tf.cast(tf.oneHot(tf.tensor(classes, [1, ...PATCH], 'int32'), NUM_CLASSES), 'float32');
   });
   const optimizer = tf.train.adam(1e-3);
   const loss = () => softDiceLoss(model.forward(x, true), labels, { includeBackground: true });
@@ -292,7 +293,7 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
   const quick = options.quick ?? false;
   const log = options.log ?? (() => {});
   const loadAverageStart = loadavg();
-  const previousBackend = tf.getBackend();
+  const previousBackend = tf.engine().backendName as string | null;
 
   const fast = await registerFastCpuBackend();
   const notice = nativeKernelsNotice();
@@ -375,7 +376,7 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
     log(formatTrainRow(row, fast.backendName));
   }
 
-  await tf.setBackend(previousBackend);
+  if (previousBackend) await tf.setBackend(previousBackend);
   return {
     date: new Date().toISOString(),
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadAverageStart, loadAverageEnd: loadavg(), node: process.version, tfjs: tf.version_core },

@@ -66,6 +66,8 @@ export class RoundScheduler {
       const live = this.open(round);
       if (!live) continue;
       const outcome = await live.outcome;
+      // Let the acknowledgement of the commit that closed the round go out before the next task.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (outcome === 'stopped') {
         this.failQuietly(live.record, 'interrupted: the coordinator was stopped');
         this.live = null;

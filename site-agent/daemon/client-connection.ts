@@ -54,14 +54,18 @@ export interface ConnectionEvents {
 }
 
 const COORDINATOR_PUSHES = ['experiment', 'round-task', 'round-cancel', 'experiment-complete'] as const;
+const MAX_EARLY_PUSHES = 8;
 
 export class CoordinatorConnection {
   private socket: Socket | null = null;
   private transport: RequestTransport | null = null;
+  private handshake: RequestTransport | null = null;
   private authenticated = false;
   private failures = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Pushes that arrived between auth-ok and the end of our handshake (see start()). */
+  private early: [string, unknown][] = [];
   private waiters: { resolve: (t: RequestTransport) => void; reject: (e: unknown) => void; signal?: AbortSignal; onAbort?: () => void }[] = [];
 
   constructor(
@@ -85,7 +89,13 @@ export class CoordinatorConnection {
       ...(ca !== undefined ? { ca } : {}),
     });
     this.socket = socket;
-    this.transport = socketRequester(socket);
+    this.handshake = socketRequester(socket);
+    // socket.io buffers emits while disconnected and flushes them on the next connect, before the
+    // handshake (the coordinator then drops the connection): only emit while authenticated.
+    this.transport = {
+      request: (type, payload, timeoutMs) =>
+        this.authenticated && socket.connected ? socket.timeout(timeoutMs).emitWithAck(type, payload) : Promise.reject(new Error('not connected to the coordinator')),
+    };
     this.opts.instrumentSocket?.(socket);
     socket.on('connect', () => void this.authenticate(socket));
     socket.on('connect_error', (e: Error) => {
@@ -95,16 +105,22 @@ export class CoordinatorConnection {
     socket.on('disconnect', (reason: string) => {
       const was = this.authenticated;
       this.authenticated = false;
+      this.early = [];
+      socket.sendBuffer = []; // nothing sent in the old session may replay into the next one
       if (was) this.on.disconnected(reason);
       this.scheduleReconnect();
     });
     for (const type of COORDINATOR_PUSHES) {
       socket.on(type, (...args: unknown[]) => {
-        if (args.length !== 1 || !this.authenticated) {
-          this.opts.log('warn', `ignored '${type}' from the coordinator (${this.authenticated ? 'malformed' : 'before authentication'})`);
-          return;
+        if (args.length !== 1) {
+          this.opts.log('warn', `ignored a malformed '${type}' from the coordinator`);
+        } else if (this.authenticated) {
+          this.on.message(type, args[0]);
+        } else if (this.early.length < MAX_EARLY_PUSHES) {
+          // The coordinator pushes right after auth-ok; websocket frames read together are
+          // delivered before our handshake continuation runs, so hold them until it has.
+          this.early.push([type, args[0]]);
         }
-        this.on.message(type, args[0]);
       });
     }
     socket.connect();
@@ -151,7 +167,7 @@ export class CoordinatorConnection {
 
   private async authenticate(socket: Socket): Promise<void> {
     try {
-      const { sessionId } = await authenticateSite(this.transport!, {
+      const { sessionId } = await authenticateSite(this.handshake!, {
         siteId: this.opts.siteId,
         siteKeys: this.opts.keys,
         pinnedCoordinatorSignPublicKey: this.opts.coordinatorPublicKey.signPublicKey,
@@ -162,6 +178,7 @@ export class CoordinatorConnection {
       this.failures = 0;
       this.opts.log('info', 'authenticated with the coordinator', { url: this.opts.url, session: sessionId.slice(0, 8) });
       this.on.authenticated(sessionId);
+      for (const [type, payload] of this.early.splice(0)) this.on.message(type, payload);
       for (const w of this.waiters.splice(0)) {
         if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
         w.resolve(this.transport!);

@@ -24,7 +24,7 @@ import { experimentSigningBytes, safeParseMessage, type ExperimentDescription, t
 import { isTransferInterrupted } from '../../shared/protocol/transfer.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { CoordinatorConnection, DEFAULT_BACKOFF, type Backoff, type ClientLog } from './client-connection.ts';
-import { TaskJob, type RoundResult, type RoundTask, type TaskControl, type TaskHandler } from './client-task.ts';
+import { TaskJob, type TaskHandler } from './client-task.ts';
 
 export type { RoundResult, RoundTask, TaskControl, TaskHandler, TaskPhase } from './client-task.ts';
 export { backoffDelay, type Backoff, type ClientLog, type ClientLogLevel } from './client-connection.ts';
@@ -74,6 +74,8 @@ export class CoordinatorClient {
   private handler: TaskHandler | null = null;
   private experiment: ExperimentDescription | null = null;
   private job: TaskJob | null = null;
+  /** Older jobs still finishing an upload after a newer task arrived. */
+  private readonly finishing = new Set<TaskJob>();
   private siteInfo: SiteInfoMessage | null = null;
   private finalVersion: number | null = null;
   private readonly stopController = new AbortController();
@@ -134,9 +136,10 @@ export class CoordinatorClient {
   /** Disconnects; a running task's signal is aborted. */
   async stop(): Promise<void> {
     this.stopController.abort();
-    this.job?.cancel('The site client is stopping.');
+    const jobs = [...this.finishing, ...(this.job ? [this.job] : [])];
+    for (const job of jobs) job.cancel('The site client is stopping.');
     this.connection.stop();
-    await this.job?.settled();
+    await Promise.all(jobs.map((job) => job.settled()));
   }
 
   on<N extends ClientEventName>(name: N, listener: (payload: ClientEvents[N]) => void): this {
@@ -219,7 +222,11 @@ export class CoordinatorClient {
     }
     if (job?.busy) {
       if (task.round < job.round) throw new PatchFedError('stale-task', `Round ${task.round} task arrived while round ${job.round} is in progress.`);
-      job.cancel(`Superseded by round ${task.round}.`);
+      // An upload about to be committed may finish (the coordinator decides if it still counts);
+      // downloading or training for an outdated round is wasted work.
+      if (job.state === 'uploading') this.finishing.add(job);
+      else job.cancel(`Superseded by round ${task.round}.`);
+      void job.settled().then(() => this.finishing.delete(job));
     }
     const next = new TaskJob(
       {

@@ -171,8 +171,7 @@ void reduce_sum(const float* x, int64_t outer, int64_t reduce, int64_t inner, do
     });
     return;
   }
-  const int threads = kernel_pool().size();
-  if (outer >= threads || outer * reduce * inner < kParallelGrain) {
+  if (outer >= kernel_pool().size() || outer * reduce * inner < kParallelGrain) {
     for_rows(outer, reduce * inner, [&](int64_t begin, int64_t end, int) {
       std::vector<double> acc(inner);
       for (int64_t o = begin; o < end; ++o) {
@@ -185,21 +184,26 @@ void reduce_sum(const float* x, int64_t outer, int64_t reduce, int64_t inner, do
     });
     return;
   }
-  // Few outputs (e.g. per-channel sums): split the reduced axis, then add the
-  // per-thread partial sums in thread order (deterministic for a thread count).
-  std::vector<double> partial(static_cast<size_t>(threads) * outer * inner, 0.0);
-  parallel_for(reduce, [&](int64_t begin, int64_t end, int tid) {
-    double* acc = partial.data() + static_cast<size_t>(tid) * outer * inner;
-    for (int64_t o = 0; o < outer; ++o) {
-      const float* p = x + (o * reduce + begin) * inner;
-      double* ao = acc + o * inner;
-      for (int64_t r = begin; r < end; ++r, p += inner)
-        for (int64_t i = 0; i < inner; ++i) ao[i] += p[i];
+  // Few outputs (e.g. per-channel sums): split the reduced axis into ranges,
+  // then add the per-range partial sums in range order (deterministic).
+  const int64_t ranges = std::min<int64_t>(reduce, 32);  // fixed: same sums on any thread count
+  std::vector<double> partial(static_cast<size_t>(ranges) * outer * inner, 0.0);
+  parallel_for(ranges, [&](int64_t rb, int64_t re, int) {
+    for (int64_t index = rb; index < re; ++index) {
+      int64_t begin, end;
+      range_bounds(reduce, ranges, index, &begin, &end);
+      double* acc = partial.data() + static_cast<size_t>(index) * outer * inner;
+      for (int64_t o = 0; o < outer; ++o) {
+        const float* p = x + (o * reduce + begin) * inner;
+        double* ao = acc + o * inner;
+        for (int64_t r = begin; r < end; ++r, p += inner)
+          for (int64_t i = 0; i < inner; ++i) ao[i] += p[i];
+      }
     }
   });
   for (int64_t k = 0; k < outer * inner; ++k) {
     double s = 0;
-    for (int t = 0; t < threads; ++t) s += partial[static_cast<size_t>(t) * outer * inner + k];
+    for (int64_t t = 0; t < ranges; ++t) s += partial[static_cast<size_t>(t) * outer * inner + k];
     out[k] = static_cast<float>(s * scale);
   }
 }

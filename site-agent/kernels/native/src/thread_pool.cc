@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 
@@ -28,12 +29,14 @@ void ThreadPool::worker_loop(int tid) {
       wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
+      if (!active_) continue;  // woke too late: the caller already finished this job
       job = job_;
+      ++running_;
     }
     (*job)(tid);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) finished_.notify_one();
+      if (--running_ == 0) finished_.notify_one();
     }
   }
 }
@@ -46,13 +49,14 @@ void ThreadPool::run(const std::function<void(int)>& fn) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &fn;
-    pending_ = static_cast<int>(workers_.size());
+    active_ = true;
     ++generation_;
   }
   wake_.notify_all();
   fn(0);
   std::unique_lock<std::mutex> lock(mutex_);
-  finished_.wait(lock, [&] { return pending_ == 0; });
+  active_ = false;
+  finished_.wait(lock, [&] { return running_ == 0; });
   job_ = nullptr;
 }
 
@@ -87,19 +91,33 @@ int kernel_threads() { return g_pool ? g_pool->size() : (g_threads > 0 ? g_threa
 
 void shutdown_kernel_pool() { g_pool.reset(); }
 
+int64_t parallel_ranges(int64_t count) {
+  if (count <= 0) return 0;
+  const int64_t threads = kernel_pool().size();
+  return threads <= 1 ? 1 : std::min<int64_t>(count, threads * 8);
+}
+
+void range_bounds(int64_t count, int64_t ranges, int64_t index, int64_t* begin, int64_t* end) {
+  *begin = count * index / ranges;
+  *end = count * (index + 1) / ranges;
+}
+
 void parallel_for(int64_t count, const std::function<void(int64_t, int64_t, int)>& fn) {
   if (count <= 0) return;
-  ThreadPool& pool = kernel_pool();
-  const int threads = static_cast<int>(std::min<int64_t>(pool.size(), count));
-  if (threads <= 1) {
+  const int64_t ranges = parallel_ranges(count);
+  if (ranges <= 1) {
     fn(0, count, 0);
     return;
   }
-  pool.run([&](int tid) {
-    if (tid >= threads) return;
-    const int64_t begin = count * tid / threads;
-    const int64_t end = count * (tid + 1) / threads;
-    if (begin < end) fn(begin, end, tid);
+  std::atomic<int64_t> next{0};
+  kernel_pool().run([&](int tid) {
+    for (;;) {
+      const int64_t index = next.fetch_add(1, std::memory_order_relaxed);
+      if (index >= ranges) return;
+      int64_t begin, end;
+      range_bounds(count, ranges, index, &begin, &end);
+      if (begin < end) fn(begin, end, tid);
+    }
   });
 }
 

@@ -21,7 +21,10 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Calls fn(tid) once for every tid in [0, size()); tid 0 runs on the caller.
+  // Calls fn(tid) on the caller (tid 0) and on every worker that wakes up
+  // before the caller's own fn(0) returns; returns once those have finished.
+  // fn must therefore share its work dynamically (see parallel_for): a worker
+  // the OS has not scheduled yet is not waited for on a busy machine.
   void run(const std::function<void(int)>& fn);
 
  private:
@@ -33,7 +36,8 @@ class ThreadPool {
   std::condition_variable finished_;
   const std::function<void(int)>* job_ = nullptr;
   uint64_t generation_ = 0;
-  int pending_ = 0;
+  bool active_ = false;  // workers may still join the current job
+  int running_ = 0;      // workers inside the current job
   bool stop_ = false;
 };
 
@@ -47,8 +51,16 @@ int kernel_threads();
 // std::thread is left at exit).
 void shutdown_kernel_pool();
 
-// Splits [0, count) into contiguous ranges, one per pool thread, and calls
-// fn(begin, end, tid) for the non-empty ones.
+// Calls fn(begin, end, tid) over contiguous ranges covering [0, count). The
+// ranges are handed out dynamically (about 8 per thread), so a thread the OS
+// deschedules on a busy machine does not hold the others up; fn must
+// therefore not depend on which thread (tid) runs a range, except for
+// per-thread scratch space.
 void parallel_for(int64_t count, const std::function<void(int64_t, int64_t, int)>& fn);
+
+// Number of ranges parallel_for would use for `count` items (>= 1), and the
+// range of one of them; for callers that keep one partial result per range.
+int64_t parallel_ranges(int64_t count);
+void range_bounds(int64_t count, int64_t ranges, int64_t index, int64_t* begin, int64_t* end);
 
 }  // namespace patchfed

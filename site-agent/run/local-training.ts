@@ -1,0 +1,183 @@
+/**
+ * One site training alone, end to end (what `patchfed train` runs): backend selection with the
+ * gradient self-check, dataset, plan within the budget, training of every stage with the best
+ * checkpoint kept, test-split evaluation, model artifacts and a JSON report.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { assertTrainableBackend, parseBackendChoice, selectBackend, type BackendReport } from '../backend/index.ts';
+import { resolveArchitecture } from '../../shared/config/model.ts';
+import { openMsdDataset } from '../data/index.ts';
+import { saveModelArtifacts } from '../model/artifacts.ts';
+import { formatBytes } from '../planner/plan.ts';
+import { loadSiteConfig } from '../site-config.ts';
+import { ProgressReporter } from '../train/progress.ts';
+import { evaluateCases, type EvaluationReport } from './evaluate.ts';
+import { createStageNets, disposeStageNets } from './nets.ts';
+import { planSite } from './site-plan.ts';
+import { trainSiteLocally } from './train-site.ts';
+import { stagesForMode } from './global-model.ts';
+
+export interface LocalTrainingRequest {
+  configPath: string;
+  steps?: number;
+  backend?: string;
+  outDir?: string;
+  jsonPath?: string;
+  /** Progress output (default: stderr, bar on a TTY). */
+  progress?: ProgressReporter | null;
+}
+
+export interface LocalTrainingReport {
+  dataset: string;
+  backend: Pick<BackendReport, 'name' | 'version' | 'gpu' | 'package'> & { selfCheckMaxRelError: number };
+  mode: string;
+  model: { base: number; depth: number; norm: string };
+  labels: string[];
+  split: { train: number; validation: number; test: number };
+  stages: {
+    stage: string;
+    patch: number[];
+    batch: number;
+    estimatedPeakBytes: number;
+    measuredPeakBytes: number | null;
+    steps: number;
+    finalLoss: number | null;
+    bestStep: number | null;
+    bestValidationDice: number | null;
+    trainTimeMs: number;
+    modelDir: string;
+  }[];
+  test: { dice: Record<string, number | null>; meanDice: number | null; meanInferenceMs: number; peakInferenceBytes: number; method: string[] };
+  fullVolumeEstimateBytes: number;
+}
+
+const nullIfNaN = (x: number) => (Number.isNaN(x) ? null : x);
+
+export async function runLocalTraining(req: LocalTrainingRequest): Promise<LocalTrainingReport> {
+  const cfg = loadSiteConfig(req.configPath);
+  const backend = await selectBackend(parseBackendChoice(req.backend ?? cfg.backend), (m) => process.stderr.write(`backend: ${m}\n`));
+  assertTrainableBackend(backend);
+  const dataset = await openMsdDataset(cfg.dataset, { cacheMB: cfg.cacheMB, seed: cfg.seed });
+  for (const p of dataset.problems) process.stderr.write(`dataset problem: ${p.file}: ${p.reason}\n`);
+  const split = dataset.split(cfg.seed);
+  const channels = dataset.modalities.length;
+  const classes = dataset.labels.length;
+  const arch = resolveArchitecture(cfg.model);
+  const sitePlan = planSite({
+    largestShape: dataset.largestShape(),
+    channels,
+    classes,
+    mode: cfg.model.mode,
+    arch,
+    budgetMB: cfg.memoryBudgetMB,
+    cascadeFactor: cfg.model.cascadeFactor,
+    patch: cfg.training.patch,
+    batch: cfg.training.batch,
+  });
+  // Sanity: the planner's stages are the mode's stages.
+  if (sitePlan.stages.length !== stagesForMode(cfg.model.mode, channels, classes).length) throw new Error('planner returned the wrong stages');
+  process.stderr.write(`plan: ${sitePlan.plan.message}\n`);
+  const nets = createStageNets(sitePlan.stages, arch, classes, cfg.seed);
+  const progress = req.progress === undefined ? new ProgressReporter() : req.progress;
+  const outDir = req.outDir ?? join(cfg.workDir, 'train');
+  try {
+    const reports = await trainSiteLocally({
+      dataset,
+      trainIds: split.train,
+      validationIds: split.validation,
+      nets,
+      numClasses: classes,
+      divisor: sitePlan.divisor,
+      cascadeFactor: cfg.model.cascadeFactor,
+      stepsPerStage: req.steps ?? cfg.training.steps,
+      learningRate: cfg.training.learningRate,
+      foregroundRate: cfg.training.foregroundRate,
+      skipEmptyPatches: cfg.training.skipEmptyPatches,
+      includeBackground: cfg.training.includeBackgroundInLoss,
+      loss: 'dice-ce',
+      validateEvery: cfg.training.validateEvery || Math.max(1, Math.ceil((req.steps ?? cfg.training.steps) / 4)),
+      restoreBest: true,
+      inference: { overlap: cfg.training.overlap, blend: cfg.training.blend },
+      seed: cfg.seed,
+      budgetBytes: cfg.memoryBudgetMB * 1024 * 1024,
+      cacheMB: cfg.cacheMB,
+      onProgress: progress ? (p) => progress.update(p) : undefined,
+    });
+    const labels = dataset.labels.map((l) => l.name);
+    const test: EvaluationReport = await evaluateCases(nets, dataset, split.test.length > 0 ? split.test : split.validation, {
+      numClasses: classes,
+      overlap: cfg.training.overlap,
+      blend: cfg.training.blend,
+      divisor: sitePlan.divisor,
+      cascadeFactor: cfg.model.cascadeFactor,
+    });
+    mkdirSync(outDir, { recursive: true });
+    const stages = sitePlan.stages.map((s, i) => {
+      const r = reports[i]!.result;
+      const modelDir = join(outDir, s.stage);
+      saveModelArtifacts(modelDir, nets[i]!.net, {
+        mode: cfg.model.mode,
+        stage: s.stage,
+        labels: Object.fromEntries(dataset.labels.map((l, k) => [String(k), l.name])),
+        labelValues: dataset.labels.map((l) => l.value),
+        modalities: dataset.modalities,
+        patch: s.patch,
+        cascadeFactor: cfg.model.cascadeFactor,
+        divisor: sitePlan.divisor,
+        normalization: dataset.schemes,
+        bestStep: r.best?.step ?? null,
+      });
+      return {
+        stage: s.stage,
+        patch: [...s.patch],
+        batch: s.batch,
+        estimatedPeakBytes: s.estimatedPeakBytes,
+        measuredPeakBytes: r.peakMemory?.engineBytes ?? null,
+        steps: r.stepsDone,
+        finalLoss: r.losses.at(-1) ?? null,
+        bestStep: r.best?.step ?? null,
+        bestValidationDice: r.best ? nullIfNaN(r.best.score) : null,
+        trainTimeMs: r.timeMs,
+        modelDir,
+      };
+    });
+    const report: LocalTrainingReport = {
+      dataset: `${dataset.name} (${cfg.dataset})`,
+      backend: { name: backend.name, version: backend.version, gpu: backend.gpu, package: backend.package, selfCheckMaxRelError: backend.selfCheck.maxRelError },
+      mode: cfg.model.mode,
+      model: arch,
+      labels,
+      split: { train: split.train.length, validation: split.validation.length, test: split.test.length },
+      stages,
+      test: {
+        dice: Object.fromEntries(test.perClass.map((d, k) => [labels[k + 1]!, nullIfNaN(d)])),
+        meanDice: nullIfNaN(test.meanDice),
+        meanInferenceMs: test.meanTimeMs,
+        peakInferenceBytes: test.peakEngineBytes,
+        method: test.method,
+      },
+      fullVolumeEstimateBytes: sitePlan.plan.fullVolumeBytes,
+    };
+    writeFileSync(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+    if (req.jsonPath) writeFileSync(req.jsonPath, `${JSON.stringify(report, null, 2)}\n`);
+    return report;
+  } finally {
+    disposeStageNets(nets);
+  }
+}
+
+export function formatTrainingReport(r: LocalTrainingReport): string {
+  const f = (x: number | null) => (x === null ? '  n/a' : x.toFixed(3));
+  const lines = [
+    `trained ${r.mode} on ${r.dataset} with ${r.backend.name} (${r.backend.package} ${r.backend.version}, gpu ${r.backend.gpu}); split ${r.split.train}/${r.split.validation}/${r.split.test}`,
+  ];
+  for (const s of r.stages) {
+    lines.push(
+      `  ${s.stage}: patch ${s.patch.join('x')} batch ${s.batch}, ${s.steps} steps in ${(s.trainTimeMs / 1000).toFixed(1)} s, final loss ${s.finalLoss?.toFixed(4) ?? 'n/a'}, best val Dice ${f(s.bestValidationDice)} at step ${s.bestStep ?? 'n/a'}; memory est. ${formatBytes(s.estimatedPeakBytes)} measured ${s.measuredPeakBytes === null ? 'n/a' : formatBytes(s.measuredPeakBytes)} -> ${s.modelDir}`,
+    );
+  }
+  lines.push(`  test Dice: ${Object.entries(r.test.dice).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; mean ${f(r.test.meanDice)}; ${r.test.meanInferenceMs.toFixed(0)} ms/volume`);
+  lines.push(`  inference: ${r.test.method.join(' | ')}`);
+  return `${lines.join('\n')}\n`;
+}

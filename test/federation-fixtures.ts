@@ -1,0 +1,245 @@
+/**
+ * Fixtures for the federation tests: a throw-away federation on disk (coordinator + site keys,
+ * config), a tiny two-tensor "model", deterministic fake training, in-process site clients,
+ * wire instrumentation (every message a site emits, with its size) and small async helpers.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Socket } from 'socket.io-client';
+import { CoordinatorConfigSchema, type CoordinatorConfig } from '../shared/config/coordinator.ts';
+import { generateKeyPairs, writeKeyFiles, type KeyPairs } from '../shared/crypto/keys.ts';
+import type { Metrics } from '../shared/protocol/messages.ts';
+import type { NamedWeights, WeightSpec } from '../shared/weights.ts';
+import { CoordinatorClient, type RoundResult, type RoundTask, type TaskControl } from '../site-agent/daemon/client.ts';
+
+export const MiB = 1024 * 1024;
+
+export interface Federation {
+  dir: string;
+  configPath: string;
+  config: CoordinatorConfig;
+  coordinatorKeys: KeyPairs;
+  siteKeys: Map<string, KeyPairs>;
+  cleanup(): void;
+}
+
+export interface FederationOptions {
+  sites?: string[];
+  experiment?: Partial<CoordinatorConfig['experiment']>;
+  limits?: Partial<CoordinatorConfig['limits']>;
+  port?: number;
+}
+
+/** Keys for a coordinator and `sites`, and a valid config (written to <dir>/coordinator.json). */
+export function makeFederation(options: FederationOptions = {}): Federation {
+  const dir = mkdtempSync(join(tmpdir(), 'patchfed-fed-'));
+  const sites = options.sites ?? ['site-a', 'site-b', 'site-c'];
+  const coordinatorKeys = generateKeyPairs();
+  writeKeyFiles(join(dir, 'coordinator'), coordinatorKeys);
+  const siteKeys = new Map<string, KeyPairs>();
+  for (const id of sites) {
+    const keys = generateKeyPairs();
+    writeKeyFiles(join(dir, id), keys);
+    siteKeys.set(id, keys);
+  }
+  const raw = {
+    host: '127.0.0.1',
+    port: options.port ?? 0,
+    stateDir: 'state',
+    secretKey: 'coordinator.key',
+    publicKey: 'coordinator.pub',
+    dashboardToken: 'test-dashboard-token-0123456789',
+    sites: sites.map((id) => ({ id, publicKey: `${id}.pub` })),
+    limits: { chunkBytes: MiB, ...options.limits },
+    experiment: {
+      id: 'fed-test',
+      task: 'Task99_Fake',
+      labels: { '0': 'background', '1': 'tumour' },
+      modalities: { '0': 'T1' },
+      model: { mode: 'patch', preset: 'tiny', norm: 'instance', cascadeFactor: 0.5 },
+      rounds: 2,
+      minSites: sites.length,
+      fractionFit: 1,
+      localSteps: 4,
+      roundDeadlineSeconds: 60,
+      startupGraceSeconds: 20,
+      ...options.experiment,
+    },
+  };
+  const configPath = join(dir, 'coordinator.json');
+  writeFileSync(configPath, JSON.stringify(raw, null, 2));
+  return {
+    dir,
+    configPath,
+    config: CoordinatorConfigSchema.parse(raw),
+    coordinatorKeys,
+    siteKeys,
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Two tensors, ~1.2 MB encoded: uploads span two 1 MiB chunks. */
+export function fakeManifest(big = 300_000): WeightSpec[] {
+  return [
+    { name: 'enc0/conv/kernel', shape: [big], trainable: true, role: 'conv-kernel' },
+    { name: 'enc0/norm/gamma', shape: [8], trainable: true, role: 'norm-gamma' },
+  ];
+}
+
+export function fakeInitialWeights(manifest: WeightSpec[] = fakeManifest()): NamedWeights {
+  return {
+    manifest,
+    values: manifest.map((s, t) => {
+      const n = s.shape.reduce((a, b) => a * b, 1);
+      return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.01 + t) * 0.1);
+    }),
+  };
+}
+
+/** Deterministic "training": global + a site- and round-specific perturbation. */
+export function fakeUpdate(global: NamedWeights, siteIndex: number, round: number): NamedWeights {
+  return {
+    manifest: global.manifest.map((s) => ({ ...s, shape: [...s.shape] })),
+    values: global.values.map((v, t) => Float32Array.from(v, (x, i) => x + 0.01 * (siteIndex + 1) * Math.cos(i * 0.001 * (round + 1) + t + siteIndex))),
+  };
+}
+
+export function fakeMetrics(loss = 0.5): Metrics {
+  return { loss, dice: { tumour: 0.6 }, timeMs: 5, peakMemoryBytes: 1_000_000, backend: 'cpu', patch: [16, 16, 16], batch: 1 };
+}
+
+/** Sample-weighted mean in float64. */
+export function weightedMean(updates: { update: NamedWeights; samples: number }[]): Float64Array[] {
+  const total = updates.reduce((s, u) => s + u.samples, 0);
+  return updates[0]!.update.values.map((_, t) => {
+    const out = new Float64Array(updates[0]!.update.values[t]!.length);
+    for (const u of updates) {
+      const v = u.update.values[t]!;
+      for (let i = 0; i < v.length; i++) out[i]! += (u.samples * v[i]!) / total;
+    }
+    return out;
+  });
+}
+
+/** ||a − b|| / ||b|| over all tensors. */
+export function relativeError(actual: Float32Array[], expected: Float64Array[]): number {
+  let num = 0;
+  let den = 0;
+  actual.forEach((a, t) => {
+    const e = expected[t]!;
+    for (let i = 0; i < a.length; i++) {
+      num += (a[i]! - e[i]!) ** 2;
+      den += e[i]! ** 2;
+    }
+  });
+  return Math.sqrt(num / den);
+}
+
+/** One emitted message: event name and payload size (binary bytes + JSON of the rest). */
+export interface WireRecord {
+  type: string;
+  bytes: number;
+  at: number;
+}
+
+export function payloadBytes(value: unknown): number {
+  let binary = 0;
+  const json = JSON.stringify(value, (_k, v: unknown) => {
+    if (v instanceof Uint8Array || v instanceof ArrayBuffer) {
+      binary += v.byteLength;
+      return 0;
+    }
+    if (v && typeof v === 'object' && (v as { type?: unknown }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data)) {
+      binary += ((v as { data: unknown[] }).data).length;
+      return 0;
+    }
+    return v;
+  });
+  return binary + Buffer.byteLength(json ?? '', 'utf8');
+}
+
+/** Wraps socket.emit to record everything the site sends; `tamper` may rewrite an argument list. */
+export function recordEmits(socket: Socket, records: WireRecord[], tamper?: (type: string, args: unknown[]) => unknown[]): void {
+  const original = socket.emit.bind(socket);
+  (socket as unknown as { emit: (...a: unknown[]) => unknown }).emit = (type: unknown, ...args: unknown[]) => {
+    const data = args.filter((a) => typeof a !== 'function');
+    records.push({ type: String(type), bytes: data.reduce<number>((s, a) => s + payloadBytes(a), 0), at: Date.now() });
+    const sent = tamper ? tamper(String(type), args) : args;
+    return original(type as string, ...(sent as []));
+  };
+}
+
+export type FakeHandler = (task: RoundTask, ctl: TaskControl) => Promise<RoundResult>;
+
+export interface TestSite {
+  id: string;
+  client: CoordinatorClient;
+  wire: WireRecord[];
+  socket: Socket | null;
+  tasks: RoundTask[];
+}
+
+/** An in-process site client with fast reconnects; the handler defaults to fakeUpdate. */
+export function startSite(
+  fed: Federation,
+  url: string,
+  siteId: string,
+  options: { handler?: FakeHandler; samples?: number; tamper?: (type: string, args: unknown[]) => unknown[]; keys?: KeyPairs; start?: boolean } = {},
+): TestSite {
+  const index = [...fed.siteKeys.keys()].indexOf(siteId);
+  const site: TestSite = { id: siteId, client: null as unknown as CoordinatorClient, wire: [], socket: null, tasks: [] };
+  site.client = new CoordinatorClient({
+    url,
+    siteId,
+    keys: options.keys ?? fed.siteKeys.get(siteId)!,
+    coordinatorPublicKey: fed.coordinatorKeys,
+    chunkBytes: MiB,
+    backoff: { initialMs: 100, maxMs: 400 },
+    instrumentSocket: (socket) => {
+      site.socket = socket;
+      recordEmits(socket, site.wire, options.tamper);
+    },
+  });
+  const handler: FakeHandler =
+    options.handler ??
+    (async (task, ctl) => {
+      ctl.progress(task.steps, task.steps);
+      return { update: fakeUpdate(task.global, index, task.round), samples: options.samples ?? 10 * (index + 1), metrics: fakeMetrics() };
+    });
+  site.client.onTask(async (task, ctl) => {
+    site.tasks.push(task);
+    return handler(task, ctl);
+  });
+  if (options.start !== false) site.client.start();
+  return site;
+}
+
+/** Resolves with the first payload of `event` matching `predicate`; rejects after `timeoutMs`. */
+export function waitForEvent<T>(
+  emitter: { on(name: string, l: (p: T) => void): unknown; off(name: string, l: (p: T) => void): unknown },
+  event: string,
+  predicate: (payload: T) => boolean = () => true,
+  timeoutMs = 30_000,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, listener);
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for '${event}'`));
+    }, timeoutMs);
+    const listener = (payload: T) => {
+      if (!predicate(payload)) return;
+      clearTimeout(timer);
+      emitter.off(event, listener);
+      resolve(payload);
+    };
+    emitter.on(event, listener);
+  });
+}
+
+/** Collects every payload of `event` into an array (for assertions afterwards). */
+export function collect<T>(emitter: { on(name: string, l: (p: T) => void): unknown }, event: string): T[] {
+  const out: T[] = [];
+  emitter.on(event, (p: T) => out.push(p));
+  return out;
+}

@@ -1,0 +1,119 @@
+/**
+ * Coordinator + three in-process site clients over loopback socket.io, with fake (deterministic)
+ * training: the FedAvg arithmetic end to end, the same final checkpoint at every site, the
+ * dashboard view of it, and what the sites put on the wire.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodedWeightsSize } from '../shared/codec/index.ts';
+import { sha256Hex } from '../shared/crypto/encoding.ts';
+import { encodeWeights } from '../shared/codec/index.ts';
+import { SEAL_OVERHEAD_BYTES } from '../shared/crypto/seal.ts';
+import { SITE_MESSAGE_TYPES } from '../shared/protocol/messages.ts';
+import type { NamedWeights } from '../shared/weights.ts';
+import { startCoordinator, type RunningCoordinator } from '../coordinator/index.ts';
+import type { ClientEvents } from '../site-agent/daemon/client.ts';
+import {
+  MiB,
+  fakeInitialWeights,
+  fakeManifest,
+  fakeUpdate,
+  makeFederation,
+  relativeError,
+  startSite,
+  waitForEvent,
+  weightedMean,
+  type Federation,
+  type TestSite,
+} from './federation-fixtures.ts';
+
+let fed: Federation | null = null;
+let coordinator: RunningCoordinator | null = null;
+let sites: TestSite[] = [];
+
+afterEach(async () => {
+  await Promise.all(sites.map((s) => s.client.stop()));
+  await coordinator?.stop();
+  fed?.cleanup();
+  fed = null;
+  coordinator = null;
+  sites = [];
+});
+
+describe('federation rounds', () => {
+  it('three sites, two rounds: sample-weighted mean, same final checkpoint everywhere, only site messages within the byte budget', async () => {
+    fed = makeFederation({ experiment: { rounds: 2 } });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights() });
+    const ids = [...fed.siteKeys.keys()];
+    const completes = new Map<string, ClientEvents['complete']>();
+    const taskTimes = new Map<string, number[]>();
+    sites = ids.map((id) => startSite(fed!, coordinator!.url, id));
+    const allComplete = Promise.all(
+      sites.map((s) => {
+        taskTimes.set(s.id, []);
+        s.client.on('task', () => taskTimes.get(s.id)!.push(Date.now()));
+        return waitForEvent<ClientEvents['complete']>(s.client, 'complete').then((c) => completes.set(s.id, c));
+      }),
+    );
+    const end = await coordinator.finished;
+    expect(end).toMatchObject({ kind: 'complete', round: 2 });
+    await allComplete;
+
+    // Every site trained each round on the same global model.
+    for (const round of [1, 2]) {
+      const shas = sites.map((s) => s.tasks.find((t) => t.round === round)!.checkpointSha256);
+      expect(new Set(shas).size).toBe(1);
+    }
+    // The global after round r is the sample-weighted mean of the three updates of round r.
+    const globalAfter = (round: number): NamedWeights => (round < 2 ? sites[0]!.tasks.find((t) => t.round === round + 1)!.global : completes.get(ids[0]!)!.global);
+    for (const round of [1, 2]) {
+      const before = sites[0]!.tasks.find((t) => t.round === round)!.global;
+      const expected = weightedMean(ids.map((_, i) => ({ update: fakeUpdate(before, i, round), samples: 10 * (i + 1) })));
+      expect(relativeError(globalAfter(round).values, expected)).toBeLessThan(1e-6);
+      // ...and not the unweighted mean (the weights matter in this setup).
+      const unweighted = weightedMean(ids.map((_, i) => ({ update: fakeUpdate(before, i, round), samples: 1 })));
+      expect(relativeError(globalAfter(round).values, unweighted)).toBeGreaterThan(1e-3);
+    }
+    // All sites end with the coordinator's final checkpoint.
+    const final = coordinator.globalWeights();
+    expect(final.round).toBe(2);
+    for (const id of ids) {
+      expect(completes.get(id)!.checkpointSha256).toBe(final.sha256);
+      expect(sha256Hex(encodeWeights(completes.get(id)!.global))).toBe(final.sha256);
+    }
+    expect(coordinator.checkpoints().map((c) => c.round)).toEqual([0, 1, 2]);
+
+    // Privacy instrumentation: only site message types, and per round about one encrypted model.
+    const manifest = fakeManifest();
+    const encoded = encodedWeightsSize(manifest);
+    const encryptedModel = encoded + Math.ceil(encoded / MiB) * SEAL_OVERHEAD_BYTES;
+    for (const s of sites) {
+      const types = new Set(s.wire.map((w) => w.type));
+      for (const t of types) expect(SITE_MESSAGE_TYPES as readonly string[]).toContain(t);
+      expect(types.has('update-chunk')).toBe(true);
+      const [t1, t2] = taskTimes.get(s.id)!;
+      expect(t2).toBeDefined();
+      const perRound = [s.wire.filter((w) => w.at < t2!), s.wire.filter((w) => w.at >= t2!)].map((ws) => ws.reduce((n, w) => n + w.bytes, 0));
+      expect(t1).toBeLessThanOrEqual(t2!);
+      for (const bytes of perRound) {
+        expect(bytes).toBeGreaterThan(encoded); // the update really went out...
+        expect(bytes).toBeLessThanOrEqual(encryptedModel * 1.1 + 16 * 1024); // ...and nothing much else
+      }
+    }
+
+    // Dashboard view and DB records.
+    const snap = coordinator.snapshot();
+    expect(snap.rounds.map((r) => r.round)).toEqual([1, 2]);
+    expect(snap.sites.map((s) => [s.id, s.roundsParticipated, s.online])).toEqual(ids.map((id) => [id, 2, true]));
+    expect(snap.checkpoints.every((c) => c.signatureValid)).toBe(true);
+    expect(snap.rounds[0]!.siteLoss).toEqual(Object.fromEntries(ids.map((id) => [id, 0.5])));
+    expect(snap.rounds[1]!.bytesMoved).toBeGreaterThan(3 * encoded);
+    expect(coordinator.db.listMetrics('fed-test', { kind: 'loss' })).toHaveLength(6);
+
+    const health = await fetch(`${coordinator.url}/healthz`).then((r) => r.json());
+    expect(health).toMatchObject({ ok: true, experiment: 'fed-test', lastCompletedRound: 2, end: 'complete' });
+    expect((await fetch(`${coordinator.url}/api/snapshot`)).status).toBe(401);
+    const api = await fetch(`${coordinator.url}/api/snapshot`, { headers: { authorization: `Bearer ${fed.config.dashboardToken}` } });
+    expect(api.status).toBe(200);
+    expect((await api.json()).rounds).toHaveLength(2);
+  });
+});
