@@ -9,8 +9,8 @@
 import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { PatchFedError } from '../../shared/errors.ts';
-import { inspectNiftiFile, type NiftiFileReport, type NiftiValueStats } from '../../shared/nifti/index.ts';
-import { inspectMsdDataset, type DatasetInspection } from '../../site-agent/data/inspectDataset.ts';
+import type { NiftiFileReport, NiftiValueStats } from '../../shared/nifti/index.ts';
+import type { DatasetInspection } from '../../site-agent/data/inspectDataset.ts';
 import { parseIntOption } from '../main.ts';
 
 interface InspectOptions {
@@ -38,6 +38,9 @@ async function runInspect(target: string, opts: InspectOptions): Promise<void> {
     const code = (e as NodeJS.ErrnoException).code;
     throw new PatchFedError('inspect-missing', `${target}: ${code === 'ENOENT' ? 'no such file or folder' : `cannot be read (${code ?? String(e)})`}`, { subject: target });
   }
+  // Loaded lazily: the NIfTI and dataset layers are heavy, and `--help` should be instant.
+  const { inspectNiftiFile } = await import('../../shared/nifti/index.ts');
+  const { inspectMsdDataset } = await import('../../site-agent/data/inspectDataset.ts');
   const readOpts = opts.maxVoxels !== undefined ? { maxVoxels: opts.maxVoxels } : undefined;
   if (!isDir) {
     const report = await inspectNiftiFile(target, readOpts);
