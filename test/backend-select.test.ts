@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { PatchFedError } from '../shared/errors.ts';
 import {
@@ -13,6 +15,7 @@ import {
 } from '../site-agent/backend/candidates.ts';
 import { assertTrainableBackend, parseBackendChoice, selectBackend, type BackendReport } from '../site-agent/backend/select.ts';
 import type { SelfCheckResult } from '../site-agent/backend/self-check.ts';
+import { loadNativeKernels } from '../site-agent/kernels/native-addon.ts';
 
 function available(id: string, backend: Partial<LoadedBackend> = {}): BackendCandidate & { loads: number } {
   const c = {
@@ -134,6 +137,7 @@ describe('the real candidate table', () => {
         async () => ({}),
         async () => ({ registerFastCpuBackend: async () => { throw new Error('addon ABI mismatch'); } }),
         async () => ({ registerFastCpuBackend: async () => null }),
+        async () => ({ registerFastCpuBackend: async () => null, nativeKernelsNotice: () => 'PatchFed: native Conv3D kernels unavailable (not built)' }),
       ].map(async (importer) => {
         const r = await fastCpuCandidate(importer).load();
         return r.ok ? 'ok' : r.reason;
@@ -144,6 +148,7 @@ describe('the real candidate table', () => {
       'site-agent/kernels does not export registerFastCpuBackend()',
       'fast cpu kernels failed to register: addon ABI mismatch',
       'fast cpu kernels are unavailable (their native code is not built for this machine)',
+      'PatchFed: native Conv3D kernels unavailable (not built)',
     ]);
     const ok = await fastCpuCandidate(async () => ({ registerFastCpuBackend: async () => ({ backendName: 'cpu-fast', notice: 'using 2 threads' }) })).load();
     expect(ok).toMatchObject({ ok: true, backend: { backendName: 'cpu-fast', gpu: false, notes: ['using 2 threads'] } });
@@ -167,7 +172,8 @@ describe('the real candidate table', () => {
 
   it("auto on this machine (no tfjs-node) ends on a cpu backend that passes the self-check, with notes saying why", async () => {
     const report = await selectBackend('auto');
-    expect(['cpu', 'cpu-fast']).toContain(report.name);
+    // The native kernels are the default for CPU training whenever they are built.
+    expect(report.name).toBe(loadNativeKernels().ok ? 'cpu-fast' : 'cpu');
     expect(tf.getBackend()).toBe(report.name);
     expect(report.gpu).toBe(false);
     expect(report.notes[0]).toMatch(/^tfjs-node-gpu: @tensorflow\/tfjs-node-gpu is not installed/);
@@ -175,6 +181,28 @@ describe('the real candidate table', () => {
     if (report.name === 'cpu') expect(report.notes.some((n) => n.startsWith('cpu-fast: '))).toBe(true);
     expect(report.selfCheck.passed).toBe(true);
     expect(() => assertTrainableBackend(report)).not.toThrow();
+  });
+
+  it("auto falls back to stock cpu, with a notice saying why, when the native kernels are unavailable", () => {
+    // A fresh process: the addon loader caches its result, and this one has already loaded it.
+    const script = [
+      "const { selectBackend } = await import('./site-agent/backend/select.ts');",
+      "const r = await selectBackend('auto');",
+      'process.stdout.write(JSON.stringify({ name: r.name, passed: r.selfCheck.passed, notes: r.notes }));',
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      env: { ...process.env, PATCHFED_NATIVE_KERNELS: '0' },
+      encoding: 'utf8',
+    });
+    expect(run.status, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout) as { name: string; passed: boolean; notes: string[] };
+    expect(report.name).toBe('cpu');
+    expect(report.passed).toBe(true);
+    expect(report.notes).toContain(
+      'cpu-fast: PatchFed: native Conv3D kernels unavailable (disabled by PATCHFED_NATIVE_KERNELS=0); training uses the slower stock cpu kernels',
+    );
+    expect(report.notes).toContain('auto: using cpu because tfjs-node-gpu, tfjs-node, cpu-fast are unavailable');
   });
 
   it("explicit 'cpu' reports the stock backend and its version", async () => {

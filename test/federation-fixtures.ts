@@ -10,6 +10,7 @@ import type { Socket } from 'socket.io-client';
 import { CoordinatorConfigSchema, type CoordinatorConfig } from '../shared/config/coordinator.ts';
 import { generateKeyPairs, writeKeyFiles, type KeyPairs } from '../shared/crypto/keys.ts';
 import type { Metrics } from '../shared/protocol/messages.ts';
+import type { Log } from '../coordinator/server/log.ts';
 import type { NamedWeights, WeightSpec } from '../shared/weights.ts';
 import { CoordinatorClient, type RoundResult, type RoundTask, type TaskControl } from '../site-agent/daemon/client.ts';
 
@@ -136,11 +137,35 @@ export function relativeError(actual: Float32Array[], expected: Float64Array[]):
   return Math.sqrt(num / den);
 }
 
-/** One emitted message: event name and payload size (binary bytes + JSON of the rest). */
+/** One message: event name and payload size (binary bytes + JSON of the rest). */
 export interface WireRecord {
   type: string;
   bytes: number;
   at: number;
+  /** With `keepContent`: the JSON text and every binary attachment, as they were sent. */
+  content?: Buffer[];
+}
+
+/** JSON text of a payload plus its binary attachments (Buffer / Uint8Array / ArrayBuffer). */
+export function payloadContent(value: unknown): Buffer[] {
+  const parts: Buffer[] = [];
+  const json = JSON.stringify(value, (_k, v: unknown) => {
+    if (v instanceof Uint8Array) {
+      parts.push(Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+      return 0;
+    }
+    if (v instanceof ArrayBuffer) {
+      parts.push(Buffer.from(v));
+      return 0;
+    }
+    if (v && typeof v === 'object' && (v as { type?: unknown }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data)) {
+      parts.push(Buffer.from((v as { data: number[] }).data));
+      return 0;
+    }
+    return v;
+  });
+  parts.push(Buffer.from(json ?? '', 'utf8'));
+  return parts;
 }
 
 export function payloadBytes(value: unknown): number {
@@ -160,12 +185,17 @@ export function payloadBytes(value: unknown): number {
 }
 
 /** Wraps socket.emit to record everything the site sends; `tamper` may rewrite an argument list. */
-export function recordEmits(socket: Socket, records: WireRecord[], tamper?: (type: string, args: unknown[]) => unknown[]): void {
+export function recordEmits(socket: Socket, records: WireRecord[], tamper?: (type: string, args: unknown[]) => unknown[], keepContent = false): void {
   const original = socket.emit.bind(socket);
   (socket as unknown as { emit: (...a: unknown[]) => unknown }).emit = (type: unknown, ...args: unknown[]) => {
-    const data = args.filter((a) => typeof a !== 'function');
-    records.push({ type: String(type), bytes: data.reduce<number>((s, a) => s + payloadBytes(a), 0), at: Date.now() });
     const sent = tamper ? tamper(String(type), args) : args;
+    const data = sent.filter((a) => typeof a !== 'function');
+    records.push({
+      type: String(type),
+      bytes: data.reduce<number>((s, a) => s + payloadBytes(a), 0),
+      at: Date.now(),
+      ...(keepContent ? { content: data.flatMap(payloadContent) } : {}),
+    });
     return original(type as string, ...(sent as []));
   };
 }
@@ -175,7 +205,10 @@ export type FakeHandler = (task: RoundTask, ctl: TaskControl) => Promise<RoundRe
 export interface TestSite {
   id: string;
   client: CoordinatorClient;
+  /** Everything the site emitted. */
   wire: WireRecord[];
+  /** With `keepContent`: every coordinator push and acknowledgement the site received. */
+  received: WireRecord[];
   socket: Socket | null;
   tasks: RoundTask[];
 }
@@ -185,10 +218,20 @@ export function startSite(
   fed: Federation,
   url: string,
   siteId: string,
-  options: { handler?: FakeHandler; samples?: number; tamper?: (type: string, args: unknown[]) => unknown[]; keys?: KeyPairs; start?: boolean } = {},
+  options: {
+    handler?: FakeHandler;
+    samples?: number;
+    tamper?: (type: string, args: unknown[]) => unknown[];
+    /** Sees (and may modify in place) every coordinator push before the client does. */
+    inbound?: (type: string, payload: unknown) => void;
+    keys?: KeyPairs;
+    start?: boolean;
+    /** Keep message contents (both directions) for searching them afterwards. */
+    keepContent?: boolean;
+  } = {},
 ): TestSite {
   const index = [...fed.siteKeys.keys()].indexOf(siteId);
-  const site: TestSite = { id: siteId, client: null as unknown as CoordinatorClient, wire: [], socket: null, tasks: [] };
+  const site: TestSite = { id: siteId, client: null as unknown as CoordinatorClient, wire: [], received: [], socket: null, tasks: [] };
   site.client = new CoordinatorClient({
     url,
     siteId,
@@ -196,9 +239,29 @@ export function startSite(
     coordinatorPublicKey: fed.coordinatorKeys,
     chunkBytes: MiB,
     backoff: { initialMs: 100, maxMs: 400 },
+    log: testLog(siteId),
     instrumentSocket: (socket) => {
       site.socket = socket;
-      recordEmits(socket, site.wire, options.tamper);
+      const keep = options.keepContent === true;
+      const receivedAcks = (type: string, args: unknown[]): unknown[] => {
+        const ack = args[args.length - 1];
+        if (typeof ack !== 'function') return args;
+        const recording = Object.assign(
+          (err: unknown, reply: unknown) => {
+            if (!err) site.received.push({ type: `ack:${type}`, bytes: payloadBytes(reply), at: Date.now(), content: payloadContent(reply) });
+            (ack as (e: unknown, r: unknown) => void)(err, reply);
+          },
+          { withError: (ack as { withError?: boolean }).withError },
+        );
+        return [...args.slice(0, -1), recording];
+      };
+      const tamper = options.tamper;
+      recordEmits(socket, site.wire, keep ? (type, args) => receivedAcks(type, tamper ? tamper(type, args) : args) : tamper, keep);
+      const inbound = options.inbound;
+      socket.prependAny((type: string, ...args: unknown[]) => {
+        if (keep) site.received.push({ type, bytes: payloadBytes(args[0]), at: Date.now(), content: payloadContent(args[0]) });
+        inbound?.(type, args[0]);
+      });
     },
   });
   const handler: FakeHandler =
@@ -215,31 +278,43 @@ export function startSite(
   return site;
 }
 
+/**
+ * Anything with typed `on`/`off` (CoordinatorClient, coordinator.events): the helpers below take
+ * the emitter loosely and let the caller name the payload type, since typed overloads of `on`
+ * do not unify with a single generic listener signature.
+ */
+interface Listenable {
+  on(name: never, listener: never): unknown;
+  off(name: never, listener: never): unknown;
+}
+type LooseEmitter = { on(name: string, l: (p: unknown) => void): unknown; off(name: string, l: (p: unknown) => void): unknown };
+
 /** Resolves with the first payload of `event` matching `predicate`; rejects after `timeoutMs`. */
-export function waitForEvent<T>(
-  emitter: { on(name: string, l: (p: T) => void): unknown; off(name: string, l: (p: T) => void): unknown },
-  event: string,
-  predicate: (payload: T) => boolean = () => true,
-  timeoutMs = 30_000,
-): Promise<T> {
+export function waitForEvent<T>(emitter: Listenable, event: string, predicate: (payload: T) => boolean = () => true, timeoutMs = 30_000): Promise<T> {
+  const e = emitter as unknown as LooseEmitter;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
-      emitter.off(event, listener);
+      e.off(event, listener);
       reject(new Error(`timed out after ${timeoutMs} ms waiting for '${event}'`));
     }, timeoutMs);
-    const listener = (payload: T) => {
-      if (!predicate(payload)) return;
+    const listener = (payload: unknown) => {
+      if (!predicate(payload as T)) return;
       clearTimeout(timer);
-      emitter.off(event, listener);
-      resolve(payload);
+      e.off(event, listener);
+      resolve(payload as T);
     };
-    emitter.on(event, listener);
+    e.on(event, listener);
   });
 }
 
 /** Collects every payload of `event` into an array (for assertions afterwards). */
-export function collect<T>(emitter: { on(name: string, l: (p: T) => void): unknown }, event: string): T[] {
+export function collect<T>(emitter: Listenable, event: string): T[] {
   const out: T[] = [];
-  emitter.on(event, (p: T) => out.push(p));
+  (emitter as unknown as LooseEmitter).on(event, (p) => out.push(p as T));
   return out;
+}
+
+/** Coordinator log for tests: silent unless PATCHFED_TEST_LOG=1 (then printed, for debugging). */
+export function testLog(prefix = 'coordinator'): Log {
+  return process.env.PATCHFED_TEST_LOG === '1' ? (level, msg, fields) => console.log(`[${prefix}] ${level} ${msg}`, fields ? JSON.stringify(fields).slice(0, 400) : '') : () => {};
 }

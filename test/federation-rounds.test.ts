@@ -20,6 +20,7 @@ import {
   makeFederation,
   relativeError,
   startSite,
+  testLog,
   waitForEvent,
   weightedMean,
   type Federation,
@@ -42,7 +43,7 @@ afterEach(async () => {
 describe('federation rounds', () => {
   it('three sites, two rounds: sample-weighted mean, same final checkpoint everywhere, only site messages within the byte budget', async () => {
     fed = makeFederation({ experiment: { rounds: 2 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights() });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
     const ids = [...fed.siteKeys.keys()];
     const completes = new Map<string, ClientEvents['complete']>();
     const taskTimes = new Map<string, number[]>();

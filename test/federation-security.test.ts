@@ -8,6 +8,7 @@ import { io as connect, type Socket } from 'socket.io-client';
 import { encodeWeights } from '../shared/codec/index.ts';
 import { generateKeyPairs } from '../shared/crypto/keys.ts';
 import { deriveSharedKey } from '../shared/crypto/seal.ts';
+import { SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/protocol/limits.ts';
 import { UpdateSender } from '../shared/protocol/transfer.ts';
 import { socketRequester } from '../shared/protocol/transport.ts';
 import type { NamedWeights } from '../shared/weights.ts';
@@ -22,6 +23,7 @@ import {
   makeFederation,
   relativeError,
   startSite,
+  testLog,
   waitForEvent,
   weightedMean,
   type Federation,
@@ -61,7 +63,7 @@ describe('federation security', () => {
   it('refuses unknown sites, wrong keys and an impostor coordinator; drops unauthenticated and hostile traffic', async () => {
     fed = makeFederation({ sites: ['site-a'], experiment: { rounds: 1, startupGraceSeconds: 600, minSites: 1 }, limits: { handshakeTimeoutSeconds: 1 } });
     // Hold the round back: nothing in this test needs training.
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights() });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
     const refusals = collect<CoordinatorEvents['auth-failed']>(coordinator.events, 'auth-failed');
     const online = collect<CoordinatorEvents['site-online']>(coordinator.events, 'site-online');
 
@@ -106,9 +108,13 @@ describe('federation security', () => {
     expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: '../../etc', agentVersion: 'x', extra: 1 })).toMatchObject({ type: 'error', payload: { code: 'bad-message' } });
     expect(await hostile.timeout(5000).emitWithAck('hello', 'a'.repeat(100_000))).toMatchObject({ type: 'error' });
     expect(await hostile.timeout(5000).emitWithAck('no-such-type', {})).toMatchObject({ type: 'error', payload: { code: 'unknown-message-type' } });
-    hostile.emit('error', { code: 'x', message: 'y' }); // a site 'error' event without a listener must not crash anything
     expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: 'site-a', agentVersion: '1' })).toMatchObject({ type: 'challenge' });
     await hostileClosed; // handshake timeout (1 s)
+    // A site 'error' event (an EventEmitter special name) before authentication: closed, nothing crashes.
+    const erring = await rawSocket(coordinator.url);
+    const erringClosed = closed(erring);
+    erring.emit('error', { code: 'x', message: 'y' });
+    expect(await erringClosed).toBe('io server disconnect');
 
     // The coordinator is still healthy and the genuine site gets in.
     sites.push(startSite(fed, coordinator.url, 'site-a', { start: false }));
@@ -120,7 +126,7 @@ describe('federation security', () => {
 
   it('rejects a tampered chunk and a NaN update, ignores a replayed upload, and completes the rounds with the honest updates', async () => {
     fed = makeFederation({ experiment: { rounds: 2, minSites: 2 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights() });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
     const ids = [...fed.siteKeys.keys()]; // site-a, site-b, site-c
     const rejected = collect<CoordinatorEvents['update-rejected']>(coordinator.events, 'update-rejected');
     const ignored = collect<CoordinatorEvents['update-ignored']>(coordinator.events, 'update-ignored');
@@ -210,4 +216,120 @@ describe('federation security', () => {
     ]);
     expect(ids).toHaveLength(3);
   });
+
+  it('survives fuzzed payloads from an authenticated site, and enforces size, connection and rate limits', async () => {
+    fed = makeFederation({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2 }, limits: { maxConnections: 4, maxMessagesPerSecond: 1000 } });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const internalErrors = collect<CoordinatorEvents['internal-error']>(coordinator.events, 'internal-error');
+    // site-a is authenticated; no round opens while site-b is away.
+    const a = startSite(fed, coordinator.url, 'site-a', { start: false });
+    sites.push(a);
+    const connected = waitForEvent(a.client, 'connected');
+    a.client.start();
+    await connected;
+    const socket = a.socket!;
+
+    const rng = mulberry32(20240611);
+    const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
+    const hostile = (): unknown =>
+      pick<() => unknown>([
+        () => null,
+        () => -1,
+        () => 1e308,
+        () => Number.NaN,
+        () => '',
+        () => 'x'.repeat(70_000),
+        () => '../../../etc/passwd',
+        () => [],
+        () => JSON.parse('[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]'),
+        () => JSON.parse('{"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}}}'),
+        () => Buffer.alloc(Math.floor(rng() * 3000)),
+        () => true,
+        () => new Array(300).fill(0),
+        () => ({ toString: 'x', valueOf: 1 }),
+      ])();
+    const templates: Record<string, () => Record<string, unknown>> = {
+      'update-begin': () => ({ transferId: 'a'.repeat(32), round: 1, totalBytes: 2 * MiB, chunkBytes: MiB, chunkCount: 2, sha256: 'b'.repeat(64) }),
+      'update-resume': () => ({ transferId: 'a'.repeat(32) }),
+      'update-chunk': () => ({ transferId: 'a'.repeat(32), index: 0, nonce: Buffer.alloc(24).toString('base64'), ciphertext: Buffer.alloc(1000), signature: Buffer.alloc(64).toString('base64') }),
+      'update-commit': () => ({ transferId: 'a'.repeat(32), samples: 10, metrics: fakeMetrics(), signature: Buffer.alloc(64).toString('base64') }),
+      'checkpoint-request': () => ({ experimentId: 'fed-test', version: 1, index: 0 }),
+      hello: () => ({ protocolVersion: 1, siteId: 'site-a', agentVersion: '1' }),
+      auth: () => ({ sessionId: '0'.repeat(32), siteId: 'site-a', signature: Buffer.alloc(64).toString('base64') }),
+    };
+    const mutate = (base: Record<string, unknown>): unknown => {
+      const keys = Object.keys(base);
+      switch (Math.floor(rng() * 4)) {
+        case 0:
+          return hostile();
+        case 1:
+          return { ...base, [pick(keys)]: hostile() };
+        case 2: {
+          const { [pick(keys)]: _gone, ...rest } = base;
+          return rest;
+        }
+        default:
+          return { ...base, extra: hostile() };
+      }
+    };
+    const replies: { type: string; reply: { type?: string; payload?: { code?: string } } }[] = [];
+    for (let i = 0; i < 140; i++) {
+      const type = pick(Object.keys(templates));
+      replies.push({ type, reply: (await socket.timeout(5000).emitWithAck(type, mutate(templates[type]!()))) as (typeof replies)[number]['reply'] });
+    }
+    for (let i = 0; i < 60; i++) socket.emit(pick(['status', 'error', 'site-info']), hostile()); // events: no acknowledgement
+    // A genuine checkpoint request still works on this connection afterwards.
+    const chunk = (await socket.timeout(5000).emitWithAck('checkpoint-request', templates['checkpoint-request']!())) as { type: string };
+    expect(chunk.type).toBe('checkpoint-chunk');
+    for (const r of replies) {
+      expect(r.reply.type, JSON.stringify(r)).toBe('error');
+      expect(r.reply.payload?.code).not.toBe('internal-error');
+    }
+    expect(new Set(replies.map((r) => r.type)).size).toBe(Object.keys(templates).length);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(internalErrors).toHaveLength(0);
+    expect(a.client.connected).toBe(true);
+
+    // Size: a message over socket.io's buffer limit ends that connection, nothing else.
+    const big = await rawSocket(coordinator.url);
+    const bigClosed = closed(big);
+    big.emit('update-chunk', { ciphertext: Buffer.alloc(SOCKET_IO_MAX_HTTP_BUFFER_SIZE + 1024) });
+    expect(await bigClosed).toMatch(/transport (close|error)/);
+
+    // Connections: site-a holds one; three more fill the limit of 4, the fifth is refused.
+    const refusedConnections = collect<CoordinatorEvents['connection-refused']>(coordinator.events, 'connection-refused');
+    for (let i = 0; i < 3; i++) await rawSocket(coordinator.url);
+    await expect(rawSocket(coordinator.url)).rejects.toThrow(/connection limit/);
+    expect(refusedConnections.some((e) => e.reason === 'connection-limit')).toBe(true);
+    for (const s of rawSockets.splice(0)) s.disconnect();
+
+    // Rate: a burst far above limits.maxMessagesPerSecond gets 'rate-limited' replies, then the connection is closed.
+    const flooder = await rawSocket(coordinator.url);
+    const flooderClosed = closed(flooder);
+    const burst = await Promise.all(
+      Array.from({ length: 1500 }, () => flooder.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: 'site-a', agentVersion: '1' }).catch(() => ({ type: 'lost' }))),
+    );
+    const codes = burst.map((r) => (r as { payload?: { code?: string } }).payload?.code);
+    expect(codes.filter((c) => c === 'rate-limited').length).toBeGreaterThan(50);
+    await flooderClosed;
+
+    // After all that, site-b joins and a normal round completes with both honest updates.
+    sites.push(startSite(fed, coordinator.url, 'site-b'));
+    expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
+    const g0 = fakeInitialWeights();
+    expect(relativeError(coordinator.globalWeights().weights.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(g0, i, 1), samples: 10 * (i + 1) }))))).toBeLessThan(1e-6);
+    expect(internalErrors).toHaveLength(0);
+  });
 });
+
+/** Small deterministic PRNG for the fuzzer (reproducible failures). */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

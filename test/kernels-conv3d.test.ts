@@ -6,62 +6,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { convThreads, convWorkspaceBytes, setConvThreads, setConvWorkspaceMB } from '../site-agent/kernels/index.ts';
+import { caseInputs, GRID, label, size, type Case } from './kernels-conv-grid.ts';
 import { compareBackends, fastBackend, runOn, seeded, unavailableReason } from './kernels-fixtures.ts';
 
 const TOL = 1e-4;
-
-type Pad = 'same' | 'valid';
-interface Case {
-  batch: number;
-  spatial: [number, number, number];
-  cin: number;
-  cout: number;
-  k: number | [number, number, number];
-  stride: number | [number, number, number];
-  pad: Pad;
-}
-
-// Odd, unequal sizes; channel pairs cycle through 1..64 so the grid stays cheap for the stock kernels.
-const CHANNELS: [number, number][] = [
-  [1, 3],
-  [4, 8],
-  [3, 17],
-  [8, 2],
-  [16, 16],
-  [6, 24],
-];
-const GRID: Case[] = [];
-let n = 0;
-for (const k of [1, 2, 3])
-  for (const stride of [1, 2])
-    for (const pad of ['same', 'valid'] as Pad[]) {
-      const [cin, cout] = CHANNELS[n % CHANNELS.length]!;
-      GRID.push({ batch: 1 + (n % 2), spatial: n % 2 ? [5, 4, 7] : [3, 6, 5], cin, cout, k, stride, pad });
-      n++;
-    }
-GRID.push({ batch: 1, spatial: [3, 3, 4], cin: 64, cout: 64, k: 3, stride: 1, pad: 'same' });
-GRID.push({ batch: 2, spatial: [4, 5, 3], cin: 5, cout: 7, k: [3, 1, 2], stride: [1, 2, 1], pad: 'same' });
-// 'same' with stride > kernel: tfjs computes a negative pad.
-GRID.push({ batch: 1, spatial: [4, 4, 4], cin: 3, cout: 9, k: 1, stride: 2, pad: 'same' });
-
-const filterShape = (c: Case): [number, number, number, number, number] => {
-  const k = typeof c.k === 'number' ? [c.k, c.k, c.k] : c.k;
-  return [k[0]!, k[1]!, k[2]!, c.cin, c.cout];
-};
-const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
-
-function caseInputs(c: Case, seed: number) {
-  const xShape = [c.batch, ...c.spatial, c.cin];
-  const wShape = filterShape(c);
-  const yShape = tf.backend_util.computeConv3DInfo(xShape as [number, number, number, number, number], wShape, c.stride, 1, c.pad).outShape;
-  return {
-    x: { values: seeded(size(xShape), seed), shape: xShape },
-    w: { values: seeded(size(wShape), seed + 1, 0.3), shape: wShape },
-    dy: { values: seeded(size(yShape), seed + 2), shape: yShape },
-  };
-}
-
-const label = (c: Case) => `b${c.batch} ${c.spatial.join('x')} ${c.cin}->${c.cout} k${c.k} s${c.stride} ${c.pad}`;
 
 describe.skipIf(fastBackend === null)(`native Conv3D kernels agree with stock cpu ${unavailableReason}`, () => {
   afterAll(async () => {

@@ -1,7 +1,7 @@
 /**
  * Gradients on 'cpu-fast': central finite differences through tf.grads, the training guard's
- * self-check, and a whole U-Net's weight gradients against the stock cpu backend. Also proves,
- * when CI is set, that the native addon was built (so CI exercises the fast path).
+ * self-check, and a whole U-Net's weight gradients against the stock cpu backend. (That CI
+ * really built the addon is test/kernels-build.test.ts.)
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -9,16 +9,7 @@ import { checkDirectionalDerivatives, maxRelError } from '../site-agent/backend/
 import { gradientSelfCheck } from '../site-agent/backend/self-check.ts';
 import { UNet3D } from '../site-agent/model/unet.ts';
 import { softDiceLoss } from '../site-agent/train/loss.ts';
-import { loadNativeKernels } from '../site-agent/kernels/native-addon.ts';
 import { fastBackend, relError, seeded, unavailableReason } from './kernels-fixtures.ts';
-
-describe('native kernel build', () => {
-  it.runIf(process.env.CI)('is present in CI (the fast path must be tested, not skipped)', () => {
-    const loaded = loadNativeKernels();
-    expect(loaded.ok ? 'built' : loaded.reason).toBe('built');
-    expect(fastBackend).toBe('cpu-fast');
-  });
-});
 
 describe.skipIf(fastBackend === null)(`gradients on cpu-fast ${unavailableReason}`, () => {
   afterAll(async () => {

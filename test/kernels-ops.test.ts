@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, describe, expect, it } from 'vitest';
+import { convThreads, convWorkspaceBytes, convWorkspaceReservedBytes, setConvThreads, setConvWorkspaceMB } from '../site-agent/kernels/index.ts';
 import { loadNativeKernels } from '../site-agent/kernels/native-addon.ts';
 import { compareBackends, fastBackend, runOn, seeded, unavailableReason, type Input } from './kernels-fixtures.ts';
 
@@ -126,6 +127,36 @@ describe.skipIf(fastBackend === null)(`native kernels agree with stock cpu ${una
     for (const [sa, sb, ta, tb] of cases) {
       const err = await compareBackends([input(sa, 12), input(sb, 13)], (a, b) => tf.matMul(a!, b!, ta, tb));
       expect(err, `[${sa}]${ta ? 'ᵀ' : ''} × [${sb}]${tb ? 'ᵀ' : ''}`).toBeLessThanOrEqual(TOL);
+    }
+  });
+
+  it('batched matmul with a long K stays inside the workspace limit (blocked K) and agrees with stock cpu', async () => {
+    // The upsampling weight gradient's shape: xᵀ · dBlocks with K = voxels. At 1 MiB the packed
+    // K rows (40 + 24 + 1 floats each) need 3 blocks; results must not depend on the thread count.
+    const cases: [number[], number[], boolean, boolean][] = [
+      [[9000, 24], [9000, 40], true, false],
+      [[24, 9000], [40, 9000], false, true],
+      [[2, 24, 9000], [1, 9000, 40], false, false],
+    ];
+    const before = convWorkspaceBytes();
+    const threads = convThreads();
+    setConvWorkspaceMB(1);
+    try {
+      for (const [sa, sb, ta, tb] of cases) {
+        const inputs = [input(sa, 14), input(sb, 15)];
+        const product = (a?: tf.Tensor, b?: tf.Tensor) => tf.matMul(a!, b!, ta, tb);
+        const err = await compareBackends(inputs, product);
+        expect(err, `[${sa}]${ta ? 'ᵀ' : ''} × [${sb}]${tb ? 'ᵀ' : ''}`).toBeLessThanOrEqual(TOL);
+        expect(convWorkspaceReservedBytes()).toBeLessThanOrEqual(1024 * 1024);
+        const [many] = await runOn(fastBackend!, inputs, product);
+        setConvThreads(1);
+        const [one] = await runOn(fastBackend!, inputs, product);
+        setConvThreads(threads);
+        expect(Array.from(one!.values)).toEqual(Array.from(many!.values));
+      }
+    } finally {
+      setConvThreads(threads);
+      setConvWorkspaceMB(before / (1024 * 1024));
     }
   });
 

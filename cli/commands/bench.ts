@@ -20,15 +20,16 @@ export function register(program: Command): void {
     .command('kernels')
     .description('Conv3D kernels and a U-Net training step: stock cpu vs stock wasm vs native cpu-fast, in one run.')
     .option('--json <file>', 'also write the full report (timings, speed-ups, gradient error, profile) as JSON')
-    .option('--quick', 'fewer shapes and repetitions (CPU-small preset only)')
+    .option('--quick', 'fewer shapes and repetitions (CPU-small preset only, about a minute)')
     .action(async (opts: KernelsOptions) => {
       const report = await runKernelBench({ quick: opts.quick, log: (line) => process.stdout.write(`${line}\n`) });
-      if (report.profile) process.stdout.write(`${formatProfile(report.profile)}\n`);
+      for (const profile of report.profiles) process.stdout.write(`${formatProfile(profile)}\n`);
       const speedup = report.trainStepSpeedupVsCpu;
       process.stdout.write(
         `summary: training step ×${speedup === null ? '?' : speedup.toFixed(1)} vs stock cpu (cpu-small, ${report.trainSteps[0]?.patch.join('×') ?? ''}); ` +
           `max gradient rel. error ${report.maxGradRelError?.toExponential(2) ?? '?'}; ${report.fastCpu.threads} threads; ` +
-          `load average ${report.machine.loadAverageStart.map((l) => l.toFixed(1)).join('/')} at start\n`,
+          `load average ${report.machine.loadAverageStart.map((l) => l.toFixed(1)).join('/')} at start, ` +
+          `${report.machine.loadAverageEnd.map((l) => l.toFixed(1)).join('/')} at end\n`,
       );
       if (opts.json) {
         await writeJsonReport(opts.json, report);

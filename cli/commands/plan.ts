@@ -29,6 +29,9 @@ interface PlanCliOptions {
   maxBatch?: number;
   margin?: number;
   json?: boolean;
+  calibrate?: boolean;
+  large?: boolean;
+  backend?: string;
 }
 
 export function register(program: Command): void {
@@ -50,9 +53,46 @@ export function register(program: Command): void {
     .option('--max-batch <n>', 'largest batch considered', parseIntOption('--max-batch', 1, 64))
     .option('--margin <f>', 'safety margin added to estimates (default 0.15)', parseFloatOption('--margin', 0, 2))
     .option('--json', 'machine-readable output (keys documented in the README)')
+    .option('--calibrate', 'instead of planning: train a few steps of reference configurations and print estimated vs measured peak memory')
+    .option('--large', 'with --calibrate: the larger configurations (hundreds of MB each, a few minutes)')
+    .option('--backend <name>', 'with --calibrate: backend to measure on (auto, cpu-fast, cpu, ...)', 'auto')
     .action(async (opts: PlanCliOptions) => {
-      await runPlan(opts);
+      if (opts.calibrate) await runCalibration(opts);
+      else await runPlan(opts);
     });
+}
+
+/** Estimated vs measured training peak on reference configurations (site-agent/planner/calibrate.ts). */
+async function runCalibration(opts: PlanCliOptions): Promise<void> {
+  const { selectBackend, parseBackendChoice, assertTrainableBackend } = await import('../../site-agent/backend/index.ts');
+  const { calibrate, formatCalibrationRow, SMALL_CALIBRATION_SET, LARGE_CALIBRATION_SET } = await import('../../site-agent/planner/calibrate.ts');
+  const backend = await selectBackend(parseBackendChoice(opts.backend ?? 'auto'), (m) => process.stderr.write(`backend: ${m}\n`));
+  assertTrainableBackend(backend);
+  const rows = await calibrate(opts.large ? LARGE_CALIBRATION_SET : SMALL_CALIBRATION_SET, (r) => {
+    if (!opts.json) process.stdout.write(`${formatCalibrationRow(r)}\n`);
+  });
+  const worst = Math.max(...rows.map((r) => Math.abs(r.ratio - 1)));
+  if (opts.json) {
+    const out = rows.map((r) => ({
+      label: r.config.label,
+      inChannels: r.config.inChannels,
+      classes: r.config.classes,
+      model: r.config.arch,
+      patch: r.config.patch,
+      batch: r.config.batch,
+      pass: r.config.pass ?? 'training',
+      backend: r.backend,
+      estimatedBytes: Math.round(r.estimatedBytes),
+      measuredBytes: r.measuredBytes,
+      measuredEngineBytes: r.measured.engineBytes,
+      measuredWorkspaceBytes: r.measured.workspaceBytes,
+      rssBytes: r.measured.rssBytes,
+      ratio: r.ratio,
+    }));
+    process.stdout.write(`${JSON.stringify({ backend: backend.name, worstDeviation: worst, rows: out }, null, 2)}\n`);
+  } else {
+    process.stdout.write(`worst deviation ${(worst * 100).toFixed(1)}% over ${rows.length} configurations on ${backend.name}\n`);
+  }
 }
 
 async function runPlan(opts: PlanCliOptions): Promise<void> {
@@ -127,6 +167,7 @@ async function runPlan(opts: PlanCliOptions): Promise<void> {
           batch: plan.stages.at(-1)!.chosen?.batch ?? null,
           peakBytes: plan.peakBytes === null ? null : Math.round(plan.peakBytes),
           fullVolumeBytes: Math.round(plan.fullVolumeBytes),
+          fullVolumeInferenceBytes: Math.round(plan.fullVolumeInferenceBytes),
           stages: plan.stages.map((s) => ({
             stage: s.stage,
             inChannels: s.inChannels,
@@ -157,7 +198,7 @@ async function runPlan(opts: PlanCliOptions): Promise<void> {
       if (s.chosen) {
         const e = s.chosen.estimate;
         lines.push(
-          `    chosen: weights ${formatBytes(e.weights)}, gradients ${formatBytes(e.gradients)}, Adam ${formatBytes(e.optimizer)}, activations ${formatBytes(e.activations)}, workspace ${formatBytes(e.workspace)}, runtime ${formatBytes(e.overhead)}`,
+          `    chosen: weights ${formatBytes(e.weights)}, gradients ${formatBytes(e.gradients)}, Adam ${formatBytes(e.optimizer)}, tape (saved tensors + activation gradients) ${formatBytes(e.activations)}, batch ${formatBytes(e.io)}, conv workspace ${formatBytes(e.workspace)}, runtime ${formatBytes(e.overhead)}`,
         );
       }
     }

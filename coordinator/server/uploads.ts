@@ -19,7 +19,7 @@ import type { PublicKeys } from '../../shared/crypto/keys.ts';
 import { SEAL_OVERHEAD_BYTES } from '../../shared/crypto/seal.ts';
 import { safeParseMessage, type Metrics, type WireReply } from '../../shared/protocol/messages.ts';
 import { UpdateReceiver, type CompletedUpload } from '../../shared/protocol/transfer.ts';
-import type { HandlerTransport } from '../../shared/protocol/transport.ts';
+import { runHandler, type HandlerTransport } from '../../shared/protocol/transport.ts';
 import type { MetricInput, StateDb } from '../store/index.ts';
 import type { EventHub } from './events.ts';
 import type { LiveRound } from './live-round.ts';
@@ -102,7 +102,9 @@ export class UploadService {
         if (!UPLOAD_TYPES.has(type)) return router.handle(type, handler);
         return router.handle(type, async (payload) => {
           const live = this.before(siteId, type, payload);
-          const reply = await handler(payload);
+          // The receiver refuses by throwing; turn that into the reply here so the gate sees
+          // refusals too (a tampered chunk must reject the site's update, not just this message).
+          const reply = await runHandler(handler, payload, (e) => this.ctx.log('error', `upload handler of '${type}' failed`, { siteId, error: errorMessage(e), stack: (e as Error)?.stack }));
           if (live) this.after(live, siteId, type, payload, reply);
           return reply;
         });

@@ -57,7 +57,11 @@ export const STOCK_CPU: BackendCandidate = {
 };
 
 /** What site-agent/kernels/index.ts exports (built separately; may be absent). */
-export type KernelsModule = { registerFastCpuBackend?: () => Promise<{ backendName: string; notice?: string } | null> };
+export type KernelsModule = {
+  registerFastCpuBackend?: () => Promise<{ backendName: string; notice?: string } | null>;
+  /** Why the native addon is unavailable (null when it loads). */
+  nativeKernelsNotice?: () => string | null;
+};
 
 /** The patched cpu backend; `importKernels` is replaceable so tests can simulate each failure. */
 export function fastCpuCandidate(importKernels: () => Promise<KernelsModule>): BackendCandidate {
@@ -79,7 +83,10 @@ export function fastCpuCandidate(importKernels: () => Promise<KernelsModule>): B
       } catch (e) {
         return { ok: false, reason: `fast cpu kernels failed to register: ${errorMessage(e)}` };
       }
-      if (registered === null) return { ok: false, reason: 'fast cpu kernels are unavailable (their native code is not built for this machine)' };
+      if (registered === null) {
+        const why = typeof mod.nativeKernelsNotice === 'function' ? mod.nativeKernelsNotice() : null;
+        return { ok: false, reason: why ?? 'fast cpu kernels are unavailable (their native code is not built for this machine)' };
+      }
       const notes = registered.notice ? [registered.notice] : [];
       return {
         ok: true,

@@ -9,7 +9,7 @@ import type { CaseVolume, Shape3 } from '../pipeline/case.ts';
 import { guidedCase, inferenceGuidance } from '../pipeline/guidance.ts';
 import { argmaxChannelsLast } from '../pipeline/patches.ts';
 import { downsampleCase } from '../pipeline/resample.ts';
-import { slidingWindowInference, type Weighting } from '../pipeline/sliding-window.ts';
+import { gridInference, slidingWindowInference, type Weighting } from '../pipeline/sliding-window.ts';
 import { roundUpTo } from '../planner/estimate.ts';
 import type { UNetStage } from '../train/loss.ts';
 import type { SegmentationNet } from '../train/net.ts';
@@ -45,6 +45,12 @@ function netPredictor(net: SegmentationNet) {
 export async function predictStage(model: StageModel, c: CaseVolume, opts: InferenceOptions): Promise<StagePrediction> {
   const whole = model.stage === 'full' || model.stage === 'cascade-stage1';
   const patch: Shape3 = whole ? (c.shape.map((d) => roundUpTo(d, opts.divisor)) as unknown as Shape3) : model.patch;
+  if (!whole && opts.overlap === 0) {
+    // Overlap 0 is the thesis's reconstruction: the non-overlapping grid, last patch zero-padded
+    // (a sliding window with overlap 0 would instead put the last window flush with the end).
+    const g = await gridInference(c, netPredictor(model.net), { patch, numClasses: opts.numClasses, batchSize: opts.batchSize ?? 1 });
+    return { probabilities: g.probabilities, method: g.method.description };
+  }
   const r = await slidingWindowInference(c, netPredictor(model.net), {
     patch,
     numClasses: opts.numClasses,

@@ -70,24 +70,25 @@ let cached: NativeLoadResult | undefined;
 /** Loads the addon once per process. PATCHFED_NATIVE_KERNELS=0 disables it (for A/B runs). */
 export function loadNativeKernels(): NativeLoadResult {
   if (cached) return cached;
-  cached = load();
+  cached = loadNativeAddonFrom(NATIVE_ADDON_PATH);
   return cached;
 }
 
-function load(): NativeLoadResult {
-  if (process.env.PATCHFED_NATIVE_KERNELS === '0') return { ok: false, reason: 'disabled by PATCHFED_NATIVE_KERNELS=0' };
-  if (!existsSync(NATIVE_ADDON_PATH)) {
-    return { ok: false, reason: `not built (no ${NATIVE_ADDON_PATH}; run 'node site-agent/kernels/native/build.mjs')` };
+/** Uncached load of the addon at `addonPath` (tests point it at missing, broken or stale builds). */
+export function loadNativeAddonFrom(addonPath: string, env: NodeJS.ProcessEnv = process.env): NativeLoadResult {
+  if (env.PATCHFED_NATIVE_KERNELS === '0') return { ok: false, reason: 'disabled by PATCHFED_NATIVE_KERNELS=0' };
+  if (!existsSync(addonPath)) {
+    return { ok: false, reason: `not built (no ${addonPath}; run 'node site-agent/kernels/native/build.mjs')` };
   }
   let mod: Partial<NativeConvAddon>;
   try {
-    mod = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Partial<NativeConvAddon>;
+    mod = createRequire(import.meta.url)(addonPath) as Partial<NativeConvAddon>;
   } catch (e) {
-    return { ok: false, reason: `failed to load ${NATIVE_ADDON_PATH}: ${errorMessage(e).split('\n')[0]}` };
+    return { ok: false, reason: `failed to load ${addonPath}: ${errorMessage(e).split('\n')[0]}` };
   }
   const missing = REQUIRED_FUNCTIONS.filter((name) => typeof mod[name] !== 'function');
   if (missing.length > 0) {
-    return { ok: false, reason: `${NATIVE_ADDON_PATH} is stale (missing ${missing.join(', ')}); rebuild it` };
+    return { ok: false, reason: `${addonPath} is stale (missing ${missing.join(', ')}); rebuild it` };
   }
-  return { ok: true, addon: mod as NativeConvAddon, path: NATIVE_ADDON_PATH };
+  return { ok: true, addon: mod as NativeConvAddon, path: addonPath };
 }

@@ -1,33 +1,107 @@
 /**
- * First-principles memory model of a U-Net 3D (thesis §2.2.1) in tfjs, float32.
+ * First-principles memory model of a U-Net 3D training step (thesis §2.2.1) in tfjs, float32.
  *
- * Training peak = weights + gradients + Adam state (2 moments) + activations the autodiff tape
- * keeps for backpropagation + transient backward buffers + convolution workspace, times nothing:
- * the safety margin is applied by the planner, not here, so that the estimate can be compared
- * with measurement honestly.
+ * What tfjs keeps alive (tfjs-core 4.x engine, checked against tf.profile on cpu and cpu-fast):
+ * - The forward pass records every op on the tape, and every op *clones* the tensors its gradient
+ *   needs (`inputsToSave` / `outputsToSave` of its gradient config). The clones live until the
+ *   whole backward pass ends; the originals are freed when their tidy scope ends.
+ * - The backward pass keeps the gradient of every intermediate tensor — one per consumer, because
+ *   tape.ts accumulates with `add(cur, dx)` and never disposes `dx` — until it ends as well.
+ * So the step's peak is at the end of the backward pass: saved tensors + activation gradients +
+ * weight gradients, on top of the weights, Adam's two moments (from the second step on) and the
+ * input batch — unless the weights are large next to the activations: tfjs's Adam updates every
+ * variable inside ONE tidy, so its temporaries (ADAM_UPDATE_TEMPORARIES per weight) pile up
+ * until the update ends, and that becomes the peak (the thesis U-Net on small patches). tf.profile's engine bytes count tensor handles, so a clone that shares its buffer
+ * with the original still counts (the model counts handles too; see README.md).
  *
- * Activations are counted in "feature elements": for every convolution block (conv → norm → ReLU)
- * the number of output elements B·voxels·channels at its level. How many tensors of that size the
- * tape really keeps per block depends on the op implementation (normalisation is built from a few
- * core ops), so that factor is calibrated against tf.profile() peaks on the cpu backend
- * (test/planner-calibration.test.ts and `patchfed plan --calibrate`).
+ * Sizes are counted in "block elements" E = batch · voxels · channels of one conv block's output
+ * at its level; every constant below is a number of handles of that size, derived op by op from
+ * the U-Net (unet.ts, ops/*.ts) and the tfjs gradient configs. Native conv workspace (cpu-fast)
+ * is outside the engine and modelled separately (workspace.ts). The safety margin is the
+ * planner's business, not the estimate's, so the estimate can be compared with measurement.
  */
 import type { Architecture } from '../../shared/config/model.ts';
+import { convWorkspaceEstimate } from './workspace.ts';
 
 export const BYTES_PER_FLOAT = 4;
 
 /**
- * Calibrated constants (cpu backend, this implementation). Tensors of block-output size alive at
- * the training peak per conv block, and at the inference peak per level.
+ * Handles kept per building block, in units of that block's output size (see module comment).
+ * Derived from the ops, then checked against tf.profile (test/planner-calibration.test.ts,
+ * `patchfed plan --calibrate`): the estimate is within ±10% on the measured configurations.
  */
-export const CALIBRATION = {
-  trainTensorsPerBlock: 6,
-  /** Extra live tensors of the largest block size during the backward pass (gradients in flight). */
-  trainBackwardTensors: 4,
-  inferTensorsPerBlock: 3,
-  /** Runtime overhead that does not scale with the model (JS heap of tfjs, buffers). */
-  fixedOverheadBytes: 48 * 1024 * 1024,
-};
+export const TAPE = {
+  /**
+   * conv → +bias → norm → ReLU. Saved: conv output (Add's a), norm input twice (Mean in
+   * tf.moments, Mul by the scale), its float32 cast (Sub), x−mean (Square), (x−mean)² (Mean),
+   * the scaled tensor (Add's a), the shifted one (Relu's x) = 8. The block *input* is saved by
+   * the conv as well (counted at the input's size). Same for batch and instance norm.
+   */
+  blockSaved: 8,
+  /**
+   * Gradients of the block's 8 intermediate outputs (conv, +bias, cast, sub, square, mul, add,
+   * relu), plus 2 extra for the norm input, which has 3 consumers (mean, cast, mul) = 10.
+   */
+  blockGradients: 10,
+  /** An encoder output used as skip connection has a second consumer (pool and concat). */
+  skipExtraGradient: 1,
+  /**
+   * Learned ×2 upsampling to level i (ops/upsample.ts): saved = reshape input + matMul input at
+   * the coarse level (2 × E_{i+1}) and the three full-size tensors before reshape / reshape /
+   * bias add (3 × E_i); gradients = matMul input (E_{i+1}) + 5 full-size outputs.
+   */
+  upSavedFine: 3,
+  upSavedCoarse: 2,
+  upGradientsFine: 5,
+  upGradientsCoarse: 1,
+  /** Concat saves both inputs (2 E) and its output gets a gradient (2 E). */
+  concatSaved: 2,
+  concatGradients: 2,
+  /**
+   * Head (1×1 conv, bias, softmax) plus the dice-ce loss of the trainer, in tensors of the
+   * output size L = batch · voxels · classes: bias add and softmax save 2, their gradients 2;
+   * soft Dice saves p, q, p·q and the three sum inputs, with gradients for p (2 consumers) and
+   * p·q = 8; cross-entropy saves p+ε, log, target·log and the sum input, with 4 gradients = 9.
+   */
+  headAndLoss: 21,
+  /**
+   * Temporaries of the gradient being computed when the peak is reached (the first block's norm,
+   * last on the backward pass: Mean's gradient broadcasts dy to the input shape, then divides),
+   * in level-0 block sizes.
+   */
+  backwardTransient: 2,
+  /** Every op saves its weight inputs too (conv filters, biases, γ, β, upsampling kernels): one clone of the weights. */
+  savedWeightCopies: 1,
+} as const;
+
+/**
+ * Weight-sized temporaries of tfjs's Adam.applyGradients, all alive until its single tidy ends:
+ * new m (m·β1, g·(1−β1), sum = 3), new v (g², ·(1−β2), v·β2, sum = 4), the two bias corrections
+ * (2) and the new value (√v̂, +ε, m̂/…, ·(−lr), +w = 5) = 14. The assigns swap buffers (net 0).
+ */
+export const ADAM_UPDATE_TEMPORARIES = 14;
+
+/**
+ * Inference (no tape): everything a block creates outside a nested tidy stays alive until the
+ * U-Net's own tidy ends, so the peak is reached at its very end (or inside the last normalisation).
+ */
+export const INFERENCE = {
+  /** conv, +bias, norm and ReLU outputs of every block (the norm's own temporaries are freed). */
+  blockLive: 4,
+  /** Upsampled tensor (1) and the concatenation (2) per decoder level. */
+  upLive: 1,
+  concatLive: 2,
+  /**
+   * Excess of the last block's tf.moments (cast, x−mean, (x−mean)² while norm and ReLU outputs
+   * do not exist yet): 3 − 2 = 1 block size, unless the head (logits and +bias, in output size L;
+   * softmax runs after the tidy freed the rest) is larger.
+   */
+  normExcess: 1,
+  headLive: 2,
+} as const;
+
+/** Runtime memory outside tensors (tfjs JS objects, kernel registry, V8 heap growth); seen only in RSS. */
+export const RUNTIME_OVERHEAD_BYTES = 48 * 1024 * 1024;
 
 export interface UNetShape {
   inChannels: number;
@@ -78,61 +152,116 @@ export function parameterCounts(net: UNetShape): { trainable: number; runningSta
 }
 
 export interface MemoryBreakdown {
+  /** Weights and running statistics (tf.Variables). */
   weights: number;
+  /** Weight gradients (kept until the optimiser applies them). */
   gradients: number;
+  /** Adam's first and second moments. */
   optimizer: number;
+  /** Tensors the tape saved plus the gradients of intermediate tensors (inference: live activations). */
   activations: number;
+  /** Temporaries of the optimiser's update (Adam, one tidy over all weights); not alive together with `activations`. */
+  optimizerUpdate: number;
+  /** Which of the two is the peak: end of the backward pass, or the optimiser update. */
+  peakPhase: 'backward' | 'optimizer-update' | 'inference';
+  /** The input batch and its one-hot target. */
+  io: number;
+  /** weights + gradients + optimizer + io + max(activations, optimizerUpdate): what tf.profile's peakBytes should show. */
+  engine: number;
+  /** Native convolution workspace outside the engine (cpu-fast only). */
   workspace: number;
+  /** Runtime memory outside tensors (RSS only). */
   overhead: number;
+  /** engine + workspace + overhead: what the planner compares with the budget. */
   total: number;
 }
 
-function blockElements(net: UNetShape, patch: readonly number[], batch: number): { sum: number; largest: number; skips: number } {
-  const ch = levelChannels(net.arch);
-  const voxels0 = patch[0]! * patch[1]! * patch[2]!;
-  let sum = 0;
-  let skips = 0;
-  for (let i = 0; i < ch.length; i++) {
-    const voxels = voxels0 / 8 ** i;
-    const e = batch * voxels * ch[i]!;
-    // Encoder: 2 blocks; decoder (all levels but the bottom): upsampled + concat (3 block sizes) + 2 blocks.
-    sum += 2 * e;
-    if (i < ch.length - 1) {
-      sum += 2 * e + 3 * e;
-      skips += e;
-    }
-  }
-  const largest = batch * voxels0 * Math.max(2 * ch[0]!, net.inChannels, net.classes);
-  return { sum, largest, skips };
+export interface EstimateOptions {
+  /**
+   * Limit of the native convolution workspace (site-agent/kernels, cpu-fast), 0 or absent when
+   * the convolutions run on kernels without one. The estimate uses what the convolutions of this
+   * net and patch need, capped by the limit.
+   */
+  workspaceBytes?: number;
 }
 
-export interface EstimateOptions {
-  /** Bytes of convolution workspace the kernels reserve (native im2col buffers). */
-  workspaceBytes?: number;
+interface Level {
+  voxels: number;
+  channels: number;
+  /** batch · voxels · channels */
+  e: number;
+}
+
+function levels(net: UNetShape, patch: readonly number[], batch: number): Level[] {
+  const voxels0 = patch[0]! * patch[1]! * patch[2]!;
+  return levelChannels(net.arch).map((channels, i) => {
+    const voxels = voxels0 / 8 ** i;
+    return { voxels, channels, e: batch * voxels * channels };
+  });
+}
+
+/** Elements the tape keeps at the end of the backward pass (saved tensors + activation gradients). */
+export function tapeElements(net: UNetShape, patch: readonly number[], batch: number): number {
+  const lv = levels(net, patch, batch);
+  const per = TAPE.blockSaved + TAPE.blockGradients;
+  let sum = 0;
+  let cin = net.inChannels;
+  for (let i = 0; i < lv.length; i++) {
+    const { e, voxels } = lv[i]!;
+    const bottom = i === lv.length - 1;
+    // Encoder: block 1 saves its input (previous level pooled, or the image), block 2 saves block 1's output.
+    sum += 2 * per * e + batch * voxels * cin + e;
+    cin = lv[i]!.channels;
+    if (bottom) continue;
+    // Skip connection's second consumer; max-pool saves its input and output, its output gets a gradient.
+    sum += TAPE.skipExtraGradient * e + e + (2 * e) / 8;
+    // Decoder at this level: upsampling from level i+1, concat, block 1 (input 2E saved) and block 2.
+    const coarse = lv[i + 1]!.e;
+    sum += (TAPE.upSavedFine + TAPE.upGradientsFine) * e + (TAPE.upSavedCoarse + TAPE.upGradientsCoarse) * coarse;
+    sum += (TAPE.concatSaved + TAPE.concatGradients) * e;
+    sum += 2 * per * e + 2 * e + e;
+  }
+  // Head conv saves its input (level-0 block output); head + loss in output-size tensors.
+  sum += lv[0]!.e + TAPE.headAndLoss * batch * lv[0]!.voxels * net.classes;
+  return sum + TAPE.backwardTransient * lv[0]!.e;
+}
+
+/** Elements alive at the inference peak (no tape). */
+export function inferenceElements(net: UNetShape, patch: readonly number[], batch: number): number {
+  const lv = levels(net, patch, batch);
+  let sum = 0;
+  for (let i = 0; i < lv.length; i++) {
+    const { e } = lv[i]!;
+    sum += 2 * INFERENCE.blockLive * e;
+    if (i < lv.length - 1) sum += e / 8 + (INFERENCE.upLive + INFERENCE.concatLive) * e + 2 * INFERENCE.blockLive * e;
+  }
+  return sum + Math.max(INFERENCE.normExcess * lv[0]!.e, INFERENCE.headLive * batch * lv[0]!.voxels * net.classes);
 }
 
 export function estimateTrainingPeak(net: UNetShape, patch: readonly number[], batch: number, opts: EstimateOptions = {}): MemoryBreakdown {
   const params = parameterCounts(net);
+  const voxels = patch[0]! * patch[1]! * patch[2]!;
   const weights = (params.trainable + params.runningStats) * BYTES_PER_FLOAT;
   const gradients = params.trainable * BYTES_PER_FLOAT;
   const optimizer = 2 * params.trainable * BYTES_PER_FLOAT;
-  const el = blockElements(net, patch, batch);
-  const input = batch * patch[0]! * patch[1]! * patch[2]! * (net.inChannels + net.classes);
-  const activations =
-    (CALIBRATION.trainTensorsPerBlock * el.sum + CALIBRATION.trainBackwardTensors * el.largest + 2 * input) * BYTES_PER_FLOAT;
-  const workspace = opts.workspaceBytes ?? 0;
-  const overhead = CALIBRATION.fixedOverheadBytes;
-  return { weights, gradients, optimizer, activations, workspace, overhead, total: weights + gradients + optimizer + activations + workspace + overhead };
+  const activations = (tapeElements(net, patch, batch) + TAPE.savedWeightCopies * params.trainable) * BYTES_PER_FLOAT;
+  const io = batch * voxels * (net.inChannels + net.classes) * BYTES_PER_FLOAT;
+  const optimizerUpdate = ADAM_UPDATE_TEMPORARIES * params.trainable * BYTES_PER_FLOAT;
+  const engine = weights + gradients + optimizer + io + Math.max(activations, optimizerUpdate);
+  const peakPhase = activations >= optimizerUpdate ? 'backward' : 'optimizer-update';
+  const workspace = convWorkspaceEstimate(net, patch, opts.workspaceBytes ?? 0, 'training');
+  const overhead = RUNTIME_OVERHEAD_BYTES;
+  return { weights, gradients, optimizer, activations, optimizerUpdate, peakPhase, io, engine, workspace, overhead, total: engine + workspace + overhead };
 }
 
-/** Inference keeps no tape: the skip connections plus a few working tensors of the largest level. */
 export function estimateInferencePeak(net: UNetShape, patch: readonly number[], batch: number, opts: EstimateOptions = {}): MemoryBreakdown {
   const params = parameterCounts(net);
+  const voxels = patch[0]! * patch[1]! * patch[2]!;
   const weights = (params.trainable + params.runningStats) * BYTES_PER_FLOAT;
-  const el = blockElements(net, patch, batch);
-  const input = batch * patch[0]! * patch[1]! * patch[2]! * (net.inChannels + net.classes);
-  const activations = (el.skips + CALIBRATION.inferTensorsPerBlock * el.largest + input) * BYTES_PER_FLOAT;
-  const workspace = opts.workspaceBytes ?? 0;
-  const overhead = CALIBRATION.fixedOverheadBytes;
-  return { weights, gradients: 0, optimizer: 0, activations, workspace, overhead, total: weights + activations + workspace + overhead };
+  const activations = inferenceElements(net, patch, batch) * BYTES_PER_FLOAT;
+  const io = batch * voxels * net.inChannels * BYTES_PER_FLOAT;
+  const engine = weights + activations + io;
+  const workspace = convWorkspaceEstimate(net, patch, opts.workspaceBytes ?? 0, 'inference');
+  const overhead = RUNTIME_OVERHEAD_BYTES;
+  return { weights, gradients: 0, optimizer: 0, activations, optimizerUpdate: 0, peakPhase: 'inference', io, engine, workspace, overhead, total: engine + workspace + overhead };
 }

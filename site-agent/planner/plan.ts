@@ -5,6 +5,7 @@
  */
 import type { Architecture, Mode } from '../../shared/config/model.ts';
 import {
+  estimateInferencePeak,
   estimateTrainingPeak,
   requiredDivisor,
   roundUpTo,
@@ -25,6 +26,7 @@ export interface PlanRequest {
   safetyMargin?: number;
   cascadeFactor?: number;
   maxBatch?: number;
+  /** Limit of the native conv workspace (kernelWorkspaceBytes()); 0 or absent without native kernels. */
   workspaceBytes?: number;
   /** Smallest patch edge considered (default: 2 × the U-Net divisor, at least 8). */
   minPatchEdge?: number;
@@ -56,8 +58,10 @@ export interface Plan {
   stages: StagePlan[];
   /** Peak of the chosen configuration (max over stages: cascade stages train independently). */
   peakBytes: number | null;
-  /** What `full` mode would need on the whole volume, batch 1. */
+  /** What `full` mode would need to train on the whole volume, batch 1. */
   fullVolumeBytes: number;
+  /** What the full U-Net needs for inference alone on the whole volume (the thesis's Table 4.2 measures inference). */
+  fullVolumeInferenceBytes: number;
   message: string;
 }
 
@@ -136,6 +140,8 @@ export function planTraining(req: PlanRequest): Plan {
   const divisor = requiredDivisor(req.arch);
   const wholeVolume = req.shape.map((d) => roundUpTo(d, divisor));
   const fullVolumeBytes = estimateTrainingPeak(net, wholeVolume, 1, { workspaceBytes: req.workspaceBytes }).total;
+  const fullVolumeInferenceBytes = estimateInferencePeak(net, wholeVolume, 1, { workspaceBytes: req.workspaceBytes }).total;
+  const fullNote = ` Full 3D U-Net on the whole volume would need ~${formatBytes(fullVolumeBytes)} to train (~${formatBytes(fullVolumeInferenceBytes)} for inference alone).`;
 
   let stages: StagePlan[];
   if (req.mode === 'full') {
@@ -156,7 +162,7 @@ export function planTraining(req: PlanRequest): Plan {
   let message: string;
   if (fits) {
     const parts = stages.map((s) => `${s.stage}: patch ${s.chosen!.patch.join('×')}, batch ${s.chosen!.batch}, ~${formatBytes(s.chosen!.estimate.total)}`);
-    message = `fits in ${formatBytes(req.budgetBytes)} (margin ${Math.round(margin * 100)}%): ${parts.join('; ')}. Full 3D U-Net on the whole volume would need ~${formatBytes(fullVolumeBytes)}.`;
+    message = `fits in ${formatBytes(req.budgetBytes)} (margin ${Math.round(margin * 100)}%): ${parts.join('; ')}.${fullNote}`;
   } else {
     const failed = stages.filter((s) => !s.chosen);
     const smallest = failed.map((s) => {
@@ -168,7 +174,7 @@ export function planTraining(req: PlanRequest): Plan {
       (req.mode === 'full'
         ? 'Use mode patch or cascade, or a smaller model.'
         : 'Raise memoryBudgetMB, or use a smaller model preset (base/depth).') +
-      ` Full 3D U-Net on the whole volume would need ~${formatBytes(fullVolumeBytes)}.`;
+      fullNote;
   }
-  return { mode: req.mode, budgetBytes: req.budgetBytes, safetyMargin: margin, fits, stages, peakBytes, fullVolumeBytes, message };
+  return { mode: req.mode, budgetBytes: req.budgetBytes, safetyMargin: margin, fits, stages, peakBytes, fullVolumeBytes, fullVolumeInferenceBytes, message };
 }

@@ -1,12 +1,90 @@
 /**
- * Convolution workspace the compute kernels reserve outside tfjs tensors (native im2col buffers).
- * Read from the kernels module when it is built; 0 on backends that have none.
+ * Convolution workspace of the native kernels (site-agent/kernels/native, backend 'cpu-fast'),
+ * memory the tfjs engine never sees. The kernels keep ONE arena, grown to the largest request
+ * and kept between calls; each 3×3×3 convolution (forward, backprop-input, backprop-filter)
+ * requests its packed filter panels, a zero row, and zero-padded copies of as many source depth
+ * slices as fit the limit (at least one slice). This mirrors run_igemm / conv3d_backprop_filter
+ * in src/conv3d.cc, so the planner can predict the arena instead of charging the whole limit.
+ */
+import { loadNativeKernels } from '../kernels/native-addon.ts';
+import type { UNetShape } from './estimate.ts';
+
+const FLOAT = 4;
+/** Slack floats the kernels add after the padded slices (src/conv3d.cc). */
+const SLACK = 64;
+
+/**
+ * The workspace limit that applies to training in this process: the native kernels' limit
+ * (default 64 MiB, or PATCHFED_CONV_WORKSPACE_MB) when their addon is built and enabled — training
+ * then defaults to 'cpu-fast' — else 0. Loads only the addon, not tfjs, so `patchfed plan` stays fast.
+ * (Explicitly training on the stock 'cpu' backend needs no workspace; the estimate is then conservative.)
  */
 export function kernelWorkspaceBytes(): number {
-  const env = Number(process.env.PATCHFED_CONV_WORKSPACE_MB);
-  if (Number.isFinite(env) && env > 0) return env * 1024 * 1024;
-  return DEFAULT_WORKSPACE_BYTES;
+  const loaded = loadNativeKernels();
+  return loaded.ok ? loaded.addon.workspaceLimit() : 0;
 }
 
-/** Default of the native kernels (site-agent/kernels): 64 MiB of im2col buffers. */
-export const DEFAULT_WORKSPACE_BYTES = 64 * 1024 * 1024;
+const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
+
+/** Floats of the packed filter panels for `tC` destination channels (plan_panels / panels_floats). */
+function packedFloats(tC: number, kc: number): number {
+  const groups = 9; // fD · fH taps of a 3×3×3 filter
+  const mr12 = tC <= 8;
+  let total = 0;
+  for (let col0 = 0; col0 < tC; ) {
+    const left = tC - col0;
+    const nv = mr12 || left <= 8 ? 1 : 2;
+    total += groups * kc * nv * 8;
+    col0 += Math.min(left, nv * 8);
+  }
+  return total;
+}
+
+/** Arena floats of one indirect-GEMM call (forward or backprop-input). */
+function igemmFloats(depth: number, sliceFloats: number, tC: number, kc: number, limitFloats: number): number {
+  const packed = packedFloats(tC, kc);
+  const zero = roundUp(kc + 16, 16);
+  const budget = limitFloats - packed - zero - SLACK;
+  const slices = Math.max(1, Math.min(depth, Math.floor(budget / Math.max(1, sliceFloats))));
+  return packed + zero + slices * sliceFloats + SLACK;
+}
+
+/** Arena floats of a backprop-filter call. */
+function filterGradFloats(depth: number, sliceFloats: number, limitFloats: number): number {
+  const slices = Math.max(1, Math.min(depth, Math.floor((limitFloats - SLACK) / Math.max(1, sliceFloats))));
+  return slices * sliceFloats + SLACK;
+}
+
+/**
+ * Bytes of the arena after a training step (or a forward pass) of this U-Net on this patch,
+ * with the given limit; 0 when the limit is 0 (no native kernels). Batch does not matter: the
+ * kernels process one sample at a time. The 1×1×1 head convolution reads its input in place.
+ */
+export function convWorkspaceEstimate(net: UNetShape, patch: readonly number[], limitBytes: number, pass: 'training' | 'inference'): number {
+  if (!(limitBytes > 0)) return 0;
+  const limit = Math.floor(limitBytes / FLOAT);
+  const { base, depth } = net.arch;
+  let floats = 0;
+  const conv = (level: number, cin: number, cout: number) => {
+    const [d, h, w] = patch.map((p) => p / 2 ** level) as [number, number, number];
+    const row = w + 2; // 'same' padding: one zero column each side along W
+    floats = Math.max(floats, igemmFloats(d, h * row * cin, cout, 3 * cin, limit));
+    if (pass === 'training') {
+      floats = Math.max(floats, igemmFloats(d, h * row * cout, cin, 3 * cout, limit));
+      floats = Math.max(floats, filterGradFloats(d, h * row * cin, limit));
+    }
+  };
+  let cin = net.inChannels;
+  for (let i = 0; i < depth; i++) {
+    const c = base * 2 ** i;
+    conv(i, cin, c);
+    conv(i, c, c);
+    if (i < depth - 1) {
+      conv(i, 2 * c, c);
+      conv(i, c, c);
+    }
+    cin = c;
+  }
+  // aligned_alloc rounds the arena to 64 bytes.
+  return roundUp(floats * FLOAT, 64);
+}

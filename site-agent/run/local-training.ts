@@ -14,8 +14,8 @@ import { loadSiteConfig } from '../site-config.ts';
 import { ProgressReporter } from '../train/progress.ts';
 import { evaluateCases, type EvaluationReport } from './evaluate.ts';
 import { createStageNets, disposeStageNets } from './nets.ts';
-import { planSite } from './site-plan.ts';
-import { trainSiteLocally } from './train-site.ts';
+import { planSite, replanStage } from './site-plan.ts';
+import { trainSiteLocally, type StageReplan } from './train-site.ts';
 import { stagesForMode } from './global-model.ts';
 
 export interface LocalTrainingRequest {
@@ -47,6 +47,8 @@ export interface LocalTrainingReport {
     bestValidationDice: number | null;
     trainTimeMs: number;
     modelDir: string;
+    /** Smaller configurations chosen after a measured step exceeded the budget. */
+    replans: StageReplan[];
   }[];
   test: { dice: Record<string, number | null>; meanDice: number | null; meanInferenceMs: number; peakInferenceBytes: number; method: string[] };
   fullVolumeEstimateBytes: number;
@@ -64,7 +66,7 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
   const channels = dataset.modalities.length;
   const classes = dataset.labels.length;
   const arch = resolveArchitecture(cfg.model);
-  const sitePlan = planSite({
+  const planRequest = {
     largestShape: dataset.largestShape(),
     channels,
     classes,
@@ -74,7 +76,9 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
     cascadeFactor: cfg.model.cascadeFactor,
     patch: cfg.training.patch,
     batch: cfg.training.batch,
-  });
+  };
+  const sitePlan = planSite(planRequest);
+  const budgetBytes = cfg.memoryBudgetMB * 1024 * 1024;
   // Sanity: the planner's stages are the mode's stages.
   if (sitePlan.stages.length !== stagesForMode(cfg.model.mode, channels, classes).length) throw new Error('planner returned the wrong stages');
   process.stderr.write(`plan: ${sitePlan.plan.message}\n`);
@@ -100,9 +104,11 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       restoreBest: true,
       inference: { overlap: cfg.training.overlap, blend: cfg.training.blend },
       seed: cfg.seed,
-      budgetBytes: cfg.memoryBudgetMB * 1024 * 1024,
+      budgetBytes,
       cacheMB: cfg.cacheMB,
       onProgress: progress ? (p) => progress.update(p) : undefined,
+      replan: (failed, measured) => replanStage(planRequest, failed, measured, budgetBytes)?.setup ?? null,
+      onNotice: (m) => process.stderr.write(`memory: ${m}\n`),
     });
     const labels = dataset.labels.map((l) => l.name);
     const test: EvaluationReport = await evaluateCases(nets, dataset, split.test.length > 0 ? split.test : split.validation, {
@@ -113,7 +119,9 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       cascadeFactor: cfg.model.cascadeFactor,
     });
     mkdirSync(outDir, { recursive: true });
-    const stages = sitePlan.stages.map((s, i) => {
+    const ctStats = await dataset.intensityStats();
+    // The nets' setups, not the first plan: a stage may have been re-planned smaller.
+    const stages = nets.map(({ setup: s }, i) => {
       const r = reports[i]!.result;
       const modelDir = join(outDir, s.stage);
       saveModelArtifacts(modelDir, nets[i]!.net, {
@@ -126,6 +134,9 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
         cascadeFactor: cfg.model.cascadeFactor,
         divisor: sitePlan.divisor,
         normalization: dataset.schemes,
+        ctStats,
+        overlap: cfg.training.overlap,
+        blend: cfg.training.blend,
         bestStep: r.best?.step ?? null,
       });
       return {
@@ -140,6 +151,7 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
         bestValidationDice: r.best ? nullIfNaN(r.best.score) : null,
         trainTimeMs: r.timeMs,
         modelDir,
+        replans: reports[i]!.replans,
       };
     });
     const report: LocalTrainingReport = {
@@ -176,6 +188,9 @@ export function formatTrainingReport(r: LocalTrainingReport): string {
     lines.push(
       `  ${s.stage}: patch ${s.patch.join('x')} batch ${s.batch}, ${s.steps} steps in ${(s.trainTimeMs / 1000).toFixed(1)} s, final loss ${s.finalLoss?.toFixed(4) ?? 'n/a'}, best val Dice ${f(s.bestValidationDice)} at step ${s.bestStep ?? 'n/a'}; memory est. ${formatBytes(s.estimatedPeakBytes)} measured ${s.measuredPeakBytes === null ? 'n/a' : formatBytes(s.measuredPeakBytes)} -> ${s.modelDir}`,
     );
+    for (const rp of s.replans) {
+      lines.push(`    re-planned: patch ${rp.from.patch.join('x')} batch ${rp.from.batch} measured ${formatBytes(rp.measuredEngineBytes)} > budget ${formatBytes(rp.budgetBytes)} -> patch ${rp.to.patch.join('x')} batch ${rp.to.batch}`);
+    }
   }
   lines.push(`  test Dice: ${Object.entries(r.test.dice).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; mean ${f(r.test.meanDice)}; ${r.test.meanInferenceMs.toFixed(0)} ms/volume`);
   lines.push(`  inference: ${r.test.method.join(' | ')}`);

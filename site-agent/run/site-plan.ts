@@ -6,7 +6,7 @@ import { PatchFedError } from '../../shared/errors.ts';
 import type { Architecture, Mode } from '../../shared/config/model.ts';
 import type { Shape3 } from '../pipeline/case.ts';
 import { estimateTrainingPeak, requiredDivisor, roundUpTo } from '../planner/estimate.ts';
-import { formatBytes, planTraining, type Plan } from '../planner/plan.ts';
+import { formatBytes, planTraining, shrinkingPatches, type Plan } from '../planner/plan.ts';
 import { kernelWorkspaceBytes } from '../planner/workspace.ts';
 import type { UNetStage } from '../train/loss.ts';
 
@@ -75,4 +75,47 @@ export function planSite(req: SitePlanRequest): SitePlan {
     stages.push({ stage: s.stage as UNetStage, inChannels: s.inChannels, patch: s.chosen.patch, batch: batch2, estimatedPeakBytes: s.chosen.estimate.total });
   }
   return { plan, stages, divisor };
+}
+
+export interface Replan {
+  setup: StageSetup;
+  /** measured engine bytes / estimated engine bytes of the configuration that failed. */
+  correction: number;
+  /** Engine bytes the new configuration is expected to measure (estimate × correction). */
+  expectedEngineBytes: number;
+}
+
+/**
+ * After a measured step exceeded the budget (trainer's E_BUDGET): the largest configuration
+ * strictly smaller than `failed` (fewer voxels per batch) whose engine estimate, corrected by
+ * the measured/estimated ratio of the failed one and with the safety margin, fits `budgetBytes`.
+ * Patch-wise stages may shrink the patch and the batch; whole-volume stages only the batch.
+ * Returns null when nothing smaller fits (the caller reports that plainly).
+ */
+export function replanStage(
+  req: Pick<SitePlanRequest, 'largestShape' | 'classes' | 'arch' | 'safetyMargin'>,
+  failed: StageSetup,
+  measuredEngineBytes: number,
+  budgetBytes: number,
+): Replan | null {
+  const net = { inChannels: failed.inChannels, classes: req.classes, arch: req.arch };
+  const engine = (patch: readonly number[], batch: number) => estimateTrainingPeak(net, patch, batch, { workspaceBytes: kernelWorkspaceBytes() }).engine;
+  const correction = Math.max(1, measuredEngineBytes / engine(failed.patch, failed.batch));
+  const margin = req.safetyMargin ?? 0.15;
+  const divisor = requiredDivisor(req.arch);
+  const patchWise = failed.stage === 'patch' || failed.stage === 'cascade-stage2';
+  const patches: Shape3[] = patchWise ? shrinkingPatches(req.largestShape, divisor, Math.max(8, 2 * divisor)) : [failed.patch];
+  const size = (patch: readonly number[], batch: number) => patch[0]! * patch[1]! * patch[2]! * batch;
+  const candidates = patches
+    .flatMap((patch) => Array.from({ length: failed.batch }, (_, b) => ({ patch, batch: b + 1 })))
+    .filter((c) => size(c.patch, c.batch) < size(failed.patch, failed.batch))
+    .sort((a, b) => size(b.patch, b.batch) - size(a.patch, a.batch) || b.batch - a.batch);
+  for (const c of candidates) {
+    const expected = engine(c.patch, c.batch) * correction;
+    if (expected * (1 + margin) <= budgetBytes) {
+      const total = estimateTrainingPeak(net, c.patch, c.batch, { workspaceBytes: kernelWorkspaceBytes() }).total;
+      return { setup: { ...failed, patch: [...c.patch] as unknown as Shape3, batch: c.batch, estimatedPeakBytes: total }, correction, expectedEngineBytes: expected };
+    }
+  }
+  return null;
 }

@@ -2,8 +2,12 @@
  * Local training of a site's stage nets (one, or two for the cascade, trained independently as in
  * thesis §2.2.3), each validated on its own view of the validation split; the best checkpoint of
  * each stage (by mean foreground Dice) is kept and, for local runs, restored at the end.
+ * When a measured step exceeds the memory budget and a `replan` is given, the stage restarts from
+ * its initial weights with the smaller configuration it returns (the net's weights do not depend
+ * on the patch shape); without one, or when nothing smaller fits, the E_BUDGET error propagates.
  */
 import type { MsdDataset } from '../data/index.ts';
+import { PatchFedError } from '../../shared/errors.ts';
 import { predictStage, type InferenceOptions } from '../inference/segment.ts';
 import { argmaxChannelsLast } from '../pipeline/patches.ts';
 import { diceScores, nanMean } from '../metrics/dice.ts';
@@ -11,8 +15,9 @@ import type { NamedWeights } from '../../shared/weights.ts';
 import { thesisIncludeBackground } from '../train/loss.ts';
 import type { ProgressInfo } from '../train/progress.ts';
 import { StageData } from '../train/stage-data.ts';
-import { trainStage, type LossKind, type StageResult, type ValidationResult } from '../train/trainer.ts';
+import { BudgetExceededError, copyWeights, trainStage, type LossKind, type StageResult, type ValidationResult } from '../train/trainer.ts';
 import type { StageNet } from './nets.ts';
+import type { StageSetup } from './site-plan.ts';
 
 export interface LocalTrainingOptions {
   dataset: MsdDataset;
@@ -40,11 +45,27 @@ export interface LocalTrainingOptions {
   cacheMB?: number;
   onProgress?: (p: ProgressInfo) => void;
   signal?: AbortSignal;
+  /**
+   * Called when a profiled step measured more than `budgetBytes`: a smaller setup for the stage,
+   * or null when nothing smaller fits. The stage net's `setup` is replaced by the returned one.
+   */
+  replan?: (failed: StageSetup, measuredEngineBytes: number) => StageSetup | null;
+  /** Human-readable notices (re-planning). */
+  onNotice?: (message: string) => void;
+}
+
+export interface StageReplan {
+  from: { patch: number[]; batch: number };
+  to: { patch: number[]; batch: number };
+  measuredEngineBytes: number;
+  budgetBytes: number;
 }
 
 export interface StageTrainingReport {
   stage: string;
   result: StageResult;
+  /** Re-plannings after measured steps exceeded the budget (empty when the first plan held). */
+  replans: StageReplan[];
 }
 
 /** Validation of one stage on its own data view (downsampled for stage 1, GT-guided for stage 2). */
@@ -59,40 +80,67 @@ async function validateStage(net: StageNet, data: StageData, ids: readonly strin
   return { perClass, meanDice: nanMean(perClass) };
 }
 
+async function trainOneStage(o: LocalTrainingOptions, sn: StageNet, i: number, inf: InferenceOptions): Promise<StageResult> {
+  const common = {
+    stage: sn.setup.stage,
+    numClasses: o.numClasses,
+    patch: sn.setup.patch,
+    batch: sn.setup.batch,
+    divisor: o.divisor,
+    cascadeFactor: o.cascadeFactor,
+    foregroundRate: o.foregroundRate,
+    skipEmpty: o.skipEmptyPatches,
+    cacheMB: o.cacheMB,
+  };
+  const data = new StageData(o.dataset, o.trainIds, { ...common, seed: o.seed + 17 * i });
+  const valData = o.validationIds.length > 0 ? new StageData(o.dataset, o.validationIds, { ...common, seed: o.seed }) : null;
+  return trainStage({
+    net: sn.net,
+    data,
+    steps: o.stepsPerStage,
+    learningRate: o.learningRate,
+    includeBackground: o.includeBackground ?? thesisIncludeBackground(sn.setup.stage),
+    loss: o.loss,
+    proximal: o.proximal ? { mu: o.proximal.mu, global: o.proximal.global[i]! } : undefined,
+    validate: valData ? () => validateStage(sn, valData, o.validationIds, inf) : undefined,
+    validateEvery: o.validateEvery,
+    budgetBytes: o.budgetBytes,
+    label: sn.setup.stage,
+    onProgress: o.onProgress,
+    signal: o.signal,
+  });
+}
+
 export async function trainSiteLocally(o: LocalTrainingOptions): Promise<StageTrainingReport[]> {
   const inf: InferenceOptions = { ...o.inference, numClasses: o.numClasses, divisor: o.divisor, cascadeFactor: o.cascadeFactor };
   const reports: StageTrainingReport[] = [];
   for (const [i, sn] of o.nets.entries()) {
-    const common = {
-      stage: sn.setup.stage,
-      numClasses: o.numClasses,
-      patch: sn.setup.patch,
-      batch: sn.setup.batch,
-      divisor: o.divisor,
-      cascadeFactor: o.cascadeFactor,
-      foregroundRate: o.foregroundRate,
-      skipEmpty: o.skipEmptyPatches,
-      cacheMB: o.cacheMB,
-    };
-    const data = new StageData(o.dataset, o.trainIds, { ...common, seed: o.seed + 17 * i });
-    const valData = o.validationIds.length > 0 ? new StageData(o.dataset, o.validationIds, { ...common, seed: o.seed }) : null;
-    const result = await trainStage({
-      net: sn.net,
-      data,
-      steps: o.stepsPerStage,
-      learningRate: o.learningRate,
-      includeBackground: o.includeBackground ?? thesisIncludeBackground(sn.setup.stage),
-      loss: o.loss,
-      proximal: o.proximal ? { mu: o.proximal.mu, global: o.proximal.global[i]! } : undefined,
-      validate: valData ? () => validateStage(sn, valData, o.validationIds, inf) : undefined,
-      validateEvery: o.validateEvery,
-      budgetBytes: o.budgetBytes,
-      label: sn.setup.stage,
-      onProgress: o.onProgress,
-      signal: o.signal,
-    });
+    const initial = o.replan ? copyWeights(sn.net.getWeights()) : null;
+    const replans: StageReplan[] = [];
+    let result: StageResult;
+    for (;;) {
+      try {
+        result = await trainOneStage(o, sn, i, inf);
+        break;
+      } catch (e) {
+        if (!(e instanceof BudgetExceededError) || !o.replan || !initial) throw e;
+        const smaller = o.replan(sn.setup, e.measured.engineBytes);
+        if (!smaller) {
+          throw new PatchFedError('E_BUDGET', `${sn.setup.stage}: ${e.message}, and no smaller patch or batch is expected to fit; raise memoryBudgetMB or use a smaller model`);
+        }
+        replans.push({
+          from: { patch: [...sn.setup.patch], batch: sn.setup.batch },
+          to: { patch: [...smaller.patch], batch: smaller.batch },
+          measuredEngineBytes: e.measured.engineBytes,
+          budgetBytes: e.budgetBytes,
+        });
+        o.onNotice?.(`${sn.setup.stage}: ${e.message}; re-planned to patch ${smaller.patch.join('x')}, batch ${smaller.batch}, restarting the stage`);
+        sn.setup = smaller;
+        sn.net.setWeights(initial);
+      }
+    }
     if (o.restoreBest && result.best) sn.net.setWeights(result.best.weights);
-    reports.push({ stage: sn.setup.stage, result });
+    reports.push({ stage: sn.setup.stage, result, replans });
     if (result.aborted) break;
   }
   return reports;

@@ -56,6 +56,25 @@ export interface StageResult {
   aborted: boolean;
 }
 
+/**
+ * A profiled training step used more memory than the declared budget. Thrown by trainStage after
+ * the step (nothing else runs at that configuration); the caller may re-plan a smaller patch or
+ * batch from `measured` (see run/site-plan.ts replanStage).
+ */
+export class BudgetExceededError extends PatchFedError {
+  constructor(
+    readonly measured: StepMemory,
+    readonly budgetBytes: number,
+    readonly patch: number[],
+    readonly batch: number,
+  ) {
+    super(
+      'E_BUDGET',
+      `measured training peak ${(measured.engineBytes / 2 ** 20).toFixed(1)} MB exceeds the memory budget of ${(budgetBytes / 2 ** 20).toFixed(1)} MB (patch ${patch.join('x')}, batch ${batch})`,
+    );
+  }
+}
+
 export function copyWeights(w: NamedWeights): NamedWeights {
   return { manifest: w.manifest.map((s) => ({ ...s, shape: [...s.shape] })), values: w.values.map((v) => v.slice()) };
 }
@@ -134,10 +153,7 @@ export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
         loss = l;
         if (!result.peakMemory || memory.engineBytes > result.peakMemory.engineBytes) result.peakMemory = memory;
         if (o.budgetBytes !== undefined && memory.engineBytes > o.budgetBytes) {
-          throw new PatchFedError(
-            'E_BUDGET',
-            `measured training peak ${(memory.engineBytes / 2 ** 20).toFixed(1)} MB exceeds the memory budget of ${(o.budgetBytes / 2 ** 20).toFixed(1)} MB (patch ${batch.imageShape.slice(1, 4).join('x')}, batch ${batch.imageShape[0]})`,
-          );
+          throw new BudgetExceededError(memory, o.budgetBytes, batch.imageShape.slice(1, 4), batch.imageShape[0]);
         }
       } else {
         loss = run();

@@ -474,6 +474,7 @@ void set_workspace_limit(size_t bytes) {
 }
 
 size_t workspace_limit() { return g_limit; }
+float* workspace_arena(size_t floats) { return arena(floats); }
 size_t workspace_reserved() { return g_arena_floats * sizeof(float); }
 
 void release_workspace() {

@@ -40,5 +40,9 @@ void set_workspace_limit(size_t bytes);
 size_t workspace_limit();
 size_t workspace_reserved();
 void release_workspace();
+// The shared arena itself, grown to at least `floats` (contents not kept across
+// calls). Kernels other than the convolutions (matmul) size their requests to
+// workspace_limit() so that ONE arena bounded by the limit serves them all.
+float* workspace_arena(size_t floats);
 
 }  // namespace patchfed

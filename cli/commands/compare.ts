@@ -1,0 +1,86 @@
+/**
+ * `patchfed compare --task brain|liver [--out DIR] [--steps N] [--cases N] [--shape X,Y,Z] ...`:
+ * the thesis's comparison on a phantom — full, patch-wise and cascade U-Nets trained on the same
+ * split, per-class Dice, inference time and peak memory (measured and estimated) per mode, and
+ * the planner's estimates for the real MSD geometry. Prints markdown; writes compare.json and
+ * compare.md into --out.
+ */
+import { InvalidArgumentError, type Command } from 'commander';
+import { MODEL_PRESETS, type Norm, type PresetName } from '../../shared/config/model.ts';
+import { parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
+
+interface CompareCliOptions {
+  task: 'brain' | 'liver';
+  out?: string;
+  steps: number;
+  cases: number;
+  shape: [number, number, number];
+  slab: number;
+  cascadeFactor?: number;
+  preset?: PresetName;
+  base?: number;
+  depth?: number;
+  norm?: Norm;
+  budgetMb?: number;
+  seed: number;
+  backend: string;
+  json?: boolean;
+}
+
+/** Phantom limits (site-agent/phantom) without importing the generator at start-up. */
+const MIN_AXIS = 8;
+const MAX_VOXELS = 2 ** 22;
+
+function parseCompareShape(value: string): [number, number, number] {
+  const shape = parseShapeOption('--shape', 3)(value) as [number, number, number];
+  if (shape.some((n) => n < MIN_AXIS)) throw new InvalidArgumentError(`--shape entries must be at least ${MIN_AXIS}, got '${value}'.`);
+  if (shape[0] * shape[1] * shape[2] > MAX_VOXELS) throw new InvalidArgumentError(`--shape ${shape.join('×')} is larger than the phantom generator's ${MAX_VOXELS} voxels.`);
+  return shape;
+}
+
+export function register(program: Command): void {
+  program
+    .command('compare')
+    .description("Reproduce the thesis's comparison on a phantom: train full, patch-wise and cascade U-Nets on the same split; Dice, inference time and peak memory per mode, plus the planner's estimate for the real MSD geometry.")
+    .requiredOption('--task <task>', 'brain | liver', parseChoice('--task', ['brain', 'liver'] as const))
+    .option('--out <dir>', 'output folder for the phantom, the models and compare.json / compare.md (default ./compare-<task>)')
+    .option('--steps <n>', 'training steps per stage', parseIntOption('--steps', 1, 1_000_000), 80)
+    .option('--cases <n>', 'labelled phantom cases (60/20/20 train/validation/test)', parseIntOption('--cases', 3, 1000), 10)
+    .option('--shape <X,Y,Z>', 'phantom volume size', parseCompareShape, [48, 48, 32] as [number, number, number])
+    .option('--slab <n>', 'patch thickness along the last axis for patch-wise stages (thesis: 16)', parseIntOption('--slab', 1, 1024), 16)
+    .option('--cascade-factor <f>', 'cascade stage-1 downsampling factor (default: thesis, 0.3 brain / 0.2 liver)', parseFloatOption('--cascade-factor', 0.01, 1))
+    .option('--preset <name>', `model preset: ${Object.keys(MODEL_PRESETS).join(', ')} (default cpu-small)`, parseChoice('--preset', Object.keys(MODEL_PRESETS) as PresetName[]))
+    .option('--base <n>', 'channels of the first U-Net level (overrides the preset)', parseIntOption('--base', 1, 256))
+    .option('--depth <n>', 'U-Net levels (overrides the preset)', parseIntOption('--depth', 1, 7))
+    .option('--norm <kind>', 'batch | instance (default instance)', parseChoice('--norm', ['batch', 'instance'] as const))
+    .option('--budget-mb <M>', 'memory budget for every mode (default: what the full mode needs, +20%)', parseFloatOption('--budget-mb', 1))
+    .option('--seed <s>', 'seed of the phantom, the split and the initialisation', parseIntOption('--seed', 0, 2 ** 31 - 1), 1)
+    .option('--backend <name>', 'auto | tensorflow | wasm | cpu | cpu-fast', parseChoice('--backend', ['auto', 'tensorflow', 'wasm', 'cpu', 'cpu-fast']), 'auto')
+    .option('--json', 'print the report as JSON instead of markdown')
+    .action(async (opts: CompareCliOptions) => {
+      const { runCompare, writeCompareReport } = await import('../../site-agent/run/compare.ts');
+      const { formatCompareMarkdown } = await import('../../site-agent/run/compare-report.ts');
+      const out = opts.out ?? `compare-${opts.task}`;
+      const report = await runCompare({
+        task: opts.task,
+        outDir: out,
+        steps: opts.steps,
+        cases: opts.cases,
+        shape: opts.shape,
+        slab: opts.slab,
+        cascadeFactor: opts.cascadeFactor,
+        preset: opts.preset,
+        base: opts.base,
+        depth: opts.depth,
+        norm: opts.norm,
+        budgetMB: opts.budgetMb,
+        seed: opts.seed,
+        backend: opts.backend,
+        log: (line) => process.stderr.write(`compare: ${line}\n`),
+      });
+      const markdown = formatCompareMarkdown(report);
+      const paths = writeCompareReport(out, report, markdown);
+      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : markdown);
+      process.stderr.write(`compare: wrote ${paths.json} and ${paths.markdown}\n`);
+    });
+}

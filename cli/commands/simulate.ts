@@ -1,0 +1,122 @@
+/**
+ * `patchfed simulate` (= `npm start`): a whole federation on this machine — phantom hospitals,
+ * keys and configs in a run directory, a coordinator process and one site daemon process per
+ * site on loopback — with a live per-round table, the dashboard URL and a JSON report.
+ */
+import type { Command } from 'commander';
+import { CliError, parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
+
+interface SimulateCliOptions {
+  sites: number;
+  rounds: number;
+  task: 'brain' | 'liver';
+  model: 'patch' | 'cascade' | 'full';
+  preset: 'tiny' | 'cpu-small' | 'cpu-medium' | 'thesis';
+  steps?: number;
+  lr?: number;
+  strategy: 'fedavg' | 'fedprox' | 'fedbn';
+  cases?: number;
+  shape?: number[];
+  budgets?: string;
+  runDir?: string;
+  report?: string;
+  port?: number;
+  dropSite?: string;
+  restartCoordinatorAt?: number;
+  baselines: boolean;
+  deadline?: number;
+  seed?: number;
+  keepOpen: boolean;
+  backend?: 'auto' | 'cpu-fast' | 'cpu' | 'wasm' | 'tensorflow';
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+export function register(program: Command): void {
+  program
+    .command('simulate')
+    .description(
+      'Run a whole federation on this machine: phantom hospitals with different scanners and memory budgets, ' +
+        'a coordinator and one site-agent process per site on loopback, a live per-round table, the dashboard, and a JSON report.',
+    )
+    .option('--sites <n>', 'number of simulated hospitals', parseIntOption('--sites', 1, 26), 3)
+    .option('--rounds <n>', 'federated rounds', parseIntOption('--rounds', 1, 1000), 5)
+    .option('--task <task>', 'phantom task: brain | liver', parseChoice('--task', ['brain', 'liver'] as const), 'brain')
+    .option('--model <mode>', 'patch | cascade | full', parseChoice('--model', ['patch', 'cascade', 'full'] as const), 'patch')
+    .option('--preset <name>', 'U-Net preset: tiny | cpu-small | cpu-medium | thesis', parseChoice('--preset', ['tiny', 'cpu-small', 'cpu-medium', 'thesis'] as const), 'tiny')
+    .option('--steps <n>', 'local training steps per round (default 25)', parseIntOption('--steps', 1, 1_000_000))
+    .option('--lr <rate>', 'learning rate (default 0.03)', parseFloatOption('--lr', 1e-7, 1))
+    .option('--strategy <name>', 'fedavg | fedprox | fedbn', parseChoice('--strategy', ['fedavg', 'fedprox', 'fedbn'] as const), 'fedavg')
+    .option('--cases <n>', 'labelled phantom cases per site (default 8; split 60/20/20)', parseIntOption('--cases', 3, 1000))
+    .option('--shape <X,Y,Z>', 'phantom volume size (default 32,32,24)', parseShapeOption('--shape'))
+    .option('--budgets <MB,...>', 'memory budget per site in MB, cycled over the sites (default 64,96,160)')
+    .option('--run-dir <dir>', 'where keys, configs, data, state, logs and the report go (default runs/simulate-<time>)')
+    .option('--report <file>', 'write the JSON report here (default <run-dir>/report.json)')
+    .option('--port <n>', 'coordinator port (default: a free loopback port)', parseIntOption('--port', 0, 65535))
+    .option('--drop-site <id@round>', 'kill that site\'s process in the middle of that round (it rejoins afterwards), e.g. site-b@2')
+    .option('--restart-coordinator-at <round>', 'kill -9 the coordinator in the middle of that round and restart it', parseIntOption('--restart-coordinator-at', 1, 1000))
+    .option('--baselines', 'also train local-only and pooled (centralised) baselines on the same split and compare', false)
+    .option('--deadline <s>', 'round deadline in seconds (default 180)', parseIntOption('--deadline', 5, 86_400))
+    .option('--seed <n>', 'seed for phantoms and the model (default 1)', parseIntOption('--seed', 0, 2 ** 31 - 1))
+    .option('--keep-open', 'keep the coordinator and dashboard running after the last round, until Ctrl-C', false)
+    .option('--backend <name>', 'auto | tensorflow | wasm | cpu | cpu-fast', parseChoice('--backend', ['auto', 'tensorflow', 'wasm', 'cpu', 'cpu-fast'] as const))
+    .action(async (o: SimulateCliOptions) => {
+      const { SIMULATE_DEFAULTS, parseSiteDrop } = await import('../simulate/options.ts');
+      const drop = o.dropSite === undefined ? undefined : parseSiteDrop(o.dropSite);
+      if (drop === null) throw new CliError(`--drop-site must look like site-b@2 (a site id, '@', a round number), got '${o.dropSite}'.`);
+      let budgetsMB = SIMULATE_DEFAULTS.budgetsMB;
+      if (o.budgets !== undefined) {
+        budgetsMB = o.budgets.split(',').map((s) => Number(s.trim()));
+        if (budgetsMB.length === 0 || budgetsMB.some((b) => !Number.isFinite(b) || b <= 0)) {
+          throw new CliError(`--budgets must be positive numbers of MB separated by commas (e.g. 64,96,160), got '${o.budgets}'.`);
+        }
+      }
+      const { runSimulation } = await import('../simulate/run.ts');
+      const controller = new AbortController();
+      let interrupts = 0;
+      const onSignal = () => {
+        if (++interrupts > 1) process.exit(130);
+        process.stdout.write('\nStopping the simulation (Ctrl-C again to quit at once)…\n');
+        controller.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const { report } = await runSimulation(
+          {
+            ...SIMULATE_DEFAULTS,
+            sites: o.sites,
+            rounds: o.rounds,
+            task: o.task,
+            model: o.model,
+            preset: o.preset,
+            strategy: o.strategy,
+            steps: o.steps ?? SIMULATE_DEFAULTS.steps,
+            learningRate: o.lr ?? SIMULATE_DEFAULTS.learningRate,
+            cases: o.cases ?? SIMULATE_DEFAULTS.cases,
+            shape: (o.shape as [number, number, number] | undefined) ?? SIMULATE_DEFAULTS.shape,
+            budgetsMB,
+            runDir: o.runDir ?? `runs/simulate-${timestamp()}`,
+            reportPath: o.report,
+            port: o.port ?? 0,
+            drop,
+            restartCoordinatorAt: o.restartCoordinatorAt,
+            baselines: o.baselines,
+            roundDeadlineSeconds: o.deadline ?? SIMULATE_DEFAULTS.roundDeadlineSeconds,
+            seed: o.seed ?? SIMULATE_DEFAULTS.seed,
+            keepOpen: o.keepOpen,
+            backend: o.backend ?? SIMULATE_DEFAULTS.backend,
+          },
+          (line) => process.stdout.write(`${line}\n`),
+          controller.signal,
+        );
+        if (controller.signal.aborted) process.exitCode = 130;
+        else if (report.summary.status !== 'complete') process.exitCode = 1;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+}

@@ -1,0 +1,75 @@
+/**
+ * What `patchfed simulate` runs, with the defaults `npm start` uses. The defaults are sized so
+ * three site processes sharing two CPU cores finish five rounds in a few minutes and still show
+ * the global model learning: tiny U-Net, small phantom volumes, a high learning rate.
+ */
+import type { PhantomTask } from '../../site-agent/phantom/index.ts';
+import type { Mode, PresetName } from '../../shared/config/model.ts';
+import type { StrategyName } from '../../shared/config/coordinator.ts';
+
+export interface SiteDrop {
+  siteId: string;
+  round: number;
+}
+
+export interface SimulateOptions {
+  sites: number;
+  rounds: number;
+  task: PhantomTask;
+  model: Mode;
+  preset: PresetName;
+  /** Local training steps per round. */
+  steps: number;
+  learningRate: number;
+  strategy: StrategyName;
+  /** Labelled phantom cases per site (60/20/20 train/validation/test split). */
+  cases: number;
+  /** Phantom volume size in voxels. */
+  shape: [number, number, number];
+  /** Memory budget per site in MB, cycled over the sites (different budgets → different patches). */
+  budgetsMB: number[];
+  runDir: string;
+  reportPath?: string;
+  /** Coordinator port; 0 picks a free loopback port. */
+  port: number;
+  drop?: SiteDrop;
+  /** Kill -9 the coordinator while this round trains, then restart it. */
+  restartCoordinatorAt?: number;
+  baselines: boolean;
+  roundDeadlineSeconds: number;
+  seed: number;
+  /** Keep the coordinator (and its dashboard) up after the run until Ctrl-C. */
+  keepOpen: boolean;
+  backend: 'auto' | 'cpu-fast' | 'cpu' | 'wasm' | 'tensorflow';
+}
+
+export const SIMULATE_DEFAULTS: Omit<SimulateOptions, 'runDir'> = {
+  sites: 3,
+  rounds: 5,
+  task: 'brain',
+  model: 'patch',
+  preset: 'tiny',
+  steps: 25,
+  learningRate: 0.03,
+  strategy: 'fedavg',
+  cases: 8,
+  shape: [32, 32, 24],
+  budgetsMB: [64, 96, 160],
+  port: 0,
+  baselines: false,
+  roundDeadlineSeconds: 180,
+  seed: 1,
+  keepOpen: false,
+  backend: 'auto',
+};
+
+/** Site ids: site-a, site-b, ... site-z, site-27, ... */
+export function simulatedSiteIds(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => (i < 26 ? `site-${String.fromCharCode(97 + i)}` : `site-${i + 1}`));
+}
+
+/** "site-b@3" → { siteId: 'site-b', round: 3 }; the caller checks the id and round exist. */
+export function parseSiteDrop(value: string): SiteDrop | null {
+  const m = /^([A-Za-z0-9_.-]{1,64})@(\d{1,6})$/.exec(value.trim());
+  return m ? { siteId: m[1]!, round: Number(m[2]) } : null;
+}

@@ -1,0 +1,271 @@
+/**
+ * `patchfed compare`: the thesis's experiment (§4) on a phantom. One phantom dataset, the three
+ * modes (full, patch, cascade) trained on the same split with the same model and step count by
+ * the ordinary local-training path (runLocalTraining), evaluated on the same test cases; plus the
+ * planner's estimates for the real MSD geometries. The report holds the thesis's tables: per-class
+ * Dice per mode (Tables 4.1/4.3) and peak memory and inference time per mode (Tables 4.2/4.4).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Mode, Norm } from '../../shared/config/model.ts';
+import { resolveArchitecture, type Architecture, type PresetName } from '../../shared/config/model.ts';
+import { generatePhantomDataset, type PhantomTask } from '../phantom/index.ts';
+import { estimateInferencePeak, estimateTrainingPeak, requiredDivisor, roundUpTo, type UNetShape } from '../planner/estimate.ts';
+import { downsampledShape, planTraining } from '../planner/plan.ts';
+import { kernelWorkspaceBytes } from '../planner/workspace.ts';
+import type { ProgressReporter } from '../train/progress.ts';
+import { runLocalTraining, type LocalTrainingReport } from './local-training.ts';
+
+export const COMPARE_MODES: readonly Mode[] = ['full', 'patch', 'cascade'];
+
+/** Phantom task → channels, classes and the thesis's cascade factor (§2.2.3). */
+export const COMPARE_TASKS = {
+  brain: { channels: 4, classes: 4, cascadeFactor: 0.3, msd: { name: 'MSD Task01 BrainTumour', shape: [240, 240, 155] as [number, number, number] } },
+  liver: { channels: 1, classes: 3, cascadeFactor: 0.2, msd: { name: 'MSD Task03 Liver', shape: [512, 512, 771] as [number, number, number] } },
+} as const;
+
+/**
+ * What the thesis measured (PyTorch on an NVIDIA A40; GPU memory is torch's max allocation during
+ * inference, Tables 4.2 and 4.4; the liver full U-Net failed allocating during training).
+ */
+export const THESIS_GPU_MEMORY_GB: Record<PhantomTask, Record<Mode, string>> = {
+  brain: { full: '21.5', patch: '2.9', cascade: '2.8' },
+  liver: { full: '≥ 325', patch: '10.6', cascade: '12.4' },
+};
+
+export interface CompareRequest {
+  task: PhantomTask;
+  outDir: string;
+  /** Training steps per stage (the cascade trains two stages). */
+  steps: number;
+  /** Labelled phantom cases (split 60/20/20 into train/validation/test). */
+  cases: number;
+  shape: [number, number, number];
+  /** Patch thickness along the last axis (thesis: 16-voxel slabs). */
+  slab: number;
+  cascadeFactor?: number;
+  preset?: PresetName;
+  base?: number;
+  depth?: number;
+  norm?: Norm;
+  /** Default: enough for the largest mode (full), so every mode trains as configured. */
+  budgetMB?: number;
+  seed: number;
+  backend: string;
+  progress?: ProgressReporter | null;
+  /** One line per finished phase (dataset, each mode). */
+  log?: (line: string) => void;
+}
+
+export interface CompareStage {
+  stage: string;
+  patch: number[];
+  batch: number;
+  steps: number;
+  trainTimeMs: number;
+  finalLoss: number | null;
+  /** tfjs engine bytes the estimate predicts for this stage's training step (no workspace, no runtime). */
+  estimatedPeakBytes: number;
+  /** tf.profile peak of the stage's first training steps. */
+  measuredPeakBytes: number | null;
+  /** estimated / measured */
+  ratio: number | null;
+}
+
+export interface CompareMode {
+  mode: Mode;
+  stages: CompareStage[];
+  /** Per foreground class, null where undefined (class absent from every test case). */
+  dice: Record<string, number | null>;
+  meanDice: number | null;
+  inferenceMsPerVolume: number;
+  /** Largest measured training peak over the stages (engine bytes). */
+  measuredTrainingPeakBytes: number | null;
+  estimatedTrainingPeakBytes: number;
+  /** tf.profile peak while segmenting the test volumes (all of the mode's nets loaded). */
+  measuredInferencePeakBytes: number;
+  estimatedInferencePeakBytes: number;
+  inferenceMethod: string[];
+  modelDir: string;
+}
+
+export interface MsdModeEstimate {
+  mode: Mode;
+  /** How the thesis ran the mode on this geometry. */
+  configuration: string;
+  trainingBytes: number;
+  inferenceBytes: number;
+  thesisGpuMemoryGB: string;
+  /** What the planner picks for an A40 (48 GB), as the thesis had. */
+  plannerOn48GB: string;
+}
+
+export interface CompareReport {
+  task: PhantomTask;
+  dataset: { dir: string; cases: number; shape: number[]; split: { train: number; validation: number; test: number } };
+  backend: LocalTrainingReport['backend'];
+  model: Architecture;
+  stepsPerStage: number;
+  slab: number;
+  cascadeFactor: number;
+  budgetMB: number;
+  labels: string[];
+  modes: CompareMode[];
+  msd: { geometry: string; shape: number[]; channels: number; classes: number; model: Architecture; modes: MsdModeEstimate[] };
+  runtimeMs: number;
+}
+
+const stageShape = (task: PhantomTask, inChannels: number, arch: Architecture): UNetShape => ({ inChannels, classes: COMPARE_TASKS[task].classes, arch });
+
+/** The patch (slab) of the patch-wise stages: the whole X×Y, `slab` voxels along Z, rounded to the U-Net divisor. */
+export function slabPatch(shape: readonly number[], slab: number, divisor: number): [number, number, number] {
+  return [roundUpTo(shape[0]!, divisor), roundUpTo(shape[1]!, divisor), roundUpTo(Math.min(slab, shape[2]!), divisor)];
+}
+
+/** Stage nets of a mode: [inChannels, patch, whole-volume?] for each stage, as local training sets them up. */
+function modeStages(mode: Mode, volume: readonly number[], channels: number, classes: number, arch: Architecture, slab: number, factor: number) {
+  const d = requiredDivisor(arch);
+  const whole = volume.map((v) => roundUpTo(v, d)) as [number, number, number];
+  if (mode === 'full') return [{ inChannels: channels, patch: whole }];
+  if (mode === 'patch') return [{ inChannels: channels, patch: slabPatch(volume, slab, d) }];
+  return [
+    { inChannels: channels, patch: downsampledShape(volume, factor, d) },
+    { inChannels: channels + classes - 1, patch: slabPatch(volume, slab, d) },
+  ];
+}
+
+/**
+ * Inference peak of a mode: the largest stage forward pass, with every net of the mode loaded.
+ * `engine` is what tf.profile sees; `total` adds the conv workspace and the runtime overhead.
+ */
+function modeInferenceBytes(stages: { inChannels: number; patch: readonly number[] }[], classes: number, arch: Architecture, limit: number): { engine: number; total: number } {
+  const est = stages.map((s) => estimateInferencePeak({ inChannels: s.inChannels, classes, arch }, s.patch, 1, { workspaceBytes: limit }));
+  const weights = est.reduce((a, e) => a + e.weights, 0);
+  const engine = Math.max(...est.map((e) => e.engine - e.weights + weights));
+  return { engine, total: engine + Math.max(...est.map((e) => e.workspace)) + est[0]!.overhead };
+}
+
+function msdEstimates(task: PhantomTask): CompareReport['msd'] {
+  const t = COMPARE_TASKS[task];
+  const arch: Architecture = { base: 32, depth: 5, norm: 'batch' }; // thesis §2.2.1
+  const limit = kernelWorkspaceBytes();
+  const modes = COMPARE_MODES.map((mode): MsdModeEstimate => {
+    const stages = modeStages(mode, t.msd.shape, t.channels, t.classes, arch, 16, t.cascadeFactor);
+    const training = Math.max(...stages.map((s) => estimateTrainingPeak({ inChannels: s.inChannels, classes: t.classes, arch }, s.patch, 1, { workspaceBytes: limit }).total));
+    const inference = modeInferenceBytes(stages, t.classes, arch, limit).total;
+    const plan = planTraining({ shape: t.msd.shape, channels: t.channels, classes: t.classes, mode, arch, budgetBytes: 48 * 1024 ** 3, cascadeFactor: t.cascadeFactor, workspaceBytes: limit });
+    const chosen = plan.fits ? plan.stages.map((s) => `${s.stage} ${s.chosen!.patch.join('×')} b${s.chosen!.batch}`).join(', ') : 'nothing fits';
+    const configuration =
+      mode === 'full'
+        ? `whole volume ${stages[0]!.patch.join('×')}`
+        : mode === 'patch'
+          ? `slabs ${stages[0]!.patch.join('×')}`
+          : `stage 1 ×${t.cascadeFactor} ${stages[0]!.patch.join('×')}, stage 2 slabs ${stages[1]!.patch.join('×')} (${stages[1]!.inChannels} ch)`;
+    return { mode, configuration, trainingBytes: training, inferenceBytes: inference, thesisGpuMemoryGB: THESIS_GPU_MEMORY_GB[task][mode], plannerOn48GB: chosen };
+  });
+  return { geometry: t.msd.name, shape: [...t.msd.shape], channels: t.channels, classes: t.classes, model: arch, modes };
+}
+
+function writeSiteConfig(path: string, cfg: object): void {
+  writeFileSync(path, `${JSON.stringify(cfg, null, 2)}\n`);
+}
+
+export async function runCompare(req: CompareRequest): Promise<CompareReport> {
+  const t0 = performance.now();
+  const log = req.log ?? (() => {});
+  const task = COMPARE_TASKS[req.task];
+  const outDir = resolve(req.outDir);
+  const datasetDir = join(outDir, 'dataset');
+  mkdirSync(outDir, { recursive: true });
+  await generatePhantomDataset({ task: req.task, out: datasetDir, cases: req.cases, testCases: 0, shape: req.shape, seed: req.seed, siteStyle: 0, overwrite: true });
+  log(`phantom ${req.task} dataset: ${req.cases} cases of ${req.shape.join('x')} in ${datasetDir}`);
+
+  const norm: Norm = req.norm ?? 'instance';
+  const arch = resolveArchitecture({ preset: req.preset ?? 'cpu-small', base: req.base, depth: req.depth, norm });
+  const factor = req.cascadeFactor ?? task.cascadeFactor;
+  const d = requiredDivisor(arch);
+  const limit = kernelWorkspaceBytes();
+  const slab = slabPatch(req.shape, req.slab, d);
+  // Enough for the largest stage of any mode (full: the whole volume), with the planner's margin.
+  const needed = Math.max(
+    ...COMPARE_MODES.flatMap((m) =>
+      modeStages(m, req.shape, task.channels, task.classes, arch, req.slab, factor).map((s) => estimateTrainingPeak(stageShape(req.task, s.inChannels, arch), s.patch, 1, { workspaceBytes: limit }).total),
+    ),
+  );
+  const budgetMB = req.budgetMB ?? Math.ceil((needed * 1.2) / 2 ** 20);
+
+  const modes: CompareMode[] = [];
+  let first: LocalTrainingReport | null = null;
+  for (const mode of COMPARE_MODES) {
+    const configPath = join(outDir, `site-${mode}.json`);
+    writeSiteConfig(configPath, {
+      siteId: `compare-${mode}`,
+      dataset: datasetDir,
+      memoryBudgetMB: budgetMB,
+      backend: req.backend,
+      seed: req.seed,
+      workDir: outDir,
+      model: { mode, base: arch.base, depth: arch.depth, norm, cascadeFactor: factor },
+      // Same slabs for patch and cascade stage 2; batch 1 everywhere (thesis: one image or patch per step).
+      training: { steps: req.steps, patch: slab, batch: 1 },
+    });
+    const report = await runLocalTraining({ configPath, steps: req.steps, backend: req.backend, outDir: join(outDir, mode), progress: req.progress });
+    first ??= report;
+    const stageSetups = modeStages(mode, req.shape, task.channels, task.classes, arch, req.slab, factor);
+    const stages: CompareStage[] = report.stages.map((s, i) => {
+      const inChannels = stageSetups[i]!.inChannels;
+      const est = estimateTrainingPeak(stageShape(req.task, inChannels, arch), s.patch, s.batch).engine;
+      return {
+        stage: s.stage,
+        patch: s.patch,
+        batch: s.batch,
+        steps: s.steps,
+        trainTimeMs: s.trainTimeMs,
+        finalLoss: s.finalLoss,
+        estimatedPeakBytes: est,
+        measuredPeakBytes: s.measuredPeakBytes,
+        ratio: s.measuredPeakBytes ? est / s.measuredPeakBytes : null,
+      };
+    });
+    const measuredTraining = stages.map((s) => s.measuredPeakBytes).filter((b): b is number => b !== null);
+    const inferStages = report.stages.map((s, i) => ({ inChannels: stageSetups[i]!.inChannels, patch: s.stage === 'full' || s.stage === 'cascade-stage1' ? stageSetups[i]!.patch : s.patch }));
+    modes.push({
+      mode,
+      stages,
+      dice: report.test.dice,
+      meanDice: report.test.meanDice,
+      inferenceMsPerVolume: report.test.meanInferenceMs,
+      measuredTrainingPeakBytes: measuredTraining.length ? Math.max(...measuredTraining) : null,
+      estimatedTrainingPeakBytes: Math.max(...stages.map((s) => s.estimatedPeakBytes)),
+      measuredInferencePeakBytes: report.test.peakInferenceBytes,
+      estimatedInferencePeakBytes: modeInferenceBytes(inferStages, task.classes, arch, 0).engine,
+      inferenceMethod: report.test.method,
+      modelDir: join(outDir, mode),
+    });
+    log(`${mode}: mean test Dice ${report.test.meanDice?.toFixed(3) ?? 'n/a'}, ${report.test.meanInferenceMs.toFixed(0)} ms/volume`);
+  }
+  const report: CompareReport = {
+    task: req.task,
+    dataset: { dir: datasetDir, cases: req.cases, shape: [...req.shape], split: first!.split },
+    backend: first!.backend,
+    model: arch,
+    stepsPerStage: req.steps,
+    slab: req.slab,
+    cascadeFactor: factor,
+    budgetMB,
+    labels: first!.labels.slice(1),
+    modes,
+    msd: msdEstimates(req.task),
+    runtimeMs: performance.now() - t0,
+  };
+  return report;
+}
+
+/** Writes compare.json and compare.md into the output folder; returns their paths. */
+export function writeCompareReport(outDir: string, report: CompareReport, markdown: string): { json: string; markdown: string } {
+  const json = join(outDir, 'compare.json');
+  const md = join(outDir, 'compare.md');
+  writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(md, markdown);
+  return { json, markdown: md };
+}
