@@ -7,8 +7,10 @@
  *
  * Times are the best of several runs (least disturbed by other processes on a shared machine),
  * with the median alongside. Effective GFLOP/s counts 2·MACs of the convolutions and matmuls.
- * A stock cpu step of the base-32 stage takes minutes, so it runs once, without a warm-up run
- * (the warm-up only creates Adam's slots: milliseconds against minutes).
+ * A stock cpu step of the base-32 stage takes minutes (tens of minutes on a busy machine), so by
+ * default the stage's training step runs on cpu-fast only (its convolutions still get side-by-side
+ * kernel rows); --stage-cpu adds one stock step, without a warm-up run (the warm-up only creates
+ * Adam's slots: milliseconds against minutes).
  */
 import { cpus, loadavg } from 'node:os';
 import { writeFile } from 'node:fs/promises';
@@ -32,6 +34,11 @@ import { PatchFedError } from '../shared/errors.ts';
 export interface KernelBenchOptions {
   /** Fewer shapes and repetitions (the CPU-small preset only): about a minute instead of several. */
   quick?: boolean;
+  /**
+   * Also run the base-32 stage's training step on stock cpu (one step: 2–3 min on an idle
+   * 2-core machine, far longer on a busy one), for its side-by-side ratio. Off by default.
+   */
+  stageVsCpu?: boolean;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -63,8 +70,10 @@ export interface TrainStepRow {
   parameters: number;
   /** Convolution and matmul FLOPs of one step. */
   gflop: number;
-  results: Record<string, Timing & { gflops: number; leakedTensors: number }>;
-  speedupVsCpu: number;
+  /** leakedTensors: tensor-count growth over the timed steps (null when the step ran without a warm-up). */
+  results: Record<string, Timing & { gflops: number; leakedTensors: number | null }>;
+  /** null when the stock cpu step was not run (the base-32 stage without stageVsCpu). */
+  speedupVsCpu: number | null;
 }
 
 export interface StepProfile {
@@ -112,19 +121,19 @@ interface StepSpec {
   base: number;
   depth: number;
   patch: [number, number, number];
-  /** Stock cpu runs (after one warm-up run, or none when `stockWarmup` is false). */
+  /** Stock cpu runs (after one warm-up run, or none when `stockWarmup` is false); 0 skips stock cpu. */
   stockRuns: number;
   stockWarmup: boolean;
   fastRuns: number;
 }
 
-function stepSpecs(quick: boolean): StepSpec[] {
+function stepSpecs(quick: boolean, stageVsCpu: boolean): StepSpec[] {
   const small: StepSpec = { preset: 'cpu-small', ...MODEL_PRESETS['cpu-small'], patch: PATCH, stockRuns: quick ? 1 : 2, stockWarmup: true, fastRuns: quick ? 5 : 10 };
   if (quick) return [small];
   return [
     small,
-    { preset: 'cpu-medium', ...MODEL_PRESETS['cpu-medium'], patch: PATCH, stockRuns: 2, stockWarmup: true, fastRuns: 10 },
-    { preset: 'base-32 stage', base: 32, depth: 3, patch: STAGE_PATCH, stockRuns: 1, stockWarmup: false, fastRuns: 3 },
+    { preset: 'cpu-medium', ...MODEL_PRESETS['cpu-medium'], patch: PATCH, stockRuns: 1, stockWarmup: true, fastRuns: 10 },
+    { preset: 'base-32 stage', base: 32, depth: 3, patch: STAGE_PATCH, stockRuns: stageVsCpu ? 1 : 0, stockWarmup: false, fastRuns: 3 },
   ];
 }
 
@@ -281,13 +290,14 @@ async function benchTrainStep(
   spec: StepSpec,
   runs: number,
   warmup: boolean,
-): Promise<Timing & { leakedTensors: number; parameters: number }> {
+): Promise<Timing & { leakedTensors: number | null; parameters: number }> {
   await tf.setBackend(backend);
   const setup = trainStepOn(spec);
   try {
     if (!warmup) {
       const timing = timeRuns(setup.step, runs, false);
-      return { ...timing, leakedTensors: 0, parameters: setup.model.parameterCount };
+      // The first step creates Adam's slots, so tensor growth is not measurable here.
+      return { ...timing, leakedTensors: null, parameters: setup.model.parameterCount };
     }
     setup.step(); // warm-up; also creates the optimiser's slots
     const before = tf.memory().numTensors;
@@ -412,12 +422,12 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
 
   const trainSteps: TrainStepRow[] = [];
   const profiles: StepProfile[] = [];
-  for (const spec of stepSpecs(quick)) {
+  for (const spec of stepSpecs(quick, options.stageVsCpu ?? false)) {
     const prof = await profileStep(fast.backendName, spec, spec.fastRuns >= 5 ? 3 : 1);
     const gflop = profileGflop(prof.info.kernels);
     const rows = summariseProfile(prof.info);
     profiles.push({ preset: spec.preset, stepMs: prof.stepMs, totalKernelMs: rows.reduce((s, r) => s + r.ms, 0), kernels: rows });
-    const cpu = await benchTrainStep('cpu', spec, spec.stockRuns, spec.stockWarmup);
+    const cpu = spec.stockRuns > 0 ? await benchTrainStep('cpu', spec, spec.stockRuns, spec.stockWarmup) : null;
     const f = await benchTrainStep(fast.backendName, spec, spec.fastRuns, true);
     const row: TrainStepRow = {
       preset: spec.preset,
@@ -427,10 +437,10 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
       parameters: f.parameters,
       gflop,
       results: {
-        cpu: { bestMs: cpu.bestMs, medianMs: cpu.medianMs, runs: cpu.runs, gflops: gflop / (cpu.bestMs / 1e3), leakedTensors: cpu.leakedTensors },
+        ...(cpu && { cpu: { bestMs: cpu.bestMs, medianMs: cpu.medianMs, runs: cpu.runs, gflops: gflop / (cpu.bestMs / 1e3), leakedTensors: cpu.leakedTensors } }),
         [fast.backendName]: { bestMs: f.bestMs, medianMs: f.medianMs, runs: f.runs, gflops: gflop / (f.bestMs / 1e3), leakedTensors: f.leakedTensors },
       },
-      speedupVsCpu: cpu.bestMs / f.bestMs,
+      speedupVsCpu: cpu ? cpu.bestMs / f.bestMs : null,
     };
     trainSteps.push(row);
     log(formatTrainRow(row, fast.backendName));
@@ -451,18 +461,20 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
   };
 }
 
+const gflops = (g: number) => (g >= 1 ? g.toFixed(1) : g.toFixed(2));
 const ms = (t: number) => (t >= 100 ? t.toFixed(0) : t >= 10 ? t.toFixed(1) : t.toFixed(2));
 
 export function formatKernelRow(row: KernelRow, fastName: string): string {
-  const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${r.gflops.toFixed(1)} GFLOP/s)`);
+  const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${gflops(r.gflops)} GFLOP/s)`);
   const speedups = [`×${row.speedupVsCpu?.toFixed(1)} vs cpu`];
   if (row.speedupVsWasm !== null) speedups.push(`×${row.speedupVsWasm.toFixed(1)} vs wasm`);
   return `${row.kernel.padEnd(22)} ${row.shape}: ${parts.join(' | ')} → ${fastName} ${speedups.join(', ')}; rel. error ${row.relErrorVsCpu.toExponential(1)}`;
 }
 
 export function formatTrainRow(row: TrainStepRow, fastName: string): string {
-  const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${r.gflops.toFixed(1)} GFLOP/s)`);
-  return `train step ${row.preset} (base ${row.base}, depth ${row.depth}) [${row.patch.join('×')}] (${row.gflop.toFixed(2)} GFLOP, ${row.parameters} weights): ${parts.join(' | ')} → ${fastName} ×${row.speedupVsCpu.toFixed(1)} vs cpu`;
+  const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${gflops(r.gflops)} GFLOP/s)`);
+  const ratio = row.speedupVsCpu === null ? 'stock cpu not run (--stage-cpu runs it)' : `×${row.speedupVsCpu.toFixed(1)} vs cpu`;
+  return `train step ${row.preset} (base ${row.base}, depth ${row.depth}) [${row.patch.join('×')}] (${row.gflop.toFixed(2)} GFLOP, ${row.parameters} weights): ${parts.join(' | ')} → ${fastName} ${ratio}`;
 }
 
 export function formatProfile(profile: StepProfile, top = 12): string {

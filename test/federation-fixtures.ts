@@ -3,9 +3,12 @@
  * config), a tiny two-tensor "model", deterministic fake training, in-process site clients,
  * wire instrumentation (every message a site emits, with its size) and small async helpers.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Socket } from 'socket.io-client';
 import { CoordinatorConfigSchema, type CoordinatorConfig } from '../shared/config/coordinator.ts';
 import { generateKeyPairs, writeKeyFiles, type KeyPairs } from '../shared/crypto/keys.ts';
@@ -317,4 +320,106 @@ export function collect<T>(emitter: Listenable, event: string): T[] {
 /** Coordinator log for tests: silent unless PATCHFED_TEST_LOG=1 (then printed, for debugging). */
 export function testLog(prefix = 'coordinator'): Log {
   return process.env.PATCHFED_TEST_LOG === '1' ? (level, msg, fields) => console.log(`[${prefix}] ${level} ${msg}`, fields ? JSON.stringify(fields).slice(0, 400) : '') : () => {};
+}
+
+// ---- real processes (`node cli/patchfed.js ...`) ----
+
+const CLI = fileURLToPath(new URL('../cli/patchfed.js', import.meta.url));
+
+/** A free TCP port on loopback (for a coordinator that must come back on the same URL). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createNetServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface CliProcess {
+  child: ChildProcess;
+  /** stdout + stderr lines so far. */
+  lines: string[];
+  /** Resolves with the first line (already seen or future) matching; rejects on timeout or exit. */
+  waitForLine(match: RegExp | ((line: string) => boolean), timeoutMs?: number): Promise<string>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Spawns `patchfed <args>`; output lines are collected (and printed with PATCHFED_TEST_LOG=1). */
+export function spawnCli(args: string[], name: string): CliProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiters = new Set<() => void>();
+  let done = false;
+  const onLine = (line: string) => {
+    lines.push(line);
+    if (process.env.PATCHFED_TEST_LOG === '1') console.log(`[${name}] ${line.slice(0, 400)}`);
+    for (const w of [...waiters]) w();
+  };
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let buffered = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        onLine(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+      }
+    });
+  }
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      done = true;
+      for (const w of [...waiters]) w();
+      resolve({ code, signal });
+    }),
+  );
+  const waitForLine = (match: RegExp | ((line: string) => boolean), timeoutMs = 60_000) => {
+    const test = typeof match === 'function' ? match : (l: string) => match.test(l);
+    return new Promise<string>((resolve, reject) => {
+      let seen = 0;
+      const timer = setTimeout(() => finish(new Error(`${name}: no line matching ${String(match)} within ${timeoutMs} ms; last lines:\n${lines.slice(-15).join('\n')}`)), timeoutMs);
+      const finish = (result: string | Error) => {
+        clearTimeout(timer);
+        waiters.delete(check);
+        if (typeof result === 'string') resolve(result);
+        else reject(result);
+      };
+      const check = () => {
+        for (; seen < lines.length; seen++) if (test(lines[seen]!)) return finish(lines[seen]!);
+        if (done) finish(new Error(`${name} exited before printing a line matching ${String(match)}; last lines:\n${lines.slice(-15).join('\n')}`));
+      };
+      waiters.add(check);
+      check();
+    });
+  };
+  return { child, lines, waitForLine, exited };
+}
+
+/** Parsed pino JSON line, or null for other output. */
+export function jsonLine(line: string): Record<string, unknown> | null {
+  if (!line.startsWith('{')) return null;
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}
+
+/** A `patchfed site` config for `siteId` of `fed` (keys already in fed.dir), written to <fed.dir>/<siteId>.site.json. */
+export function writeSiteConfig(fed: Federation, siteId: string, url: string, extra: { dataset: string; memoryBudgetMB: number; logFile?: string; [k: string]: unknown }): string {
+  writeFileSync(join(fed.dir, `${siteId}.coordinator.pub`), readFileSync(join(fed.dir, 'coordinator.pub')));
+  const path = join(fed.dir, `${siteId}.site.json`);
+  const raw = {
+    siteId,
+    cacheMB: 32,
+    workDir: `${siteId}-work`,
+    ...extra,
+    federation: { coordinatorUrl: url, secretKey: `${siteId}.key`, publicKey: `${siteId}.pub`, coordinatorPublicKey: `${siteId}.coordinator.pub` },
+  };
+  writeFileSync(path, JSON.stringify(raw, null, 2));
+  return path;
 }

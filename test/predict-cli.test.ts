@@ -43,9 +43,9 @@ beforeAll(async () => {
   image = path.join(data, 'imagesTr', `${caseId}.nii.gz`);
   // Train each mode briefly the way `patchfed train` does (the cascade through the CLI itself).
   for (const mode of ['full', 'patch'] as const) {
-    const cfg = await writeSiteConfig(await temp.make(), { dataset: data, backend: 'cpu', model: { mode, base: 4, depth: 2 }, training: { patch: [8, 8, 8], batch: 1, learningRate: 3e-3 } });
+    const cfg = await writeSiteConfig(await temp.make(), { dataset: data, model: { mode, base: 4, depth: 2 }, training: { patch: [8, 8, 8], batch: 1, learningRate: 3e-3 } });
     trained[mode] = path.join(root, `model-${mode}`);
-    await runLocalTraining({ configPath: cfg, steps: 2, backend: 'cpu', outDir: trained[mode], progress: null });
+    await runLocalTraining({ configPath: cfg, steps: 2, outDir: trained[mode], progress: null });
   }
   const cfg = await writeSiteConfig(await temp.make(), { dataset: data, model: { mode: 'cascade', base: 4, depth: 2, cascadeFactor: 0.5 }, training: { patch: [8, 8, 8], batch: 1, learningRate: 3e-3 } });
   trained.cascade = path.join(root, 'model-cascade');

@@ -12,6 +12,7 @@ import { formatProfile, runKernelBench, writeJsonReport } from '../../bench/kern
 interface KernelsOptions {
   json?: string;
   quick?: boolean;
+  stageCpu?: boolean;
 }
 
 export function register(program: Command): void {
@@ -21,8 +22,9 @@ export function register(program: Command): void {
     .description('Conv3D kernels and a U-Net training step: stock cpu vs stock wasm vs native cpu-fast, in one run.')
     .option('--json <file>', 'also write the full report (timings, speed-ups, gradient error, profile) as JSON')
     .option('--quick', 'fewer shapes and repetitions (CPU-small preset only, about a minute)')
+    .option('--stage-cpu', "also run the base-32 stage's training step on stock cpu for its ratio (minutes: off by default)")
     .action(async (opts: KernelsOptions) => {
-      const report = await runKernelBench({ quick: opts.quick, log: (line) => process.stdout.write(`${line}\n`) });
+      const report = await runKernelBench({ quick: opts.quick, stageVsCpu: opts.stageCpu, log: (line) => process.stdout.write(`${line}\n`) });
       for (const profile of report.profiles) process.stdout.write(`${formatProfile(profile)}\n`);
       const speedup = report.trainStepSpeedupVsCpu;
       process.stdout.write(

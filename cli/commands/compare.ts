@@ -17,6 +17,9 @@ interface CompareCliOptions {
   shape: [number, number, number];
   slab: number;
   cascadeFactor?: number;
+  learningRate: number;
+  foregroundRate: number;
+  siteStyle: number;
   preset?: PresetName;
   base?: number;
   depth?: number;
@@ -44,11 +47,14 @@ export function register(program: Command): void {
     .description("Reproduce the thesis's comparison on a phantom: train full, patch-wise and cascade U-Nets on the same split; Dice, inference time and peak memory per mode, plus the planner's estimate for the real MSD geometry.")
     .requiredOption('--task <task>', 'brain | liver', parseChoice('--task', ['brain', 'liver'] as const))
     .option('--out <dir>', 'output folder for the phantom, the models and compare.json / compare.md (default ./compare-<task>)')
-    .option('--steps <n>', 'training steps per stage', parseIntOption('--steps', 1, 1_000_000), 80)
-    .option('--cases <n>', 'labelled phantom cases (60/20/20 train/validation/test)', parseIntOption('--cases', 3, 1000), 10)
-    .option('--shape <X,Y,Z>', 'phantom volume size', parseCompareShape, [48, 48, 32] as [number, number, number])
+    .option('--steps <n>', 'training steps per stage', parseIntOption('--steps', 1, 1_000_000), 200)
+    .option('--cases <n>', 'labelled phantom cases (60/20/20 train/validation/test)', parseIntOption('--cases', 3, 1000), 20)
+    .option('--shape <X,Y,Z>', 'phantom volume size', parseCompareShape, [32, 32, 24] as [number, number, number])
     .option('--slab <n>', 'patch thickness along the last axis for patch-wise stages (thesis: 16)', parseIntOption('--slab', 1, 1024), 16)
-    .option('--cascade-factor <f>', 'cascade stage-1 downsampling factor (default: thesis, 0.3 brain / 0.2 liver)', parseFloatOption('--cascade-factor', 0.01, 1))
+    .option('--cascade-factor <f>', 'cascade stage-1 downsampling factor (thesis: 0.3 brain / 0.2 liver at full MSD size; phantoms default to 0.5)', parseFloatOption('--cascade-factor', 0.01, 1))
+    .option('--learning-rate <lr>', 'Adam learning rate (the thesis\'s 3e-4 needs thousands of steps)', parseFloatOption('--learning-rate', 1e-7, 1), 1e-2)
+    .option('--foreground-rate <f>', 'fraction of training patches forced to contain foreground', parseFloatOption('--foreground-rate', 0, 1), 1)
+    .option('--site-style <k>', 'phantom scanner / case-mix style', parseIntOption('--site-style', 0, 1_000_000), 2)
     .option('--preset <name>', `model preset: ${Object.keys(MODEL_PRESETS).join(', ')} (default cpu-small)`, parseChoice('--preset', Object.keys(MODEL_PRESETS) as PresetName[]))
     .option('--base <n>', 'channels of the first U-Net level (overrides the preset)', parseIntOption('--base', 1, 256))
     .option('--depth <n>', 'U-Net levels (overrides the preset)', parseIntOption('--depth', 1, 7))
@@ -69,6 +75,9 @@ export function register(program: Command): void {
         shape: opts.shape,
         slab: opts.slab,
         cascadeFactor: opts.cascadeFactor,
+        learningRate: opts.learningRate,
+        foregroundRate: opts.foregroundRate,
+        siteStyle: opts.siteStyle,
         preset: opts.preset,
         base: opts.base,
         depth: opts.depth,

@@ -22,7 +22,7 @@ export function formatCompareMarkdown(r: CompareReport): string {
   lines.push('');
   lines.push(
     `Phantom ${r.task}, ${r.dataset.cases} cases of ${r.dataset.shape.join('×')} (split ${r.dataset.split.train}/${r.dataset.split.validation}/${r.dataset.split.test} train/validation/test), ` +
-      `U-Net ${arch}, ${r.stepsPerStage} steps per stage, slabs ${r.slab} voxels thick, cascade factor ${r.cascadeFactor}, budget ${r.budgetMB} MB, ` +
+      `U-Net ${arch}, ${r.stepsPerStage} steps per stage (Adam lr ${r.learningRate}, foreground rate ${r.foregroundRate}, dice-ce), slabs ${r.slab} voxels thick, cascade factor ${r.cascadeFactor}, budget ${r.budgetMB} MB, ` +
       `backend ${r.backend.name} (${r.backend.package} ${r.backend.version}). Run time ${(r.runtimeMs / 1000).toFixed(0)} s.`,
   );
   lines.push('');

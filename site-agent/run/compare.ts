@@ -18,6 +18,13 @@ import { runLocalTraining, type LocalTrainingReport } from './local-training.ts'
 
 export const COMPARE_MODES: readonly Mode[] = ['full', 'patch', 'cascade'];
 
+/**
+ * Cascade factor on phantoms. The thesis's 0.3 / 0.2 (kept for the MSD estimates) shrink 240 /
+ * 512 voxels to ~70–100; on a 32-voxel phantom they would leave stage 1 about 10 voxels wide,
+ * too coarse to guide anything, so phantoms default to 0.5.
+ */
+export const PHANTOM_CASCADE_FACTOR = 0.5;
+
 /** Phantom task → channels, classes and the thesis's cascade factor (§2.2.3). */
 export const COMPARE_TASKS = {
   brain: { channels: 4, classes: 4, cascadeFactor: 0.3, msd: { name: 'MSD Task01 BrainTumour', shape: [240, 240, 155] as [number, number, number] } },
@@ -43,6 +50,12 @@ export interface CompareRequest {
   shape: [number, number, number];
   /** Patch thickness along the last axis (thesis: 16-voxel slabs). */
   slab: number;
+  /** Adam learning rate (default 1e-2: the thesis's 3e-4 needs thousands of steps; see test/learning-patch.test.ts). */
+  learningRate?: number;
+  /** Fraction of patches forced to contain foreground (default 1, as the learning tests). */
+  foregroundRate?: number;
+  /** Phantom scanner / case-mix style (default 2: the largest tumours of the archetypes). */
+  siteStyle?: number;
   cascadeFactor?: number;
   preset?: PresetName;
   base?: number;
@@ -108,6 +121,8 @@ export interface CompareReport {
   stepsPerStage: number;
   slab: number;
   cascadeFactor: number;
+  learningRate: number;
+  foregroundRate: number;
   budgetMB: number;
   labels: string[];
   modes: CompareMode[];
@@ -177,12 +192,14 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
   const outDir = resolve(req.outDir);
   const datasetDir = join(outDir, 'dataset');
   mkdirSync(outDir, { recursive: true });
-  await generatePhantomDataset({ task: req.task, out: datasetDir, cases: req.cases, testCases: 0, shape: req.shape, seed: req.seed, siteStyle: 0, overwrite: true });
+  await generatePhantomDataset({ task: req.task, out: datasetDir, cases: req.cases, testCases: 0, shape: req.shape, seed: req.seed, siteStyle: req.siteStyle ?? 2, overwrite: true });
   log(`phantom ${req.task} dataset: ${req.cases} cases of ${req.shape.join('x')} in ${datasetDir}`);
 
   const norm: Norm = req.norm ?? 'instance';
   const arch = resolveArchitecture({ preset: req.preset ?? 'cpu-small', base: req.base, depth: req.depth, norm });
-  const factor = req.cascadeFactor ?? task.cascadeFactor;
+  const factor = req.cascadeFactor ?? PHANTOM_CASCADE_FACTOR;
+  const learningRate = req.learningRate ?? 1e-2;
+  const foregroundRate = req.foregroundRate ?? 1;
   const d = requiredDivisor(arch);
   const limit = kernelWorkspaceBytes();
   const slab = slabPatch(req.shape, req.slab, d);
@@ -207,7 +224,7 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
       workDir: outDir,
       model: { mode, base: arch.base, depth: arch.depth, norm, cascadeFactor: factor },
       // Same slabs for patch and cascade stage 2; batch 1 everywhere (thesis: one image or patch per step).
-      training: { steps: req.steps, patch: slab, batch: 1 },
+      training: { steps: req.steps, learningRate, foregroundRate, patch: slab, batch: 1 },
     });
     const report = await runLocalTraining({ configPath, steps: req.steps, backend: req.backend, outDir: join(outDir, mode), progress: req.progress });
     first ??= report;
@@ -252,6 +269,8 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
     stepsPerStage: req.steps,
     slab: req.slab,
     cascadeFactor: factor,
+    learningRate,
+    foregroundRate,
     budgetMB,
     labels: first!.labels.slice(1),
     modes,
