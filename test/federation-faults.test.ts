@@ -11,6 +11,7 @@ import type { ClientEvents, RoundTask } from '../site-agent/daemon/client.ts';
 import {
   collect,
   fakeInitialWeights,
+  fakeManifest,
   fakeMetrics,
   fakeUpdate,
   makeFederation,
@@ -22,6 +23,9 @@ import {
   type Federation,
   type TestSite,
 } from './federation-fixtures.ts';
+
+/** ~80 KB models: these tests are about timing and faults, not volume (one chunk per transfer). */
+const SMALL = fakeManifest(20_000);
 
 let fed: Federation | null = null;
 let coordinator: RunningCoordinator | null = null;
@@ -49,7 +53,7 @@ function dyingHandler(site: () => TestSite) {
 describe('federation faults', () => {
   it('a site dying mid-round does not block it (deadline + minSites); back online, it catches up on the latest checkpoint', async () => {
     fed = makeFederation({ experiment: { rounds: 3, minSites: 2, roundDeadlineSeconds: 5 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
     const completes = collect<CoordinatorEvents['round-complete']>(coordinator.events, 'round-complete');
     const dropouts = collect<CoordinatorEvents['dropout']>(coordinator.events, 'dropout');
     const [a, b] = [startSite(fed, coordinator.url, 'site-a'), startSite(fed, coordinator.url, 'site-b')];
@@ -79,14 +83,14 @@ describe('federation faults', () => {
     const final = await backComplete;
     expect(final.checkpointSha256).toBe(coordinator.globalWeights().sha256);
     // The round-1 global is the weighted mean of a and b only.
-    const g0 = fakeInitialWeights();
+    const g0 = fakeInitialWeights(SMALL);
     const g1 = a.tasks.find((t) => t.round === 2)!.global;
     expect(relativeError(g1.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(g0, i, 1), samples: 10 * (i + 1) }))))).toBeLessThan(1e-6);
   });
 
   it('a round that misses its minimum is retried with a clear event; the retry reuses the kept update', async () => {
     fed = makeFederation({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2, roundDeadlineSeconds: 4 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
     const failed = collect<CoordinatorEvents['round-failed']>(coordinator.events, 'round-failed');
     let trainedA = 0;
     const a = startSite(fed, coordinator.url, 'site-a', {
@@ -110,13 +114,13 @@ describe('federation faults', () => {
     const rounds = coordinator.db.listRounds('fed-test').filter((r) => r.round === 1);
     expect(rounds.map((r) => r.status)).toEqual([...failed.map(() => 'failed'), 'complete']);
     expect(rounds.at(-1)!.attempt).toBe(failed.length + 1);
-    const g0 = fakeInitialWeights();
+    const g0 = fakeInitialWeights(SMALL);
     expect(relativeError(coordinator.globalWeights().weights.values, weightedMean([{ update: fakeUpdate(g0, 0, 1), samples: 10 }, { update: fakeUpdate(g0, 1, 1), samples: 20 }]))).toBeLessThan(1e-6);
   });
 
   it('sites refuse a checkpoint with a forged signature or corrupted content; the round completes without them', async () => {
     fed = makeFederation({ experiment: { rounds: 2, minSites: 1, roundDeadlineSeconds: 5 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
     const siteErrors = collect<CoordinatorEvents['site-error']>(coordinator.events, 'site-error');
     const completes = collect<CoordinatorEvents['round-complete']>(coordinator.events, 'round-complete');
     const a = startSite(fed, coordinator.url, 'site-a');

@@ -55,6 +55,17 @@ function rawSocket(url: string): Promise<Socket> {
   });
 }
 
+async function rawSocketEventually(url: string): Promise<Socket> {
+  for (let i = 0; ; i++) {
+    try {
+      return await rawSocket(url);
+    } catch (e) {
+      if (i >= 50) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 function closed(socket: Socket): Promise<string> {
   return new Promise((resolve) => (socket.disconnected ? resolve('already') : socket.once('disconnect', (reason) => resolve(reason))));
 }
@@ -217,8 +228,8 @@ describe('federation security', () => {
     expect(ids).toHaveLength(3);
   });
 
-  it('survives fuzzed payloads from an authenticated site, and enforces size, connection and rate limits', async () => {
-    fed = makeFederation({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2 }, limits: { maxConnections: 4, maxMessagesPerSecond: 1000 } });
+  it('survives fuzzed payloads from an authenticated site, which keeps working, as does the federation', async () => {
+    fed = makeFederation({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2 }, limits: { maxMessagesPerSecond: 5000 } });
     coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
     const internalErrors = collect<CoordinatorEvents['internal-error']>(coordinator.events, 'internal-error');
     // site-a is authenticated; no round opens while site-b is away.
@@ -290,13 +301,24 @@ describe('federation security', () => {
     expect(internalErrors).toHaveLength(0);
     expect(a.client.connected).toBe(true);
 
+    // After all that, site-b joins and a normal round completes with both honest updates.
+    sites.push(startSite(fed, coordinator.url, 'site-b'));
+    expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
+    const g0 = fakeInitialWeights();
+    expect(relativeError(coordinator.globalWeights().weights.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(g0, i, 1), samples: 10 * (i + 1) }))))).toBeLessThan(1e-6);
+    expect(internalErrors).toHaveLength(0);
+  });
+  it('enforces message size, connection and rate limits without affecting anyone else', async () => {
+    fed = makeFederation({ sites: ['site-a'], experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 600 }, limits: { maxConnections: 3, maxMessagesPerSecond: 20 } });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const internalErrors = collect<CoordinatorEvents['internal-error']>(coordinator.events, 'internal-error');
     // Size: a message over socket.io's buffer limit ends that connection, nothing else.
     const big = await rawSocket(coordinator.url);
     const bigClosed = closed(big);
     big.emit('update-chunk', { ciphertext: Buffer.alloc(SOCKET_IO_MAX_HTTP_BUFFER_SIZE + 1024) });
     expect(await bigClosed).toMatch(/transport (close|error)/);
 
-    // Connections: site-a holds one; three more fill the limit of 4, the fifth is refused.
+    // Connections: three fill the limit of 3, the fourth is refused.
     const refusedConnections = collect<CoordinatorEvents['connection-refused']>(coordinator.events, 'connection-refused');
     for (let i = 0; i < 3; i++) await rawSocket(coordinator.url);
     await expect(rawSocket(coordinator.url)).rejects.toThrow(/connection limit/);
@@ -304,20 +326,20 @@ describe('federation security', () => {
     for (const s of rawSockets.splice(0)) s.disconnect();
 
     // Rate: a burst far above limits.maxMessagesPerSecond gets 'rate-limited' replies, then the connection is closed.
-    const flooder = await rawSocket(coordinator.url);
+    const flooder = await rawSocketEventually(coordinator.url); // once the server has seen the others go
     const flooderClosed = closed(flooder);
     const burst = await Promise.all(
-      Array.from({ length: 1500 }, () => flooder.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: 'site-a', agentVersion: '1' }).catch(() => ({ type: 'lost' }))),
+      Array.from({ length: 300 }, () => flooder.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: 'site-a', agentVersion: '1' }).catch(() => ({ type: 'lost' }))),
     );
     const codes = burst.map((r) => (r as { payload?: { code?: string } }).payload?.code);
-    expect(codes.filter((c) => c === 'rate-limited').length).toBeGreaterThan(50);
-    await flooderClosed;
+    expect(codes.filter((c) => c === 'rate-limited').length).toBeGreaterThanOrEqual(40);
+    expect(await flooderClosed).toBe('io server disconnect'); // persistent abuse ends the connection
 
-    // After all that, site-b joins and a normal round completes with both honest updates.
-    sites.push(startSite(fed, coordinator.url, 'site-b'));
+    for (const s of rawSockets.splice(0)) s.disconnect();
+    // The coordinator is unharmed: healthy, and the genuine site can join and finish the round.
+    expect(await fetch(`${coordinator.url}/healthz`).then((r) => r.json())).toMatchObject({ ok: true });
+    sites.push(startSite(fed, coordinator.url, 'site-a'));
     expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
-    const g0 = fakeInitialWeights();
-    expect(relativeError(coordinator.globalWeights().weights.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(g0, i, 1), samples: 10 * (i + 1) }))))).toBeLessThan(1e-6);
     expect(internalErrors).toHaveLength(0);
   });
 });

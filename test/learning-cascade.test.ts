@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { learningRun, TempDirs, useTrainingBackend } from './learning-fixtures.ts';
 
-const STEPS = 400;
+const STEPS = 300;
 const temp = new TempDirs();
 beforeAll(useTrainingBackend);
 afterAll(() => temp.cleanup());
@@ -17,7 +17,7 @@ it(`cascade reaches mean foreground test Dice >= 0.7 on a brain phantom in ${STE
   const r = await learningRun(
     await temp.make(),
     { mode: 'cascade', preset: 'cpu-small', norm: 'instance', cascadeFactor: 0.5 },
-    { steps: STEPS, learningRate: 1e-2, foregroundRate: 1, patch: [16, 16, 16], batch: 2, validateEvery: 100, overlap: 0.5, blend: 'gaussian' },
+    { steps: STEPS, learningRate: 1e-2, foregroundRate: 1, patch: [16, 16, 16], batch: 2, validateEvery: 75, overlap: 0.5, blend: 'gaussian' },
   );
   console.log(`learning-cascade: ${JSON.stringify(r)}`);
   expect(r.steps).toEqual([STEPS, STEPS]);

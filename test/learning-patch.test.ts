@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { learningRun, TempDirs, useTrainingBackend } from './learning-fixtures.ts';
 
-const STEPS = 400;
+const STEPS = 300;
 const temp = new TempDirs();
 beforeAll(useTrainingBackend);
 afterAll(() => temp.cleanup());
@@ -18,7 +18,7 @@ it(`patch-wise U-Net reaches mean foreground test Dice >= 0.7 on a brain phantom
   const r = await learningRun(
     await temp.make(),
     { mode: 'patch', preset: 'cpu-small', norm: 'instance' },
-    { steps: STEPS, learningRate: 1e-2, foregroundRate: 1, patch: [16, 16, 16], batch: 2, validateEvery: 100, overlap: 0.5, blend: 'gaussian' },
+    { steps: STEPS, learningRate: 1e-2, foregroundRate: 1, patch: [16, 16, 16], batch: 2, validateEvery: 75, overlap: 0.5, blend: 'gaussian' },
   );
   console.log(`learning-patch: ${JSON.stringify(r)}`);
   expect(r.steps).toEqual([STEPS]);

@@ -47,7 +47,7 @@ export function register(program: Command): void {
     .description("Reproduce the thesis's comparison on a phantom: train full, patch-wise and cascade U-Nets on the same split; Dice, inference time and peak memory per mode, plus the planner's estimate for the real MSD geometry.")
     .requiredOption('--task <task>', 'brain | liver', parseChoice('--task', ['brain', 'liver'] as const))
     .option('--out <dir>', 'output folder for the phantom, the models and compare.json / compare.md (default ./compare-<task>)')
-    .option('--steps <n>', 'training steps per stage', parseIntOption('--steps', 1, 1_000_000), 200)
+    .option('--steps <n>', 'training steps per stage', parseIntOption('--steps', 1, 1_000_000), 300)
     .option('--cases <n>', 'labelled phantom cases (60/20/20 train/validation/test)', parseIntOption('--cases', 3, 1000), 20)
     .option('--shape <X,Y,Z>', 'phantom volume size', parseCompareShape, [32, 32, 24] as [number, number, number])
     .option('--slab <n>', 'patch thickness along the last axis for patch-wise stages (thesis: 16)', parseIntOption('--slab', 1, 1024), 16)

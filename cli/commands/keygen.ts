@@ -2,7 +2,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { CliError } from '../main.ts';
-import { generateKeyPairs, writeKeyFiles } from '../../shared/crypto/keys.ts';
 
 interface KeygenOptions {
   out: string;
@@ -18,11 +17,12 @@ export function register(program: Command): void {
     )
     .requiredOption('--out <prefix>', 'path prefix for the two files, e.g. keys/site-a')
     .option('--force', 'replace existing key files (the old identity is lost)', false)
-    .action((opts: KeygenOptions) => {
+    .action(async (opts: KeygenOptions) => {
       const prefix = opts.out;
       if (prefix.trim() === '' || /[\\/]$/.test(prefix) || path.basename(prefix).startsWith('.') || isDirectory(prefix)) {
         throw new CliError(`--out must be a path prefix such as keys/site-a (files keys/site-a.key and keys/site-a.pub), got '${prefix}'.`);
       }
+      const { generateKeyPairs, writeKeyFiles } = await import('../../shared/crypto/keys.ts');
       const written = writeKeyFiles(prefix, generateKeyPairs(), { force: opts.force });
       process.stdout.write(
         `Secret key: ${written.secretPath} (mode 0600; keep it on this machine)\n` +

@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { PatchFedError } from '../../shared/errors.ts';
 import { CoordinatorRecords, type RoundRow } from './coordinator-records.ts';
-import type { SimulateOptions } from './options.ts';
+import { simulatedSiteIds, type SimulateOptions } from './options.ts';
 import { ProcessSupervisor, type ManagedProcess } from './processes.ts';
 import { completedRounds, buildRounds, diceReported, meanDice, meanOverLabels, type SimulationReport } from './report.ts';
 import { createRunDir, type RunLayout } from './run-dir.ts';
@@ -42,12 +42,13 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
   if (opts.restartCoordinatorAt !== undefined && !(opts.restartCoordinatorAt >= 1 && opts.restartCoordinatorAt <= opts.rounds)) {
     throw new PatchFedError('E_OPTION', `--restart-coordinator-at must be between 1 and --rounds (${opts.rounds}), got ${opts.restartCoordinatorAt}`);
   }
+  const ids = simulatedSiteIds(opts.sites);
+  if (opts.drop && !ids.includes(opts.drop.siteId)) {
+    throw new PatchFedError('E_OPTION', `--drop-site names '${opts.drop.siteId}', but the sites are ${ids.join(', ')}`);
+  }
   out(`PatchFed simulation: ${opts.sites} sites, ${opts.rounds} rounds, ${opts.task} phantoms ${opts.shape.join('×')}, ${opts.model} mode, ${opts.preset} U-Net, ${opts.steps} local steps/round, lr ${opts.learningRate}, ${opts.strategy}`);
   out(`Run directory ${resolve(opts.runDir)}`);
   const layout = await createRunDir(opts, out);
-  if (opts.drop && !layout.sites.some((s) => s.id === opts.drop!.siteId)) {
-    throw new PatchFedError('E_OPTION', `--drop-site names '${opts.drop.siteId}', but the sites are ${layout.sites.map((s) => s.id).join(', ')}`);
-  }
   const labels = labelNames(layout);
   const exp = layout.coordinatorConfig.experiment;
   const records = new CoordinatorRecords(layout.stateDir, exp.id);

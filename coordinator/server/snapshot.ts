@@ -110,10 +110,13 @@ export class SnapshotProvider {
           lastUpdate = { round: a.record.round, status: u.status, ...(u.reason ? { reason: u.reason } : {}) };
         }
       }
+      const online = sessions.isOnline(id);
       return {
         id,
-        online: sessions.isOnline(id),
-        lastSeen: rec?.lastSeen ?? null,
+        online,
+        // An authenticated session is kept alive by socket.io heartbeats, so an online site was seen
+        // now; the DB's lastSeen is when it last connected or disconnected.
+        lastSeen: online ? new Date().toISOString() : (rec?.lastSeen ?? null),
         backend: rec?.backend ?? null,
         gpu: sessions.extras.get(id)?.gpu ?? false,
         memoryBudgetMB: rec?.memoryBudgetBytes != null ? rec.memoryBudgetBytes / (1024 * 1024) : null,

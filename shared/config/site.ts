@@ -11,7 +11,10 @@ export const TrainingSchema = z
   .object({
     steps: z.number().int().positive().default(200),
     learningRate: z.number().positive().max(1).default(3e-4),
-    /** Validate (and keep the best checkpoint) every this many steps; 0 = once per epoch of the train split. */
+    /**
+     * Validate (and keep the best checkpoint) every this many steps; 0 = four times per run (every
+     * steps/4), since whole-volume validation after every epoch of a small train split would dominate short runs.
+     */
     validateEvery: z.number().int().min(0).default(0),
     /** Fraction of training patches forced to contain foreground (nnU-Net oversampling). */
     foregroundRate: z.number().min(0).max(1).default(0.5),

@@ -34,6 +34,16 @@ export function parseBackendChoice(value: string): BackendChoice {
 }
 
 /**
+ * tf.setBackend, minus the stock cpu backend's "install tfjs-node" banner on first use: PatchFed
+ * logs which backend runs and why, and the banner would contradict a deliberate choice.
+ */
+async function activateQuietly(name: string): Promise<boolean> {
+  const ok = await tf.setBackend(name);
+  if (ok && name === 'cpu') (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
+  return ok;
+}
+
+/**
  * Tries the candidates for `choice` in order, activates the first that loads, and runs the
  * gradient self-check on it. Falls back (with a note) when an optional backend is missing;
  * throws PatchFedError only when nothing the choice allows can run.
@@ -42,7 +52,7 @@ export function parseBackendChoice(value: string): BackendChoice {
  */
 export async function selectBackend(choice: BackendChoice, log?: BackendLog, deps: SelectionDeps = {}): Promise<BackendReport> {
   const candidates = (deps.candidates ?? defaultCandidates)(choice);
-  const activate = deps.activate ?? ((name: string) => tf.setBackend(name));
+  const activate = deps.activate ?? activateQuietly;
   const selfCheck = deps.selfCheck ?? gradientSelfCheck;
   const notes: string[] = [];
   const note = (message: string) => {

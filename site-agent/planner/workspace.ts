@@ -3,8 +3,11 @@
  * memory the tfjs engine never sees. The kernels keep ONE arena, grown to the largest request
  * and kept between calls; each 3×3×3 convolution (forward, backprop-input, backprop-filter)
  * requests its packed filter panels, a zero row, and zero-padded copies of as many source depth
- * slices as fit the limit (at least one slice). This mirrors run_igemm / conv3d_backprop_filter
- * in src/conv3d.cc, so the planner can predict the arena instead of charging the whole limit.
+ * slices as fit the limit (at least one slice); each matMul (the learned upsampling, forward and
+ * both gradients) its packed B panels for a block of the reduction dimension, plus a transposed
+ * copy of A when A is transposed. This mirrors run_igemm / conv3d_backprop_filter in
+ * src/conv3d.cc and batch_matmul in src/matmul.cc, so the planner can predict the arena instead
+ * of charging the whole limit.
  */
 import { loadNativeKernels } from '../kernels/native-addon.ts';
 import type { UNetShape } from './estimate.ts';
@@ -55,12 +58,33 @@ function filterGradFloats(depth: number, sliceFloats: number, limitFloats: numbe
   return slices * sliceFloats + SLACK;
 }
 
+/** Packed floats per reduction row for N output columns (plan_panels(N, 1, 1)). */
+function packedPerK(n: number): number {
+  const mr12 = n <= 8;
+  let total = 0;
+  for (let col0 = 0; col0 < n; ) {
+    const left = n - col0;
+    const nv = mr12 || left <= 8 ? 1 : 2;
+    total += nv * 8;
+    col0 += Math.min(left, nv * 8);
+  }
+  return total;
+}
+
+/** Arena floats of one batch_matmul call (C[M×N] = op(A)[M×K] · op(B)[K×N]). */
+function matMulFloats(m: number, n: number, k: number, transposeA: boolean, limitFloats: number): number {
+  const perK = packedPerK(n) + (transposeA ? m : 0) + 1;
+  const kb = Math.min(k, Math.max(64, Math.floor((limitFloats - 16) / perK)));
+  return kb * packedPerK(n) + (transposeA ? m * kb : 0) + kb + 16;
+}
+
 /**
  * Bytes of the arena after a training step (or a forward pass) of this U-Net on this patch,
- * with the given limit; 0 when the limit is 0 (no native kernels). Batch does not matter: the
- * kernels process one sample at a time. The 1×1×1 head convolution reads its input in place.
+ * with the given limit; 0 when the limit is 0 (no native kernels). Convolutions process one
+ * sample at a time; the upsampling matMuls see the whole batch. The 1×1×1 head convolution
+ * reads its input in place.
  */
-export function convWorkspaceEstimate(net: UNetShape, patch: readonly number[], limitBytes: number, pass: 'training' | 'inference'): number {
+export function convWorkspaceEstimate(net: UNetShape, patch: readonly number[], limitBytes: number, pass: 'training' | 'inference', batch = 1): number {
   if (!(limitBytes > 0)) return 0;
   const limit = Math.floor(limitBytes / FLOAT);
   const { base, depth } = net.arch;
@@ -82,6 +106,13 @@ export function convWorkspaceEstimate(net: UNetShape, patch: readonly number[], 
     if (i < depth - 1) {
       conv(i, 2 * c, c);
       conv(i, c, c);
+      // Upsampling from level i+1: [B·voxels(i+1), 2c] · [2c, 8c] (ops/upsample.ts).
+      const rows = (batch * patch[0]! * patch[1]! * patch[2]!) / 8 ** (i + 1);
+      floats = Math.max(floats, matMulFloats(rows, 8 * c, 2 * c, false, limit));
+      if (pass === 'training') {
+        floats = Math.max(floats, matMulFloats(rows, 2 * c, 8 * c, false, limit)); // dA = dy · Wᵀ
+        floats = Math.max(floats, matMulFloats(2 * c, 8 * c, rows, true, limit)); // dW = Aᵀ · dy
+      }
     }
     cin = c;
   }

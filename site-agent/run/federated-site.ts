@@ -71,6 +71,7 @@ export class FederatedSiteTrainer {
   private split!: { train: string[]; validation: string[]; test: string[] };
   private experimentId = '';
   private cascadeFactor = 0.5;
+  private preparing: { id: string; promise: Promise<void> } | null = null;
 
   constructor(
     private readonly cfg: SiteConfig,
@@ -82,8 +83,23 @@ export class FederatedSiteTrainer {
     return this.nets.length > 0;
   }
 
-  /** Opens the dataset, checks it against the experiment's schema, plans and builds the nets. */
-  async prepare(exp: ExperimentModel): Promise<void> {
+  /**
+   * Opens the dataset, checks it against the experiment's schema, plans and builds the nets.
+   * Concurrent calls for the same experiment share one preparation (the daemon prepares when the
+   * experiment is announced and again before a task; two builds would race over `nets`).
+   */
+  prepare(exp: ExperimentModel): Promise<void> {
+    if (this.experimentId === exp.id) return Promise.resolve();
+    if (this.preparing?.id === exp.id) return this.preparing.promise;
+    const previous = this.preparing?.promise.catch(() => undefined) ?? Promise.resolve();
+    const promise = previous.then(() => this.prepareNow(exp)).finally(() => {
+      if (this.preparing?.promise === promise) this.preparing = null;
+    });
+    this.preparing = { id: exp.id, promise };
+    return promise;
+  }
+
+  private async prepareNow(exp: ExperimentModel): Promise<void> {
     if (this.experimentId === exp.id) return;
     this.dispose();
     this.dataset = await openMsdDataset(this.cfg.dataset, { cacheMB: this.cfg.cacheMB, seed: this.cfg.seed });
