@@ -86,7 +86,8 @@ describe('patchfed simulate', () => {
 
   it('stops every child process on Ctrl-C and writes a partial report', { timeout: 120_000 }, async () => {
     const runDir = join(work, 'interrupted');
-    const child = spawn(process.execPath, [CLI, 'simulate', ...SMALL, '--rounds', '50', '--steps', '3', '--run-dir', runDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group, like a shell job: Ctrl-C in a terminal signals the whole group.
+    const child = spawn(process.execPath, [CLI, 'simulate', ...SMALL, '--rounds', '50', '--steps', '3', '--run-dir', runDir], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stdout = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stdout += d));
@@ -102,10 +103,12 @@ describe('patchfed simulate', () => {
       check();
     });
     expect(processesUsing(runDir).length).toBeGreaterThanOrEqual(3); // coordinator + 2 sites
-    child.kill('SIGINT');
+    process.kill(-child.pid!, 'SIGINT');
     expect(await exited).toBe(130);
     const report = JSON.parse(readFileSync(join(runDir, 'report.json'), 'utf8'));
     expect(report.summary.status).toBe('interrupted');
     expect(processesUsing(runDir)).toEqual([]);
+    // The coordinator stopped cleanly (one signal), not by the second-signal shortcut.
+    expect(readFileSync(join(runDir, 'logs', 'coordinator.log'), 'utf8')).toContain('coordinator stopped');
   });
 });

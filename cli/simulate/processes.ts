@@ -29,7 +29,9 @@ export class ProcessSupervisor {
     const fd = openSync(logFile, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, ...env } });
+      // Own process group: a terminal Ctrl-C reaches only the simulator, which then stops each
+      // child once with SIGTERM (a second signal would make the coordinator skip its clean stop).
+      child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, ...env }, detached: true });
     } finally {
       closeSync(fd); // the child holds its own copy
     }

@@ -53,6 +53,9 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
   const exp = layout.coordinatorConfig.experiment;
   const records = new CoordinatorRecords(layout.stateDir, exp.id);
   const supervisor = new ProcessSupervisor();
+  // Last resort if this process exits without the clean stop (e.g. a second Ctrl-C): no orphans.
+  const killChildren = () => supervisor.killAllNow();
+  process.on('exit', killChildren);
   const injected: SimulationReport['injected'] = {};
   let status: SimulationReport['summary']['status'] = 'interrupted';
   let message = 'Interrupted.';
@@ -198,6 +201,7 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
     }
     records.close();
     await supervisor.stopAll();
+    process.off('exit', killChildren);
   }
   return result!;
 }
