@@ -126,13 +126,15 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
       }
       const open = rows.find((r) => r.status === 'open');
       // Fault injection: both happen while the sites are busy training in the round.
-      if (opts.drop && !dropDone && open && open.round === opts.drop.round && Date.now() - seenOpen.get(open.id)! > 1500) {
+      if (opts.drop && !dropDone && open && open.round === opts.drop.round && Date.now() - seenOpen.get(open.id)! > 1000) {
         const p = siteProcs.get(opts.drop.siteId);
         if (p && !open.updates.some((u) => u.siteId === opts.drop!.siteId)) {
           out(`! dropping ${opts.drop.siteId} out of round ${open.round}: SIGKILL to its process (the round closes at its deadline, ${exp.roundDeadlineSeconds} s, with the other sites)`);
           injected.dropSite = { ...opts.drop, killedAt: new Date().toISOString() };
           await supervisor.kill(p);
           dropRejoinAfterRound = open.round;
+        } else {
+          out(`! ${opts.drop.siteId} had already sent its update for round ${open.round}; not dropped (use more --steps)`);
         }
         dropDone = true;
       }
@@ -141,7 +143,7 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
         startSite(opts.drop!.siteId);
         dropRejoinAfterRound = null;
       }
-      if (opts.restartCoordinatorAt && !restartDone && open && open.round === opts.restartCoordinatorAt && Date.now() - seenOpen.get(open.id)! > 3000) {
+      if (opts.restartCoordinatorAt && !restartDone && open && open.round === opts.restartCoordinatorAt && Date.now() - seenOpen.get(open.id)! > 1000) {
         restartDone = true;
         out(`! killing the coordinator (SIGKILL) in the middle of round ${open.round}, then restarting it on the same state directory…`);
         injected.coordinatorRestart = { round: open.round, killedAt: new Date().toISOString() };
@@ -150,6 +152,15 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
         await startCoordinator();
         const h = await health(layout.url);
         out(`  coordinator restarted: resumes after round ${h?.lastCompletedRound ?? '?'}; sites reconnect with backoff`);
+      }
+      // A round can finish before the poll sees it running (very few --steps): say so, never silently skip.
+      if (opts.drop && !dropDone && done.has(opts.drop.round)) {
+        dropDone = true;
+        out(`! round ${opts.drop.round} finished before ${opts.drop.siteId} could be dropped out of it; use more --steps`);
+      }
+      if (opts.restartCoordinatorAt && !restartDone && done.has(opts.restartCoordinatorAt)) {
+        restartDone = true;
+        out(`! round ${opts.restartCoordinatorAt} finished before the coordinator could be killed in it; use more --steps`);
       }
       const h = await health(layout.url);
       if (h?.end) {
