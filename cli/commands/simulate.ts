@@ -11,13 +11,15 @@ interface SimulateCliOptions {
   rounds: number;
   task: 'brain' | 'liver';
   model: 'patch' | 'cascade' | 'full';
-  preset: 'tiny' | 'cpu-small' | 'cpu-medium' | 'thesis';
+  preset?: 'tiny' | 'cpu-small' | 'cpu-medium' | 'thesis';
   steps?: number;
   lr?: number;
   strategy: 'fedavg' | 'fedprox' | 'fedbn';
   cases?: number;
   shape?: number[];
   budgets?: string;
+  siteStyles?: string;
+  foregroundRate?: number;
   runDir?: string;
   report?: string;
   port?: number;
@@ -45,13 +47,15 @@ export function register(program: Command): void {
     .option('--rounds <n>', 'federated rounds', parseIntOption('--rounds', 1, 1000), 5)
     .option('--task <task>', 'phantom task: brain | liver', parseChoice('--task', ['brain', 'liver'] as const), 'brain')
     .option('--model <mode>', 'patch | cascade | full', parseChoice('--model', ['patch', 'cascade', 'full'] as const), 'patch')
-    .option('--preset <name>', 'U-Net preset: tiny | cpu-small | cpu-medium | thesis', parseChoice('--preset', ['tiny', 'cpu-small', 'cpu-medium', 'thesis'] as const), 'tiny')
-    .option('--steps <n>', 'local training steps per round (default 40)', parseIntOption('--steps', 1, 1_000_000))
-    .option('--lr <rate>', 'learning rate (default 0.03)', parseFloatOption('--lr', 1e-7, 1))
+    .option('--preset <name>', 'U-Net preset: tiny | cpu-small | cpu-medium | thesis (default cpu-small)', parseChoice('--preset', ['tiny', 'cpu-small', 'cpu-medium', 'thesis'] as const))
+    .option('--steps <n>', 'local training steps per round (default 60)', parseIntOption('--steps', 1, 1_000_000))
+    .option('--lr <rate>', 'learning rate (default 0.01)', parseFloatOption('--lr', 1e-7, 1))
+    .option('--foreground-rate <f>', 'fraction of training patches forced to contain tumour (default 1)', parseFloatOption('--foreground-rate', 0, 1))
     .option('--strategy <name>', 'fedavg | fedprox | fedbn', parseChoice('--strategy', ['fedavg', 'fedprox', 'fedbn'] as const), 'fedavg')
     .option('--cases <n>', 'labelled phantom cases per site (default 10; split 60/20/20)', parseIntOption('--cases', 3, 1000))
     .option('--shape <X,Y,Z>', 'phantom volume size (default 32,32,24)', parseShapeOption('--shape'))
-    .option('--budgets <MB,...>', 'memory budget per site in MB, cycled over the sites (default 64,96,160)')
+    .option('--budgets <MB,...>', 'memory budget per site in MB, cycled over the sites (default 80,96,128)')
+    .option('--site-styles <k,...>', 'phantom site style per site (scanner, case mix), cycled with jittered variants (default 2,0,3)')
     .option('--run-dir <dir>', 'where keys, configs, data, state, logs and the report go (default runs/simulate-<time>)')
     .option('--report <file>', 'write the JSON report here (default <run-dir>/report.json)')
     .option('--port <n>', 'coordinator port (default: a free loopback port)', parseIntOption('--port', 0, 65535))
@@ -73,6 +77,13 @@ export function register(program: Command): void {
           throw new CliError(`--budgets must be positive numbers of MB separated by commas (e.g. 64,96,160), got '${o.budgets}'.`);
         }
       }
+      let siteStyles = SIMULATE_DEFAULTS.siteStyles;
+      if (o.siteStyles !== undefined) {
+        siteStyles = o.siteStyles.split(',').map((s) => Number(s.trim()));
+        if (siteStyles.length === 0 || siteStyles.some((k) => !Number.isSafeInteger(k) || k < 0 || k > 1_000_000)) {
+          throw new CliError(`--site-styles must be whole numbers ≥ 0 separated by commas (e.g. 2,0,3), got '${o.siteStyles}'.`);
+        }
+      }
       const { runSimulation } = await import('../simulate/run.ts');
       const controller = new AbortController();
       let interrupts = 0;
@@ -91,13 +102,15 @@ export function register(program: Command): void {
             rounds: o.rounds,
             task: o.task,
             model: o.model,
-            preset: o.preset,
+            preset: o.preset ?? SIMULATE_DEFAULTS.preset,
             strategy: o.strategy,
             steps: o.steps ?? SIMULATE_DEFAULTS.steps,
             learningRate: o.lr ?? SIMULATE_DEFAULTS.learningRate,
             cases: o.cases ?? SIMULATE_DEFAULTS.cases,
             shape: (o.shape as [number, number, number] | undefined) ?? SIMULATE_DEFAULTS.shape,
             budgetsMB,
+            siteStyles,
+            foregroundRate: o.foregroundRate ?? SIMULATE_DEFAULTS.foregroundRate,
             runDir: o.runDir ?? `runs/simulate-${timestamp()}`,
             reportPath: o.report,
             port: o.port ?? 0,

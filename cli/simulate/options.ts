@@ -28,6 +28,10 @@ export interface SimulateOptions {
   shape: [number, number, number];
   /** Memory budget per site in MB, cycled over the sites (different budgets → different patches). */
   budgetsMB: number[];
+  /** Phantom site style per site (scanner and case mix), cycled; later cycles get jittered variants. */
+  siteStyles: number[];
+  /** Fraction of training patches forced to contain tumour (nnU-Net oversampling). */
+  foregroundRate: number;
   runDir: string;
   reportPath?: string;
   /** Coordinator port; 0 picks a free loopback port. */
@@ -48,13 +52,15 @@ export const SIMULATE_DEFAULTS: Omit<SimulateOptions, 'runDir'> = {
   rounds: 5,
   task: 'brain',
   model: 'patch',
-  preset: 'tiny',
-  steps: 40,
-  learningRate: 0.03,
+  preset: 'cpu-small',
+  steps: 60,
+  learningRate: 0.01,
   strategy: 'fedavg',
   cases: 10,
   shape: [32, 32, 24],
-  budgetsMB: [64, 96, 160],
+  budgetsMB: [80, 96, 128],
+  siteStyles: [2, 0, 3],
+  foregroundRate: 1,
   port: 0,
   baselines: false,
   roundDeadlineSeconds: 180,

@@ -15,7 +15,7 @@ import { CoordinatorConfigSchema, type CoordinatorConfig } from '../../shared/co
 import { SiteConfigSchema, type SiteConfig } from '../../shared/config/site.ts';
 import { generateKeyPairs, writeKeyFiles } from '../../shared/crypto/keys.ts';
 import { PatchFedError } from '../../shared/errors.ts';
-import { BRAIN_LABELS, BRAIN_MODALITIES, LIVER_LABELS, LIVER_MODALITIES, generatePhantomDataset } from '../../site-agent/phantom/index.ts';
+import { BRAIN_LABELS, BRAIN_MODALITIES, LIVER_LABELS, LIVER_MODALITIES, SITE_ARCHETYPES, generatePhantomDataset } from '../../site-agent/phantom/index.ts';
 import { simulatedSiteIds, type SimulateOptions } from './options.ts';
 
 export interface SimulatedSite {
@@ -64,6 +64,16 @@ function ensureEmptyRunDir(dir: string): void {
   mkdirSync(dir, { recursive: true });
 }
 
+/**
+ * Site style of site `i`: the listed styles in turn; once the list is used up, jittered variants
+ * of the same archetypes (style k + SITE_ARCHETYPES is archetype k with every knob perturbed), so
+ * no two sites share a scanner.
+ */
+export function siteStyleFor(i: number, styles: readonly number[]): number {
+  if (styles.length === 0) return i;
+  return styles[i % styles.length]! + SITE_ARCHETYPES * Math.floor(i / styles.length);
+}
+
 export async function createRunDir(opts: SimulateOptions, log: (line: string) => void = () => {}): Promise<RunLayout> {
   const dir = resolve(opts.runDir);
   ensureEmptyRunDir(dir);
@@ -85,13 +95,14 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
     copyFileSync(join(siteDir, 'keys', `${id}.pub`), join(dir, 'sites', `${id}.pub`));
     copyFileSync(join(dir, 'keys', 'coordinator.pub'), join(siteDir, 'coordinator.pub'));
 
+    const style = siteStyleFor(i, opts.siteStyles);
     const phantom = await generatePhantomDataset({
       task: opts.task,
       cases: opts.cases,
       testCases: 1,
       shape: opts.shape,
       seed: opts.seed * 1000 + i,
-      siteStyle: i,
+      siteStyle: style,
       out: join(siteDir, 'data'),
     });
     const memoryBudgetMB = opts.budgetsMB[i % opts.budgetsMB.length]!;
@@ -104,7 +115,7 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
       cacheMB: 64,
       workDir: 'work',
       model: { mode: opts.model, preset: opts.preset, norm: 'instance', cascadeFactor: 0.5 },
-      training: { learningRate: opts.learningRate, foregroundRate: 0.66, overlap: 0 },
+      training: { learningRate: opts.learningRate, foregroundRate: opts.foregroundRate, overlap: 0 },
       federation: {
         coordinatorUrl: url,
         secretKey: `keys/${id}.key`,
@@ -114,8 +125,8 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
     };
     const configPath = join(siteDir, 'site.json');
     writeJson(configPath, raw);
-    sites.push({ id, dir: siteDir, configPath, config: SiteConfigSchema.parse(raw), memoryBudgetMB, siteStyle: i, orientation: phantom.style.orientation });
-    log(`  ${id}: phantom ${opts.task} ${opts.cases}+1 cases ${opts.shape.join('×')} (site style ${i}, ${phantom.style.orientation}), budget ${memoryBudgetMB} MB`);
+    sites.push({ id, dir: siteDir, configPath, config: SiteConfigSchema.parse(raw), memoryBudgetMB, siteStyle: style, orientation: phantom.style.orientation });
+    log(`  ${id}: phantom ${opts.task} ${opts.cases}+1 cases ${opts.shape.join('×')} (site style ${style}, ${phantom.style.orientation}), budget ${memoryBudgetMB} MB`);
   }
 
   const minSites = opts.drop ? Math.max(1, opts.sites - 1) : opts.sites;
