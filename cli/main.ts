@@ -3,7 +3,8 @@ import { isPatchFedError } from '../shared/errors.ts';
 
 /**
  * Every command lives in its own module under cli/commands and exports `register(program)`.
- * Modules are imported lazily-by-list so a broken command cannot take the others down.
+ * A command module imports only commander and these helpers at top level and loads its real
+ * work inside its action, so `patchfed --help` stays fast (tfjs is never loaded for it).
  */
 const COMMAND_MODULES = [
   'phantom',
@@ -35,22 +36,7 @@ export async function buildProgram(): Promise<Command> {
     .configureOutput({ outputError: (str, write) => write(str) })
     .exitOverride();
   for (const name of COMMAND_MODULES) {
-    let mod: CommandModule;
-    try {
-      mod = (await import(`./commands/${name}.ts`)) as CommandModule;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException)?.code === 'ERR_MODULE_NOT_FOUND' && String(e).includes(`commands/${name}.ts`)) {
-        program
-          .command(name)
-          .description('(not built yet)')
-          .allowUnknownOption()
-          .action(() => {
-            throw new CliError(`'patchfed ${name}' is not built yet in this version.`);
-          });
-        continue;
-      }
-      throw e;
-    }
+    const mod = (await import(`./commands/${name}.ts`)) as CommandModule;
     mod.register(program);
   }
   // Every subcommand reports errors the same way as the root.

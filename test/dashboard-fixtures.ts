@@ -100,7 +100,7 @@ export function makeSnapshot(shape: SnapshotShape): DashboardSnapshot {
       dice: lastRound ? lastRound.siteDice[id] : null,
     };
   });
-  const states = ['training', 'uploading', 'done', 'late'] as const;
+  const states = ['downloading', 'evaluating', 'training', 'uploading', 'done', 'late'] as const;
   const events: DashboardEvent[] = [];
   const eventCount = shape.events ?? Math.min(40, ids.length + shape.rounds);
   for (let i = 0; i < eventCount; i++) {
@@ -136,9 +136,12 @@ export function makeSnapshot(shape: SnapshotShape): DashboardSnapshot {
       deadline: new Date(now + 540_000).toISOString(),
       sites: ids.map((id, i) => {
         const state = states[i % states.length];
-        const stepsDone = state === 'training' ? 7 + (i % 10) : 20;
+        const stepsDone = state === 'training' ? 7 + (i % 10) : state === 'downloading' || state === 'evaluating' ? 0 : 20;
         const bytesTotal = 14_600_000;
-        return { id, state, stepsDone, stepsTotal: 20, bytesTransferred: state === 'uploading' ? bytesTotal / 2 : state === 'done' ? bytesTotal : 0, bytesTotal };
+        const downloadTotalBytes = 14_580_000;
+        const downloadedBytes = state === 'downloading' ? downloadTotalBytes / 4 : downloadTotalBytes;
+        const bytesTransferred = state === 'uploading' ? bytesTotal / 2 : state === 'done' ? bytesTotal : 0;
+        return { id, state, stepsDone, stepsTotal: 20, downloadedBytes, downloadTotalBytes, bytesTransferred, bytesTotal: bytesTransferred > 0 ? bytesTotal : 0 };
       }),
     },
     rounds,

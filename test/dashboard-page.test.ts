@@ -145,7 +145,18 @@ describe.skipIf(skip)('dashboard page (chromium)', () => {
 
       // Current round and checkpoints
       expect(await page.locator('#current-round tbody tr').count()).toBe(3);
-      expect(await page.locator('#current-round tr[data-state="uploading"] [role="progressbar"]').first().getAttribute('aria-valuenow')).toBe('100');
+      // A site fetching the checkpoint shows 'downloading' with no steps done and its bytes on the checkpoint bar.
+      const round = await tableCells(page, '#current-round table');
+      expect(round.map((r) => r[1])).toEqual(['downloading', 'evaluating', 'training']);
+      expect(round[0][2]).toBe('0 / 20');
+      expect(round[0][4]).toBe('—');
+      const downloading = page.locator('#current-round tr[data-state="downloading"] [role="progressbar"]');
+      expect(await downloading.evaluateAll((bars) => bars.map((b) => [b.getAttribute('aria-label'), b.getAttribute('aria-valuenow')]))).toEqual([
+        ['site-01 steps', '0'],
+        ['site-01 checkpoint download', '25'],
+        ['site-01 update upload', '0'],
+      ]);
+      expect(round[2][2]).toBe('9 / 20');
       expect(await page.locator('#deadline-left').textContent()).toMatch(/^\d+:\d\d left$/);
       expect(await page.locator('#checkpoints-table a[href="/api/checkpoints/6/download"]').count()).toBe(1);
       await expectConnection(page);

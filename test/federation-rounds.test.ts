@@ -11,11 +11,13 @@ import { SEAL_OVERHEAD_BYTES } from '../shared/crypto/seal.ts';
 import { SITE_MESSAGE_TYPES } from '../shared/protocol/messages.ts';
 import type { NamedWeights } from '../shared/weights.ts';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/index.ts';
+import type { DashboardRoundSite } from '../coordinator/dashboard/types.ts';
 import type { ClientEvents } from '../site-agent/daemon/client.ts';
 import {
   MiB,
   fakeInitialWeights,
   fakeManifest,
+  fakeMetrics,
   fakeUpdate,
   makeFederation,
   relativeError,
@@ -116,5 +118,47 @@ describe('federation rounds', () => {
     const api = await fetch(`${coordinator.url}/api/snapshot`, { headers: { authorization: `Bearer ${fed.config.dashboardToken}` } });
     expect(api.status).toBe(200);
     expect((await api.json()).rounds).toHaveLength(2);
+  });
+});
+
+describe('round progress on the dashboard', () => {
+  it('a site fetching the checkpoint shows as downloading (bytes, no steps), then evaluating, training N/M and uploading', async () => {
+    fed = makeFederation({ experiment: { rounds: 1 } });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const ids = [...fed.siteKeys.keys()];
+    const watched = ids[0]!;
+    // What the dashboard would show for the watched site right after each of its status reports.
+    const views: (Pick<DashboardRoundSite, 'state' | 'stepsDone' | 'stepsTotal' | 'downloadedBytes' | 'downloadTotalBytes'> & { phase?: string; sentSteps: number })[] = [];
+    coordinator.events.on('site-status', (p: { siteId: string; phase?: string; stepsDone: number }) => {
+      if (p.siteId !== watched) return;
+      const s = coordinator!.snapshot().currentRound?.sites.find((x) => x.id === watched);
+      if (s) views.push({ phase: p.phase, sentSteps: p.stepsDone, state: s.state, stepsDone: s.stepsDone, stepsTotal: s.stepsTotal, downloadedBytes: s.downloadedBytes, downloadTotalBytes: s.downloadTotalBytes });
+    });
+    sites = ids.map((id, i) =>
+      startSite(fed!, coordinator!.url, id, {
+        handler: async (task, ctl) => {
+          // Like the real trainer: evaluate the received global model, then train.
+          ctl.progress(0, task.steps, 'evaluating');
+          ctl.progress(task.steps, task.steps, 'training');
+          return { update: fakeUpdate(task.global, i, task.round), samples: 10, metrics: fakeMetrics() };
+        },
+      }),
+    );
+    expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
+
+    const size = coordinator.snapshot().checkpoints.find((c) => c.round === 0)!.sizeBytes;
+    const steps = fed.config.experiment.localSteps;
+    expect(size).toBeGreaterThan(0);
+    const downloading = views.filter((v) => v.phase === 'downloading');
+    expect(downloading.length).toBeGreaterThanOrEqual(2); // start (0 bytes) and end (all bytes)
+    // The bug this guards against: the download's bytes mapped onto the steps bar ("training 4/4").
+    for (const v of downloading) expect(v).toMatchObject({ sentSteps: 0, state: 'downloading', stepsDone: 0, stepsTotal: steps, downloadTotalBytes: size });
+    expect(downloading[0]!.downloadedBytes).toBe(0);
+    expect(downloading.at(-1)!.downloadedBytes).toBe(size);
+    const after = views.slice(views.indexOf(downloading.at(-1)!) + 1);
+    expect(after.find((v) => v.phase === 'evaluating')).toMatchObject({ state: 'evaluating', stepsDone: 0, downloadedBytes: size });
+    expect(after.filter((v) => v.phase === 'training').at(-1)).toMatchObject({ state: 'training', stepsDone: steps, stepsTotal: steps });
+    expect(after.at(-1)).toMatchObject({ phase: 'uploading', state: 'uploading' });
+    expect(views.map((v) => v.phase).indexOf('evaluating')).toBeGreaterThan(views.map((v) => v.phase).lastIndexOf('downloading'));
   });
 });

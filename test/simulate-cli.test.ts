@@ -15,7 +15,8 @@ const CLI = 'cli/patchfed.js';
 const work = mkdtempSync(join(tmpdir(), 'patchfed-simulate-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-const SMALL = ['--sites', '2', '--task', 'liver', '--cases', '4', '--shape', '24,24,16', '--budgets', '64,80', '--lr', '0.01'];
+// The tiny preset keeps this fast; `npm start`'s defaults (cpu-small, 60 steps) are checked in simulate-report.test.ts.
+const SMALL = ['--sites', '2', '--task', 'liver', '--cases', '4', '--shape', '24,24,16', '--budgets', '64,80', '--lr', '0.01', '--preset', 'tiny'];
 
 /** PIDs of processes whose command line mentions `dir` (children of a simulation). */
 function processesUsing(dir: string): number[] {
@@ -38,6 +39,12 @@ describe('patchfed simulate', () => {
     const unknown = spawnSync(process.execPath, [CLI, 'simulate', ...SMALL, '--drop-site', 'site-q@1', '--run-dir', join(work, 'unknown')], { encoding: 'utf8' });
     expect(unknown.status).not.toBe(0);
     expect(unknown.stderr).toContain("--drop-site names 'site-q'");
+    const styles = spawnSync(process.execPath, [CLI, 'simulate', '--site-styles', '2,x', '--run-dir', join(work, 'never')], { encoding: 'utf8' });
+    expect(styles.status).toBe(2);
+    expect(styles.stderr).toContain("--site-styles must be whole numbers");
+    const fg = spawnSync(process.execPath, [CLI, 'simulate', '--foreground-rate', '1.5', '--run-dir', join(work, 'never')], { encoding: 'utf8' });
+    expect(fg.status).toBe(2);
+    expect(fg.stderr).toContain('--foreground-rate must be between 0 and 1');
     expect(processesUsing(join(work, 'unknown'))).toEqual([]);
   });
 

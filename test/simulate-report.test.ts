@@ -5,7 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { RoundRow, SiteUpdateRow } from '../cli/simulate/coordinator-records.ts';
-import { parseSiteDrop, simulatedSiteIds } from '../cli/simulate/options.ts';
+import { SIMULATE_DEFAULTS, parseSiteDrop, simulatedSiteIds } from '../cli/simulate/options.ts';
+import { siteStyleFor } from '../cli/simulate/run-dir.ts';
+import { BRAIN_LABELS, BRAIN_MODALITIES, SITE_ARCHETYPES, siteStyle } from '../site-agent/phantom/index.ts';
+import { experimentLayout } from '../site-agent/run/global-model.ts';
+import { planSite } from '../site-agent/run/site-plan.ts';
 import { buildRounds, meanDice } from '../cli/simulate/report.ts';
 
 const LABELS = ['liver', 'cancer'];
@@ -101,5 +105,35 @@ describe('simulate options', () => {
     expect(parseSiteDrop('site b@3')).toBeNull();
     expect(simulatedSiteIds(3)).toEqual(['site-a', 'site-b', 'site-c']);
     expect(simulatedSiteIds(27).at(-1)).toBe('site-27');
+  });
+});
+
+describe('simulate defaults (what `npm start` runs)', () => {
+  it('gives every site its own scanner: the listed styles, then jittered variants of them', () => {
+    expect([0, 1, 2].map((i) => siteStyleFor(i, [2, 0, 3]))).toEqual([2, 0, 3]);
+    expect(siteStyleFor(3, [2, 0, 3])).toBe(2 + SITE_ARCHETYPES);
+    expect(siteStyle(siteStyleFor(3, [2, 0, 3])).archetype).toBe(2);
+    const styles = Array.from({ length: 8 }, (_, i) => siteStyleFor(i, SIMULATE_DEFAULTS.siteStyles));
+    expect(new Set(styles).size).toBe(8);
+    // The default sites see tumours at least as large as the reference style (style 1's are small).
+    for (const k of SIMULATE_DEFAULTS.siteStyles) expect(siteStyle(k).caseMix.tumourScale).toBeGreaterThanOrEqual(0.9);
+  });
+
+  it('plans a different patch per default budget, each large enough to learn from (≥ 16³) and within the volume', () => {
+    const d = SIMULATE_DEFAULTS;
+    const layout = experimentLayout({ model: { mode: d.model, preset: d.preset, norm: 'instance', cascadeFactor: 0.5 }, labels: { ...BRAIN_LABELS }, modalities: { ...BRAIN_MODALITIES } });
+    const patches = d.budgetsMB.map((budgetMB) => {
+      const plan = planSite({ largestShape: d.shape, channels: layout.channels, classes: layout.classes, mode: layout.mode, arch: layout.arch, budgetMB, cascadeFactor: 0.5 });
+      const main = plan.stages.at(-1)!;
+      expect(main.batch).toBeGreaterThanOrEqual(1);
+      return main.patch;
+    });
+    expect(new Set(patches.map((p) => p.join('x'))).size).toBe(d.budgetsMB.length);
+    for (const p of patches) {
+      p.forEach((v, a) => {
+        expect(v).toBeGreaterThanOrEqual(16);
+        expect(v).toBeLessThanOrEqual(d.shape[a]!);
+      });
+    }
   });
 });

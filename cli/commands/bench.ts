@@ -7,7 +7,6 @@
  * profile of a cpu-fast step. Exit 1 when the native kernels are not built.
  */
 import type { Command } from 'commander';
-import { formatProfile, runKernelBench, writeJsonReport } from '../../bench/kernels.ts';
 
 interface KernelsOptions {
   json?: string;
@@ -24,6 +23,7 @@ export function register(program: Command): void {
     .option('--quick', 'fewer shapes and repetitions (CPU-small preset only, about a minute)')
     .option('--stage-cpu', "also run the base-32 stage's training step on stock cpu for its ratio (minutes: off by default)")
     .action(async (opts: KernelsOptions) => {
+      const { formatProfile, runKernelBench, writeJsonReport } = await import('../../bench/kernels.ts');
       const report = await runKernelBench({ quick: opts.quick, stageVsCpu: opts.stageCpu, log: (line) => process.stdout.write(`${line}\n`) });
       for (const profile of report.profiles) process.stdout.write(`${formatProfile(profile)}\n`);
       const speedup = report.trainStepSpeedupVsCpu;

@@ -115,7 +115,11 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
       cacheMB: 64,
       workDir: 'work',
       model: { mode: opts.model, preset: opts.preset, norm: 'instance', cascadeFactor: 0.5 },
-      training: { learningRate: opts.learningRate, foregroundRate: opts.foregroundRate, overlap: 0 },
+      // Validation by a Gaussian sliding window (overlap 0.5, windows flush with the volume end):
+      // the non-overlapping grid (overlap 0) zero-pads the last patch per axis, and an
+      // instance-normalised net sees mostly padding there — on 32×32×24 volumes with 20³/24³
+      // patches the same weights scored mean Dice 0.33 by grid vs 0.98 by sliding window.
+      training: { learningRate: opts.learningRate, foregroundRate: opts.foregroundRate, overlap: 0.5, blend: 'gaussian' },
       federation: {
         coordinatorUrl: url,
         secretKey: `keys/${id}.key`,

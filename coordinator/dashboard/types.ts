@@ -48,13 +48,19 @@ export interface DashboardSite {
   dice: LabelDice | null;
 }
 
-export type RoundSiteState = 'training' | 'uploading' | 'done' | 'late' | 'failed';
+/** A selected site's phase in the open round, in the order a site goes through them. */
+export type RoundSiteState = 'downloading' | 'evaluating' | 'training' | 'uploading' | 'done' | 'late' | 'failed';
 
 export interface DashboardRoundSite {
   id: string;
   state: RoundSiteState;
+  /** Local training steps done / requested (0 while downloading or evaluating). */
   stepsDone: number;
   stepsTotal: number;
+  /** Checkpoint bytes the site has downloaded / the checkpoint's size (0 / 0 until it reports). */
+  downloadedBytes: number;
+  downloadTotalBytes: number;
+  /** Update bytes received / the update's size (0 / 0 until the upload begins). */
   bytesTransferred: number;
   bytesTotal: number;
 }

@@ -18,10 +18,25 @@ export interface LiveSite {
   state: RoundSiteState;
   stepsDone: number;
   stepsTotal: number;
+  /** Checkpoint download, as the site reports it. */
+  downloadedBytes: number;
+  downloadTotalBytes: number;
+  /** Update upload, as the coordinator receives it. */
   bytesTransferred: number;
   bytesTotal: number;
   taskSent: boolean;
 }
+
+/** A site's progress report (the protocol's status message). */
+export interface SiteStatus {
+  phase?: 'idle' | 'downloading' | 'training' | 'evaluating' | 'uploading';
+  stepsDone: number;
+  stepsTotal: number;
+  bytesDone?: number;
+  bytesTotal?: number;
+}
+
+const FINAL_STATES: ReadonlySet<RoundSiteState> = new Set(['done', 'late', 'failed']);
 
 export interface AcceptedUpdate {
   samples: number;
@@ -53,7 +68,8 @@ export class LiveRound {
   ) {
     this.outcome = new Promise((resolve) => (this.resolveOutcome = resolve));
     for (const id of record.selectedSites) {
-      this.sites.set(id, { state: 'training', stepsDone: 0, stepsTotal: steps, bytesTransferred: 0, bytesTotal: 0, taskSent: false });
+      // A site's first job in a round is fetching the global checkpoint.
+      this.sites.set(id, { state: 'downloading', stepsDone: 0, stepsTotal: steps, downloadedBytes: 0, downloadTotalBytes: 0, bytesTransferred: 0, bytesTotal: 0, taskSent: false });
     }
     this.timer = setTimeout(() => this.close('deadline'), Math.max(0, deadline - Date.now()));
   }
@@ -84,6 +100,27 @@ export class LiveRound {
     return [...this.sites.keys()].filter((id) => !this.isResolved(id));
   }
 
+  /**
+   * Applies a site's progress report: the phase it names (no phase = training, as older sites
+   * send), its step counts, and the download bytes while it fetches the checkpoint. Steps only
+   * count in the training phase and later, so a download never shows up as training progress.
+   * Reports on one connection arrive in order; going back to 'downloading' is a restarted site.
+   */
+  noteStatus(siteId: string, status: SiteStatus): void {
+    const s = this.sites.get(siteId);
+    if (!s || this.closed || this.isResolved(siteId) || FINAL_STATES.has(s.state)) return;
+    const phase = status.phase === undefined || status.phase === 'idle' ? 'training' : status.phase;
+    s.state = phase;
+    s.stepsTotal = status.stepsTotal;
+    s.stepsDone = phase === 'downloading' || phase === 'evaluating' ? 0 : Math.min(status.stepsDone, status.stepsTotal);
+    if (phase === 'downloading' && status.bytesTotal !== undefined) {
+      s.downloadTotalBytes = status.bytesTotal;
+      s.downloadedBytes = Math.min(status.bytesDone ?? 0, status.bytesTotal);
+    } else if (s.downloadTotalBytes > 0) {
+      s.downloadedBytes = s.downloadTotalBytes; // past the download: it completed
+    }
+  }
+
   accept(siteId: string, update: AcceptedUpdate): void {
     this.accepted.set(siteId, update);
     const s = this.sites.get(siteId);
@@ -91,6 +128,7 @@ export class LiveRound {
       s.state = 'done';
       s.stepsDone = s.stepsTotal;
       s.bytesTransferred = s.bytesTotal = update.bytes;
+      if (s.downloadTotalBytes > 0) s.downloadedBytes = s.downloadTotalBytes;
     }
     this.settle();
   }
@@ -108,7 +146,7 @@ export class LiveRound {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     if (outcome !== 'all-resolved') {
-      for (const s of this.sites.values()) if (s.state === 'training' || s.state === 'uploading') s.state = 'late';
+      for (const s of this.sites.values()) if (!FINAL_STATES.has(s.state)) s.state = 'late';
     }
     this.resolveOutcome(outcome);
   }

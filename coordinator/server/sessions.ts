@@ -177,10 +177,7 @@ export class SiteSessions {
     const live = this.ctx.live();
     const site = live?.sites.get(siteId);
     if (!live || live.closed || !site || m.data.round !== live.round || live.isResolved(siteId)) return;
-    site.stepsDone = Math.min(m.data.stepsDone, m.data.stepsTotal);
-    site.stepsTotal = m.data.stepsTotal;
-    if (m.data.phase === 'uploading') site.state = 'uploading';
-    else if (site.state !== 'uploading') site.state = 'training';
+    live.noteStatus(siteId, m.data);
     this.ctx.hub.note(
       'site-status',
       { siteId, round: m.data.round, stepsDone: m.data.stepsDone, stepsTotal: m.data.stepsTotal, phase: m.data.phase, message: `Site '${siteId}': ${m.data.phase ?? 'working'} ${m.data.stepsDone}/${m.data.stepsTotal}.` },

@@ -137,7 +137,16 @@ export class SnapshotProvider {
       attempt: live.attempt,
       startedAt: live.record.startedAt,
       deadline: new Date(live.deadline).toISOString(),
-      sites: [...live.sites].map(([id, s]) => ({ id, state: s.state, stepsDone: s.stepsDone, stepsTotal: s.stepsTotal, bytesTransferred: s.bytesTransferred, bytesTotal: s.bytesTotal })),
+      sites: [...live.sites].map(([id, s]) => ({
+        id,
+        state: s.state,
+        stepsDone: s.stepsDone,
+        stepsTotal: s.stepsTotal,
+        downloadedBytes: s.downloadedBytes,
+        downloadTotalBytes: s.downloadTotalBytes,
+        bytesTransferred: s.bytesTransferred,
+        bytesTotal: s.bytesTotal,
+      })),
     };
   }
 

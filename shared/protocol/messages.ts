@@ -221,8 +221,15 @@ const siteSchemas = {
       stepsDone: count(10_000_000),
       stepsTotal: count(10_000_000),
       phase: z.enum(['idle', 'downloading', 'training', 'evaluating', 'uploading']).optional(),
+      /** Bytes of the current transfer (the checkpoint while 'downloading'); steps stay steps. */
+      bytesDone: count(MAX_PAYLOAD_BYTES).optional(),
+      bytesTotal: count(MAX_PAYLOAD_BYTES).optional(),
     })
-    .refine((s) => s.stepsDone <= s.stepsTotal, { message: 'stepsDone must not exceed stepsTotal', path: ['stepsDone'] }),
+    .refine((s) => s.stepsDone <= s.stepsTotal, { message: 'stepsDone must not exceed stepsTotal', path: ['stepsDone'] })
+    .refine((s) => s.bytesDone === undefined || (s.bytesTotal !== undefined && s.bytesDone <= s.bytesTotal), {
+      message: 'bytesDone needs bytesTotal and must not exceed it',
+      path: ['bytesDone'],
+    }),
   error: z.strictObject({ code: errorCodeSchema, message: errorTextSchema }),
   'site-info': siteInfoSchema,
 } as const;

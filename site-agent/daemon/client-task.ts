@@ -13,6 +13,7 @@ import { checkManifestMatches, encodeWeights } from '../../shared/codec/index.ts
 import type { KeyPairs } from '../../shared/crypto/keys.ts';
 import { CheckpointDownload } from '../../shared/protocol/checkpoint-transfer.ts';
 import { metricsSchema, type ExperimentDescription, type Message, type Metrics, type StrategyConfig } from '../../shared/protocol/messages.ts';
+import { MAX_PAYLOAD_BYTES } from '../../shared/protocol/limits.ts';
 import { UpdateSender, isTransferInterrupted } from '../../shared/protocol/transfer.ts';
 import type { RequestTransport } from '../../shared/protocol/transport.ts';
 import type { NamedWeights, WeightRole } from '../../shared/weights.ts';
@@ -213,13 +214,14 @@ export class TaskJob {
         experimentId: task.experimentId,
         checkpoint: task.checkpoint,
         pinnedCoordinatorSignPublicKey: env.pinnedCoordinatorSignPublicKey,
-        onProgress: (bytes, total) => this.status(Math.floor((bytes / total) * task.steps), task.steps, 'downloading', false),
+        // Download progress is bytes, not steps: no step has run yet (the dashboard shows both).
+        onProgress: (bytes, total) => this.status(0, task.steps, 'downloading', false, { done: bytes, total }),
       });
     } catch (e) {
       this.refuseCheckpoint(e);
       return null;
     }
-    this.status(0, task.steps, 'downloading', true);
+    this.status(0, task.steps, 'downloading', true, { done: 0, total: task.checkpoint.size });
     for (;;) {
       let transport: RequestTransport;
       try {
@@ -291,14 +293,23 @@ export class TaskJob {
     }
   }
 
-  private status(done: number, total: number, phase: TaskPhase, force: boolean): void {
+  /** Sends the phase with its steps (and bytes, for a transfer); throttled except at phase changes and completion. */
+  private status(done: number, total: number, phase: TaskPhase, force: boolean, bytes?: { done: number; total: number }): void {
     const now = Date.now();
-    const stepsTotal = Math.max(0, Math.min(10_000_000, Math.floor(total)));
-    const stepsDone = Math.max(0, Math.min(stepsTotal, Math.floor(done)));
+    const stepsTotal = clampCount(total, 10_000_000);
+    const stepsDone = Math.min(stepsTotal, clampCount(done, 10_000_000));
+    const bytesTotal = bytes ? clampCount(bytes.total, MAX_PAYLOAD_BYTES) : undefined;
+    const bytesDone = bytes ? Math.min(bytesTotal!, clampCount(bytes.done, MAX_PAYLOAD_BYTES)) : undefined;
+    // What "finished" means depends on the phase: all bytes for a transfer, all steps otherwise.
+    const [progress, goal] = bytes ? [bytesDone!, bytesTotal!] : [stepsDone, stepsTotal];
     const phaseChanged = phase !== this.lastStatus.phase;
-    const finished = stepsDone === stepsTotal && this.lastStatus.done !== stepsDone;
+    const finished = progress === goal && this.lastStatus.done !== progress;
     if (!force && !phaseChanged && !finished && now - this.lastStatus.at < STATUS_INTERVAL_MS) return;
-    this.lastStatus = { at: now, phase, done: stepsDone };
-    this.env.sendStatus({ round: this.round, stepsDone, stepsTotal, phase });
+    this.lastStatus = { at: now, phase, done: progress };
+    this.env.sendStatus({ round: this.round, stepsDone, stepsTotal, phase, ...(bytes ? { bytesDone, bytesTotal } : {}) });
   }
+}
+
+function clampCount(n: number, max: number): number {
+  return Number.isFinite(n) ? Math.max(0, Math.min(max, Math.floor(n))) : 0;
 }

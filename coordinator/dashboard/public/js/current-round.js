@@ -1,8 +1,10 @@
-// Current round: per-site state with progress bars and the time left to the deadline.
+// Current round: per-site phase (downloading → evaluating → training → uploading → done), with
+// separate bars for local steps, the checkpoint download and the update upload, and the time
+// left to the deadline.
 import { h, setChildren, table } from './dom.js';
 import * as fmt from './format.js';
 
-const STATES = ['training', 'uploading', 'done', 'late', 'failed'];
+const STATES = ['downloading', 'evaluating', 'training', 'uploading', 'done', 'late', 'failed'];
 
 function bar(done, total, text, label) {
   const pct = fmt.percent(done, total);
@@ -18,6 +20,12 @@ function bar(done, total, text, label) {
   );
 }
 
+/** Bytes moved of a transfer; an em dash until its size is known (not started). */
+function transferBar(done, total, label) {
+  const known = typeof total === 'number' && total > 0;
+  return bar(known ? done : 0, known ? total : 0, known ? `${fmt.bytes(done)} / ${fmt.bytes(total)}` : '—', label);
+}
+
 /** @param {HTMLElement} el */
 export function renderCurrentRound(el, snapshot) {
   const round = snapshot.currentRound;
@@ -30,7 +38,7 @@ export function renderCurrentRound(el, snapshot) {
   const tableEl = h('table', { class: 'data round-table' });
   table(
     tableEl,
-    ['Site', 'State', 'Steps', 'Transfer'],
+    ['Site', 'State', 'Steps', 'Checkpoint ↓', 'Update ↑'],
     round.sites.map((s) =>
       h(
         'tr',
@@ -38,7 +46,8 @@ export function renderCurrentRound(el, snapshot) {
         h('th', { scope: 'row', class: 'site-id' }, s.id),
         h('td', null, h('span', { class: 'state', dataset: { state: s.state } }, s.state)),
         h('td', null, bar(s.stepsDone, s.stepsTotal, `${s.stepsDone} / ${s.stepsTotal}`, `${s.id} steps`)),
-        h('td', null, bar(s.bytesTransferred, s.bytesTotal, `${fmt.bytes(s.bytesTransferred)} / ${fmt.bytes(s.bytesTotal)}`, `${s.id} transfer`)),
+        h('td', null, transferBar(s.downloadedBytes, s.downloadTotalBytes, `${s.id} checkpoint download`)),
+        h('td', null, transferBar(s.bytesTransferred, s.bytesTotal, `${s.id} update upload`)),
       ),
     ),
   );

@@ -35,7 +35,10 @@ function applySnapshot(payload) {
   // Live events already in the snapshot need not be remembered any longer.
   const known = new Set((payload.events ?? []).map(eventKey));
   state.liveEvents = state.liveEvents.filter((e) => !known.has(eventKey(e)));
-  scheduleRender();
+  // The first snapshot renders at once (waiting for an animation frame only delays the page);
+  // later pushes coalesce into one render per frame.
+  if (state.renderedOnce) scheduleRender();
+  else render();
 }
 
 function applyEvent(event) {
@@ -112,7 +115,10 @@ function showError(message, withLoginLink) {
 
 async function loadSnapshot() {
   const start = performance.now();
-  const res = await fetch('/api/snapshot', { credentials: 'same-origin', cache: 'no-store' });
+  // prefetch.js started the request during page load; fetch here only if it has not run.
+  const early = globalThis.__patchfedSnapshot;
+  delete globalThis.__patchfedSnapshot;
+  const res = await (early ?? fetch('/api/snapshot', { credentials: 'same-origin', cache: 'no-store' }));
   if (res.status === 401) {
     location.assign('/login');
     return;
@@ -123,12 +129,27 @@ async function loadSnapshot() {
   applySnapshot(payload);
 }
 
-function connectLive() {
-  if (typeof globalThis.io !== 'function') {
+/** The socket.io client is only needed for live pushes: load it after the first render, not before. */
+function loadSocketIo() {
+  if (typeof globalThis.io === 'function') return Promise.resolve(globalThis.io);
+  return new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = '/assets/vendor/socket.io.min.js';
+    script.onload = () => (typeof globalThis.io === 'function' ? resolve(globalThis.io) : reject(new Error('socket.io client did not load')));
+    script.onerror = () => reject(new Error('socket.io client did not load'));
+    document.head.append(script);
+  });
+}
+
+async function connectLive() {
+  let io;
+  try {
+    io = await loadSocketIo();
+  } catch {
     setConnection('offline', 'Live updates unavailable');
     return;
   }
-  const socket = globalThis.io('/dashboard', { withCredentials: true });
+  const socket = io('/dashboard', { withCredentials: true });
   socket.on('connect', () => {
     setConnection('live', 'Live');
     $('load-error').hidden = true;
