@@ -1,3 +1,4 @@
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { io as connect, type Socket } from 'socket.io-client';
 import { constantTimeEqual, DashboardAuth, parseCookies } from '../coordinator/dashboard/auth.ts';
@@ -151,6 +152,32 @@ describe('dashboard server', () => {
     }
     expect((await fetch(srv.url + '/assets/vendor/../../package.json')).status).not.toBe(200);
     expect((await fetch(srv.url + '/assets/vendor/nope.js')).status).toBe(404);
+    expect((await fetch(srv.url + '/assets/js/%2e%2e/%2e%2e/assets.ts')).status).toBe(404);
+  });
+
+  it('serves assets with their type, gzip when asked, and a validator that turns a reload into a 304', async () => {
+    const plain = await fetch(srv.url + '/assets/vendor/uPlot.iife.min.js', { headers: { 'accept-encoding': 'identity' } });
+    const body = Buffer.from(await plain.arrayBuffer());
+    expect(plain.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect(plain.headers.get('content-encoding')).toBeNull();
+    expect(plain.headers.get('cache-control')).toBe('no-cache');
+    const etag = plain.headers.get('etag')!;
+    expect(etag).toMatch(/^"[\w-]{22}"$/);
+    const { request } = await import('node:http');
+    const gz = await new Promise<{ encoding?: string; bytes: Buffer }>((resolve, reject) => {
+      request(srv.url + '/assets/vendor/uPlot.iife.min.js', { headers: { 'accept-encoding': 'gzip' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve({ encoding: res.headers['content-encoding'], bytes: Buffer.concat(chunks) }));
+      })
+        .on('error', reject)
+        .end();
+    });
+    expect(gz.encoding).toBe('gzip');
+    expect(gz.bytes.length).toBeLessThan(body.length / 2);
+    expect(gunzipSync(gz.bytes).equals(body)).toBe(true);
+    const again = await fetch(srv.url + '/assets/vendor/uPlot.iife.min.js', { headers: { 'if-none-match': etag } });
+    expect(again.status).toBe(304);
+    expect((await fetch(srv.url + '/assets/css/dashboard.css')).headers.get('content-type')).toBe('text/css; charset=utf-8');
   });
 
   it('refuses unauthorised sockets: they never receive a snapshot', async () => {

@@ -1,7 +1,14 @@
 /**
- * What `patchfed simulate` runs, with the defaults `npm start` uses. The defaults are sized so
- * three site processes sharing two CPU cores finish five rounds in a few minutes and still show
- * the global model learning: tiny U-Net, small phantom volumes, a high learning rate.
+ * What `patchfed simulate` runs, with the defaults `npm start` uses. They are sized so three site
+ * processes sharing two CPU cores finish five rounds in about a minute and the global model
+ * visibly learns every label (mean validation Dice ~0.3 → 0.94 over the five rounds):
+ * - cpu-small U-Net (instance norm), lr 1e-2, every training patch holding tumour: what made the
+ *   single-site learning tests converge in a few hundred steps (the small non-enhancing core
+ *   otherwise stays at Dice 0 for hundreds of steps);
+ * - budgets that plan 16³, 20³ and 24³ patches (batch 1): different per site, each large enough
+ *   to hold a tumour and cheap enough per step;
+ * - site styles 2, 0, 3 (different scanners, tumours at least as large as the reference style;
+ *   style 1's small tumours and heavy noise are left to --site-styles).
  */
 import type { PhantomTask } from '../../site-agent/phantom/index.ts';
 import type { Mode, PresetName } from '../../shared/config/model.ts';

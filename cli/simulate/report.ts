@@ -60,7 +60,7 @@ export interface SimulationReport {
   format: 'patchfed-simulate/1';
   createdAt: string;
   runDir: string;
-  experiment: { id: string; task: string; mode: string; preset: string; strategy: string; rounds: number; localSteps: number; learningRate: number };
+  experiment: { id: string; task: string; mode: string; preset: string; strategy: string; rounds: number; localSteps: number; learningRate: number; foregroundRate: number };
   labels: string[];
   sites: { id: string; memoryBudgetMB: number; siteStyle: number; orientation: string; patch: number[] | null; batch: number | null; backend: string | null }[];
   /** The untrained global model (round 0) as the sites measured it in round 1. */

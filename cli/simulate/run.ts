@@ -95,15 +95,8 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
     const printed = new Set<number>();
     const announcedSites = new Set<string>();
     const seenOpen = new Map<number, number>(); // round row id → first seen (ms)
-    let dropDone = false;
-    let dropRejoinAfterRound: number | null = null;
-    let restartDone = false;
-    for (;;) {
-      if (stop.aborted) break;
-      if (fatal) throw new PatchFedError('E_COORDINATOR', fatal);
-      if (siteProcs.size > 0 && [...siteProcs.values()].every((p) => !p.running) && !dropRejoinAfterRound) {
-        throw new PatchFedError('E_SITES', `every site process has exited; the last lines of ${layout.sites[0]!.id}'s log:\n${logTail(siteProcs.values().next().value!.logFile)}`);
-      }
+    /** Prints what is new in the coordinator's records (sites online, rounds opened/completed); returns the rounds. */
+    const printProgress = (): RoundRow[] => {
       const rows = records.rounds();
       for (const site of records.sites()) {
         if (announcedSites.has(site.id) || !site.plannedPatch) continue;
@@ -124,6 +117,19 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
           out(formatRoundBlock(row, opts.rounds, labels, input, info?.sha256 ?? null));
         }
       }
+      return rows;
+    };
+    let dropDone = false;
+    let dropRejoinAfterRound: number | null = null;
+    let restartDone = false;
+    for (;;) {
+      if (stop.aborted) break;
+      if (fatal) throw new PatchFedError('E_COORDINATOR', fatal);
+      if (siteProcs.size > 0 && [...siteProcs.values()].every((p) => !p.running) && !dropRejoinAfterRound) {
+        throw new PatchFedError('E_SITES', `every site process has exited; the last lines of ${layout.sites[0]!.id}'s log:\n${logTail(siteProcs.values().next().value!.logFile)}`);
+      }
+      const rows = printProgress();
+      const done = completedRounds(rows);
       const open = rows.find((r) => r.status === 'open');
       // Fault injection: both happen while the sites are busy training in the round.
       if (opts.drop && !dropDone && open && open.round === opts.drop.round && Date.now() - seenOpen.get(open.id)! > 1000) {
@@ -165,6 +171,8 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
       const h = await health(layout.url);
       if (h?.end) {
         status = h.end;
+        // The last round may have completed between reading the records and asking /healthz.
+        printProgress();
         break;
       }
       await sleep(500);
@@ -245,7 +253,7 @@ function buildReport(
     format: 'patchfed-simulate/1',
     createdAt: new Date().toISOString(),
     runDir: layout.dir,
-    experiment: { id: e.id, task: e.task, mode: e.model.mode, preset: opts.preset, strategy: e.strategy.name, rounds: e.rounds, localSteps: e.localSteps, learningRate: e.learningRate },
+    experiment: { id: e.id, task: e.task, mode: e.model.mode, preset: opts.preset, strategy: e.strategy.name, rounds: e.rounds, localSteps: e.localSteps, learningRate: e.learningRate, foregroundRate: opts.foregroundRate },
     labels,
     sites: layout.sites.map((s) => ({
       id: s.id,

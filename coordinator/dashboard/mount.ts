@@ -17,7 +17,7 @@ import { gzipSync } from 'node:zlib';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Server as SocketIoServer } from 'socket.io';
 import { DashboardAuth, originMatchesHost } from './auth.ts';
-import { PUBLIC_DIR, escapeHtml, readPage, resolveVendorFiles } from './assets.ts';
+import { escapeHtml, loadStaticAssets, readPage } from './assets.ts';
 import { serializePayload } from './payload.ts';
 import type { DashboardEvent, DashboardHandle, MountDashboardOptions } from './types.ts';
 
@@ -47,7 +47,7 @@ function pageHeaders(res: Response): void {
 
 export function mountDashboard(app: express.Express, io: SocketIoServer, opts: MountDashboardOptions): DashboardHandle {
   const auth = new DashboardAuth(opts.token);
-  const vendorFiles = resolveVendorFiles();
+  const assets = loadStaticAssets();
   const indexHtml = readPage('index.html');
   const loginTemplate = readPage('login.html');
   const onError = opts.onError ?? ((e: unknown) => console.error('dashboard: snapshot push failed:', e));
@@ -62,13 +62,17 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
   const secureRequest = (req: Request): boolean => req.secure;
 
   // --- public assets -------------------------------------------------------------------------
-  app.get('/assets/vendor/:file', (req, res, next) => {
-    const path = vendorFiles.get(String(req.params.file));
-    if (!path) return next();
-    res.set('X-Content-Type-Options', 'nosniff');
-    res.sendFile(path, { maxAge: 0 });
+  // From memory, gzip when accepted; `no-cache` + ETag: a reload costs only 304s, and a
+  // coordinator restarted with new code is never shadowed by a stale cached file.
+  app.get(/^\/assets\/(.+)$/, (req, res, next) => {
+    const asset = assets.get(String(req.params[0]));
+    if (!asset) return next();
+    res.set({ 'Cache-Control': 'no-cache', ETag: asset.etag, Vary: 'Accept-Encoding', 'X-Content-Type-Options': 'nosniff', 'Content-Type': asset.contentType });
+    if (req.headers['if-none-match'] === asset.etag) return void res.status(304).end();
+    const gzip = asset.gzip && req.acceptsEncodings('gzip') === 'gzip';
+    if (gzip) res.set('Content-Encoding', 'gzip');
+    res.end(gzip ? asset.gzip : asset.body);
   });
-  app.use('/assets', express.static(PUBLIC_DIR, { index: false, redirect: false, dotfiles: 'deny' }));
 
   // --- page and login ------------------------------------------------------------------------
   app.get('/', (req, res) => {

@@ -120,6 +120,9 @@ export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
         result.aborted = true;
         break;
       }
+      // One event-loop turn per step: a daemon's socket (progress reports, heartbeats) is served
+      // while it trains, even when every batch comes from memory and no await does real I/O.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       const batch = await o.data.nextBatch();
       const run = () => {
         const x = tf.tensor5d(batch.image, batch.imageShape, 'float32');
