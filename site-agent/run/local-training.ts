@@ -10,6 +10,7 @@ import { resolveArchitecture } from '../../shared/config/model.ts';
 import { openMsdDataset } from '../data/index.ts';
 import { saveModelArtifacts } from '../model/artifacts.ts';
 import { formatBytes } from '../planner/plan.ts';
+import { estimateTrainingPeak } from '../planner/estimate.ts';
 import { loadSiteConfig } from '../site-config.ts';
 import { ProgressReporter } from '../train/progress.ts';
 import { evaluateCases, type EvaluationReport } from './evaluate.ts';
@@ -39,7 +40,11 @@ export interface LocalTrainingReport {
     stage: string;
     patch: number[];
     batch: number;
+    /** Planner's whole-process estimate: tfjs engine + native workspace + runtime overhead. */
     estimatedPeakBytes: number;
+    /** Planner's estimate of the tfjs engine part alone: what measuredPeakBytes measures. */
+    estimatedEngineBytes: number;
+    /** tf.profile peak of the first steps (engine bytes). */
     measuredPeakBytes: number | null;
     steps: number;
     finalLoss: number | null;
@@ -82,6 +87,11 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
   // Sanity: the planner's stages are the mode's stages.
   if (sitePlan.stages.length !== stagesForMode(cfg.model.mode, channels, classes).length) throw new Error('planner returned the wrong stages');
   process.stderr.write(`plan: ${sitePlan.plan.message}\n`);
+  if (cfg.training.patch) {
+    // The config's explicit patch/batch override the planner's choice (checked against the budget).
+    const used = sitePlan.stages.map((st) => `${st.stage} ${st.patch.join('×')} batch ${st.batch} (~${formatBytes(st.estimatedPeakBytes)})`).join('; ');
+    process.stderr.write(`plan: training.patch is set in the config, so training uses ${used}\n`);
+  }
   const nets = createStageNets(sitePlan.stages, arch, classes, cfg.seed);
   const progress = req.progress === undefined ? new ProgressReporter() : req.progress;
   const outDir = req.outDir ?? join(cfg.workDir, 'train');
@@ -144,6 +154,7 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
         patch: [...s.patch],
         batch: s.batch,
         estimatedPeakBytes: s.estimatedPeakBytes,
+        estimatedEngineBytes: estimateTrainingPeak({ inChannels: s.inChannels, classes, arch }, s.patch, s.batch).engine,
         measuredPeakBytes: r.peakMemory?.engineBytes ?? null,
         steps: r.stepsDone,
         finalLoss: r.losses.at(-1) ?? null,
@@ -186,7 +197,7 @@ export function formatTrainingReport(r: LocalTrainingReport): string {
   ];
   for (const s of r.stages) {
     lines.push(
-      `  ${s.stage}: patch ${s.patch.join('x')} batch ${s.batch}, ${s.steps} steps in ${(s.trainTimeMs / 1000).toFixed(1)} s, final loss ${s.finalLoss?.toFixed(4) ?? 'n/a'}, best val Dice ${f(s.bestValidationDice)} at step ${s.bestStep ?? 'n/a'}; memory est. ${formatBytes(s.estimatedPeakBytes)} measured ${s.measuredPeakBytes === null ? 'n/a' : formatBytes(s.measuredPeakBytes)} -> ${s.modelDir}`,
+      `  ${s.stage}: patch ${s.patch.join('x')} batch ${s.batch}, ${s.steps} steps in ${(s.trainTimeMs / 1000).toFixed(1)} s, final loss ${s.finalLoss?.toFixed(4) ?? 'n/a'}, best val Dice ${f(s.bestValidationDice)} at step ${s.bestStep ?? 'n/a'}; tfjs memory est. ${formatBytes(s.estimatedEngineBytes)} measured ${s.measuredPeakBytes === null ? 'n/a' : formatBytes(s.measuredPeakBytes)} (with workspace and runtime est. ${formatBytes(s.estimatedPeakBytes)}) -> ${s.modelDir}`,
     );
     for (const rp of s.replans) {
       lines.push(`    re-planned: patch ${rp.from.patch.join('x')} batch ${rp.from.batch} measured ${formatBytes(rp.measuredEngineBytes)} > budget ${formatBytes(rp.budgetBytes)} -> patch ${rp.to.patch.join('x')} batch ${rp.to.batch}`);
