@@ -23,6 +23,11 @@ export const TrainingSchema = z
     /** Override the planner's choice; otherwise the largest patch/batch that fits the budget. */
     patch: Shape3.optional(),
     batch: z.number().int().positive().max(64).optional(),
+    /**
+     * Soft Dice (thesis §2.4.1) or Dice + cross-entropy (default, nnU-Net style: the CE term keeps a
+     * gradient on all-background patches, where soft Dice alone is constant).
+     */
+    loss: z.enum(['dice', 'dice-ce']).default('dice-ce'),
     includeBackgroundInLoss: z.boolean().optional(),
     /** Inference: sliding-window overlap and weighting (MONAI style). overlap 0 + constant = thesis reconstruction. */
     overlap: z.number().min(0).lt(1).default(0.5),

@@ -221,7 +221,7 @@ export class FederatedSiteTrainer {
       foregroundRate: this.cfg.training.foregroundRate,
       skipEmptyPatches: this.cfg.training.skipEmptyPatches,
       includeBackground: this.cfg.training.includeBackgroundInLoss,
-      loss: 'dice-ce',
+      loss: this.cfg.training.loss,
       restoreBest: false,
       inference: { overlap: this.cfg.training.overlap, blend: this.cfg.training.blend },
       seed: this.cfg.seed * 1009 + work.round,

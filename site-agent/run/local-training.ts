@@ -109,7 +109,7 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       foregroundRate: cfg.training.foregroundRate,
       skipEmptyPatches: cfg.training.skipEmptyPatches,
       includeBackground: cfg.training.includeBackgroundInLoss,
-      loss: 'dice-ce',
+      loss: cfg.training.loss,
       validateEvery: cfg.training.validateEvery || Math.max(1, Math.ceil((req.steps ?? cfg.training.steps) / 4)),
       restoreBest: true,
       inference: { overlap: cfg.training.overlap, blend: cfg.training.blend },
