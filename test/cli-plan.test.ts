@@ -3,25 +3,12 @@
  * "nothing fits" message, the thesis's orders of magnitude for the real MSD geometries, and
  * clear errors for bad input.
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { runPatchfed } from './cli-fixtures.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const GB = 1024 ** 3;
 
-function plan(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'cli', 'patchfed.js'), 'plan', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const plan = (args: string[]) => runPatchfed(['plan', ...args]);
 
 const JSON_KEYS = ['source', 'mode', 'model', 'budgetBytes', 'safetyMargin', 'fits', 'patch', 'batch', 'peakBytes', 'fullVolumeBytes', 'fullVolumeInferenceBytes', 'stages', 'message'];
 

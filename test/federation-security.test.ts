@@ -29,6 +29,7 @@ import {
   type Federation,
   type TestSite,
 } from './federation-fixtures.ts';
+import { rng as seededRandom } from './dataset-fixtures.ts';
 
 let fed: Federation | null = null;
 let coordinator: RunningCoordinator | null = null;
@@ -240,7 +241,7 @@ describe('federation security', () => {
     await connected;
     const socket = a.socket!;
 
-    const rng = mulberry32(20240611);
+    const rng = seededRandom(20240611);
     const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
     const hostile = (): unknown =>
       pick<() => unknown>([
@@ -344,14 +345,3 @@ describe('federation security', () => {
   });
 });
 
-/** Small deterministic PRNG for the fuzzer (reproducible failures). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

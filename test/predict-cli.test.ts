@@ -2,10 +2,8 @@
  * `patchfed predict`: checkpoints written by `patchfed train` (full, patch, cascade) segment a
  * NIfTI image into a uint8 file on the input's grid; mismatched checkpoints are refused.
  */
-import { spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readNifti, writeNifti } from '../shared/nifti/index.ts';
 import { openMsdDataset } from '../site-agent/data/index.ts';
@@ -14,8 +12,8 @@ import { segmentCase } from '../site-agent/inference/segment.ts';
 import { predictFile } from '../site-agent/inference/predict-file.ts';
 import { runLocalTraining } from '../site-agent/run/local-training.ts';
 import { brainPhantom, TempDirs, useTrainingBackend, writeSiteConfig } from './learning-fixtures.ts';
+import { runPatchfed } from './cli-fixtures.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const temp = new TempDirs();
 let root: string;
 let data: string;
@@ -23,17 +21,7 @@ let image: string;
 let caseId: string;
 const trained: Record<'full' | 'patch' | 'cascade', string> = { full: '', patch: '', cascade: '' };
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'cli', 'patchfed.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]) => runPatchfed(args);
 
 beforeAll(async () => {
   await useTrainingBackend();
