@@ -5,7 +5,7 @@
  * Debian's /usr/bin/chromium through playwright-core; skips only when chromium is missing
  * outside CI.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,11 +14,9 @@ import { LIVER_LABELS, LIVER_MODALITIES, generatePhantomDataset } from '../site-
 import { runSiteDaemon } from '../site-agent/daemon/daemon.ts';
 import type { Metrics } from '../shared/protocol/messages.ts';
 import { makeFederation, startSite, testLog, waitForEvent, type Federation, type TestSite } from './federation-fixtures.ts';
+import { launchChromium, skipBrowserSuite } from './browser-fixtures.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const haveChromium = existsSync(CHROMIUM);
-const skip = !haveChromium && !process.env.CI;
-if (skip) console.warn(`dashboard e2e tests skipped: ${CHROMIUM} not found (apt-get install chromium); under CI they fail instead`);
+const skip = skipBrowserSuite('dashboard e2e tests');
 
 const OUT = 'test-output';
 const SITES = [
@@ -35,15 +33,7 @@ const stopDaemons = new AbortController();
 let daemons: Promise<void>[] = [];
 let hostile: TestSite;
 
-async function launch(): Promise<Browser> {
-  if (!haveChromium) throw new Error(`${CHROMIUM} is missing: install the Debian package "chromium"`);
-  const { chromium } = await import('playwright-core');
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-  });
-}
+const launch = launchChromium;
 
 /** Per completed round, the mean over accepted updates of the Dice each site reported, from the coordinator's DB. */
 function recordedGlobalDice(): { round: number; dice: Record<string, number> }[] {

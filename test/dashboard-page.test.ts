@@ -2,28 +2,18 @@
  * The dashboard page in a real browser (Debian's /usr/bin/chromium through playwright-core).
  * Skips only when chromium is missing outside CI; under CI a missing browser fails the run.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { makeRound, makeSnapshot, siteId, startDashboardServer, TEST_TOKEN, XSS_REASON, type TestServer } from './dashboard-fixtures.ts';
 import type { DashboardSnapshot } from '../coordinator/dashboard/types.ts';
+import { launchChromium, skipBrowserSuite } from './browser-fixtures.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const haveChromium = existsSync(CHROMIUM);
-const skip = !haveChromium && !process.env.CI;
-if (skip) console.warn(`dashboard page tests skipped: ${CHROMIUM} not found (apt-get install chromium); under CI they fail instead`);
+const skip = skipBrowserSuite('dashboard page tests');
 
 const OUT = 'test-output';
 
-async function launch(): Promise<Browser> {
-  if (!haveChromium) throw new Error(`${CHROMIUM} is missing: install the Debian package "chromium"`);
-  const { chromium } = await import('playwright-core');
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-quic', '--disable-sync'],
-  });
-}
+const launch = launchChromium;
 
 /** Everything the page did wrong: script errors, CSP violations, requests leaving the coordinator. */
 function watch(page: Page, origin: string): string[] {
