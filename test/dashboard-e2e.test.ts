@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCoordinator, type RunningCoordinator } from '../coordinator/index.ts';
-import { LIVER_LABELS, LIVER_MODALITIES, generatePhantomDataset } from '../site-agent/phantom/index.ts';
+import { generatePhantomDataset } from '../site-agent/phantom/index.ts';
 import { runSiteDaemon } from '../site-agent/daemon/daemon.ts';
 import type { Metrics } from '../shared/protocol/messages.ts';
-import { makeFederation, startSite, testLog, waitForEvent, type Federation, type TestSite } from './federation-fixtures.ts';
+import { makeFederation, startSite, testLog, waitForEvent, type Federation, type TestSite, tinyLiverExperiment } from './federation-fixtures.ts';
 import { launchChromium, skipBrowserSuite } from './browser-fixtures.ts';
 
 const skip = skipBrowserSuite('dashboard e2e tests');
@@ -58,19 +58,7 @@ describe.skipIf(skip)('dashboard of a running federation (chromium)', () => {
     mkdirSync(OUT, { recursive: true });
     fed = makeFederation({
       sites: [...SITES.map((s) => s.id), HOSTILE],
-      experiment: {
-        id: 'dash-e2e',
-        task: 'Task03_Liver (phantom)',
-        labels: { ...LIVER_LABELS },
-        modalities: { ...LIVER_MODALITIES },
-        model: { mode: 'patch', preset: 'tiny', norm: 'instance', cascadeFactor: 0.5 },
-        rounds: 2,
-        minSites: 2,
-        localSteps: 3,
-        learningRate: 0.01,
-        roundDeadlineSeconds: 120,
-        startupGraceSeconds: 60,
-      },
+      experiment: tinyLiverExperiment({ id: 'dash-e2e' }),
     });
     coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, log: testLog() });
     for (const s of SITES) {

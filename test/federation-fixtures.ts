@@ -15,6 +15,7 @@ import { generateKeyPairs, writeKeyFiles, type KeyPairs } from '../shared/crypto
 import type { Metrics } from '../shared/protocol/messages.ts';
 import type { Log } from '../coordinator/server/log.ts';
 import type { NamedWeights, WeightSpec } from '../shared/weights.ts';
+import { LIVER_LABELS, LIVER_MODALITIES } from '../site-agent/phantom/index.ts';
 import { CoordinatorClient, type RoundResult, type RoundTask, type TaskControl } from '../site-agent/daemon/client.ts';
 
 export const MiB = 1024 * 1024;
@@ -33,6 +34,26 @@ export interface FederationOptions {
   experiment?: Partial<CoordinatorConfig['experiment']>;
   limits?: Partial<CoordinatorConfig['limits']>;
   port?: number;
+}
+
+/**
+ * The experiment of the tests that really train: the tiny U-Net, patch mode, on small liver
+ * phantoms (generatePhantomDataset task 'liver'), with roomy deadlines for a loaded machine.
+ */
+export function tinyLiverExperiment(overrides: Partial<CoordinatorConfig['experiment']> = {}): Partial<CoordinatorConfig['experiment']> {
+  return {
+    task: 'Task03_Liver (phantom)',
+    labels: { ...LIVER_LABELS },
+    modalities: { ...LIVER_MODALITIES },
+    model: { mode: 'patch', preset: 'tiny', norm: 'instance', cascadeFactor: 0.5 },
+    rounds: 2,
+    minSites: 2,
+    localSteps: 3,
+    learningRate: 0.01,
+    roundDeadlineSeconds: 120,
+    startupGraceSeconds: 60,
+    ...overrides,
+  };
 }
 
 /** Keys for a coordinator and `sites`, and a valid config (written to <dir>/coordinator.json). */

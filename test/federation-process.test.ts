@@ -13,7 +13,7 @@ import { join, relative } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StateDb } from '../coordinator/store/index.ts';
 import type { ClientEvents, RoundTask } from '../site-agent/daemon/client.ts';
-import { LIVER_LABELS, LIVER_MODALITIES, generatePhantomDataset } from '../site-agent/phantom/index.ts';
+import { generatePhantomDataset } from '../site-agent/phantom/index.ts';
 import {
   fakeMetrics,
   fakeUpdate,
@@ -29,6 +29,7 @@ import {
   type CliProcess,
   type Federation,
   type TestSite,
+  tinyLiverExperiment,
 } from './federation-fixtures.ts';
 
 let fed: Federation | null = null;
@@ -152,18 +153,7 @@ describe('coordinator and site as processes', () => {
     fed = makeFederation({
       port,
       sites: ids,
-      experiment: {
-        task: 'Task03_Liver (phantom)',
-        labels: { ...LIVER_LABELS },
-        modalities: { ...LIVER_MODALITIES },
-        model: { mode: 'patch', preset: 'tiny', norm: 'instance', cascadeFactor: 0.5 },
-        rounds: 2,
-        minSites: 2,
-        localSteps: 4,
-        learningRate: 0.01,
-        roundDeadlineSeconds: 120,
-        startupGraceSeconds: 60,
-      },
+      experiment: tinyLiverExperiment({ localSteps: 4 }),
     });
     const url = `http://127.0.0.1:${port}`;
     const siteConfigs = new Map<string, string>();

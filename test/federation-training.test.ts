@@ -20,10 +20,10 @@ import { SiteConfigSchema } from '../shared/config/site.ts';
 import type { NamedWeights } from '../shared/weights.ts';
 import { parseBackendChoice, selectBackend, type BackendReport } from '../site-agent/backend/index.ts';
 import type { ClientEvents } from '../site-agent/daemon/client.ts';
-import { LIVER_LABELS, LIVER_MODALITIES, generatePhantomDataset, type PlantedMarker } from '../site-agent/phantom/index.ts';
+import { generatePhantomDataset, type PlantedMarker } from '../site-agent/phantom/index.ts';
 import { FederatedSiteTrainer } from '../site-agent/run/federated-site.ts';
 import { experimentLayout, initialGlobalWeights } from '../site-agent/run/global-model.ts';
-import { MiB, makeFederation, relativeError, startSite, testLog, waitForEvent, weightedMean, type Federation, type TestSite } from './federation-fixtures.ts';
+import { MiB, makeFederation, relativeError, startSite, testLog, waitForEvent, weightedMean, type Federation, type TestSite, tinyLiverExperiment } from './federation-fixtures.ts';
 
 const SITES = [
   { id: 'site-a', cases: 4, budgetMB: 60, marker: 12345 },
@@ -46,17 +46,7 @@ const taskTimes = new Map<string, number[]>();
 beforeAll(async () => {
   fed = makeFederation({
     sites: SITES.map((s) => s.id),
-    experiment: {
-      task: 'Task03_Liver (phantom)',
-      labels: { ...LIVER_LABELS },
-      modalities: { ...LIVER_MODALITIES },
-      model: { mode: 'patch', preset: 'tiny', norm: 'instance', cascadeFactor: 0.5 },
-      rounds: ROUNDS,
-      minSites: 3,
-      localSteps: 3,
-      learningRate: 0.01,
-      roundDeadlineSeconds: 120,
-    },
+    experiment: tinyLiverExperiment({ rounds: ROUNDS, minSites: 3 }),
   });
   backend = await selectBackend(parseBackendChoice('auto'), () => {});
   const exp = fed.config.experiment;
