@@ -21,7 +21,7 @@ const COMMAND_MODULES = [
 ] as const;
 
 export interface CommandModule {
-  register(program: Command): void;
+  register(program: Command): void | Promise<void>;
 }
 
 export async function buildProgram(): Promise<Command> {
@@ -37,7 +37,7 @@ export async function buildProgram(): Promise<Command> {
     .exitOverride();
   for (const name of COMMAND_MODULES) {
     const mod = (await import(`./commands/${name}.ts`)) as CommandModule;
-    mod.register(program);
+    await mod.register(program);
   }
   // Every subcommand reports errors the same way as the root.
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError('(run with --help for usage)');

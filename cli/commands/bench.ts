@@ -1,42 +1,18 @@
 /**
- * `patchfed bench kernels [--json FILE] [--quick]`
- *
- * Stock cpu, stock wasm (forward only) and the native 'cpu-fast' kernels side by side in one
- * process: Conv3D forward and both backprops, and a full U-Net training step, with effective
- * GFLOP/s, speed-ups, the fast kernels' gradient error against stock cpu and a per-kernel
- * profile of a cpu-fast step. Exit 1 when the native kernels are not built.
+ * `patchfed bench <name>`: long measurements that never run in `npm test`. Each benchmark is its
+ * own module under cli/commands/bench/ exporting `register(benchCommand)`, loaded lazily like
+ * the top-level commands (its real work is imported inside its action).
  */
 import type { Command } from 'commander';
 
-interface KernelsOptions {
-  json?: string;
-  quick?: boolean;
-  stageCpu?: boolean;
-}
+/** One module per benchmark in cli/commands/bench/. */
+const BENCH_MODULES = ['kernels'] as const;
 
-export function register(program: Command): void {
-  const bench = program.command('bench').description('Benchmarks (see bench/).');
-  bench
-    .command('kernels')
-    .description('Conv3D kernels and a U-Net training step: stock cpu vs stock wasm vs native cpu-fast, in one run.')
-    .option('--json <file>', 'also write the full report (timings, speed-ups, gradient error, profile) as JSON')
-    .option('--quick', 'fewer shapes and repetitions (CPU-small preset only, about a minute)')
-    .option('--stage-cpu', "also run the base-32 stage's training step on stock cpu for its ratio (minutes: off by default)")
-    .action(async (opts: KernelsOptions) => {
-      const { formatProfile, runKernelBench, writeJsonReport } = await import('../../bench/kernels.ts');
-      const report = await runKernelBench({ quick: opts.quick, stageVsCpu: opts.stageCpu, log: (line) => process.stdout.write(`${line}\n`) });
-      for (const profile of report.profiles) process.stdout.write(`${formatProfile(profile)}\n`);
-      const speedup = report.trainStepSpeedupVsCpu;
-      process.stdout.write(
-        `summary: training step ×${speedup === null ? '?' : speedup.toFixed(1)} vs stock cpu (cpu-small, ${report.trainSteps[0]?.patch.join('×') ?? ''}); ` +
-          `max gradient rel. error ${report.maxGradRelError?.toExponential(2) ?? '?'}; ${report.fastCpu.threads} threads; ` +
-          `load average ${report.machine.loadAverageStart.map((l) => l.toFixed(1)).join('/')} at start, ` +
-          `${report.machine.loadAverageEnd.map((l) => l.toFixed(1)).join('/')} at end\n`,
-      );
-      if (opts.json) {
-        await writeJsonReport(opts.json, report);
-        process.stdout.write(`wrote ${opts.json}\n`);
-      }
-    });
+export async function register(program: Command): Promise<void> {
+  const bench = program.command('bench').description('Benchmarks (long measurements; never part of npm test).');
+  for (const name of BENCH_MODULES) {
+    const mod = (await import(`./bench/${name}.ts`)) as { register(bench: Command): void };
+    mod.register(bench);
+  }
   bench.commands.forEach((c) => c.exitOverride().showHelpAfterError('(run with --help for usage)'));
 }
