@@ -27,7 +27,7 @@ import {
 } from '../site-agent/kernels/index.ts';
 import { UNet3D } from '../site-agent/model/unet.ts';
 import { MODEL_PRESETS } from '../shared/config/model.ts';
-import { SeededRandom } from '../site-agent/model/random.ts';
+import { SeededRandom } from '../shared/random.ts';
 import { softDiceLoss } from '../site-agent/train/loss.ts';
 import { PatchFedError } from '../shared/errors.ts';
 

@@ -39,18 +39,3 @@ export function totalParameters(manifest: readonly WeightSpec[]): number {
 export function isNormalisationRole(role: WeightRole): boolean {
   return role.startsWith('norm-');
 }
-
-/** Throws a message naming the first mismatch; used before averaging or loading. */
-export function assertSameManifest(expected: readonly WeightSpec[], actual: readonly WeightSpec[], what: string): void {
-  if (expected.length !== actual.length) {
-    throw new Error(`${what}: expected ${expected.length} tensors, got ${actual.length}.`);
-  }
-  for (let i = 0; i < expected.length; i++) {
-    const e = expected[i]!;
-    const a = actual[i]!;
-    if (e.name !== a.name) throw new Error(`${what}: tensor ${i} should be '${e.name}', got '${a.name}'.`);
-    if (e.shape.length !== a.shape.length || e.shape.some((d, k) => d !== a.shape[k])) {
-      throw new Error(`${what}: tensor '${e.name}' should have shape [${e.shape}], got [${a.shape}].`);
-    }
-  }
-}

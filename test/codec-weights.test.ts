@@ -6,7 +6,8 @@ import {
   decodeWeights,
   encodeWeights,
   encodedWeightsSize,
-  validateAgainstManifest,
+  inspectWeights,
+  updateChecks,
 } from '../shared/codec/index.ts';
 
 const manifest: WeightSpec[] = [
@@ -170,42 +171,34 @@ describe('weights codec', () => {
   });
 });
 
-describe('validateAgainstManifest', () => {
-  it('accepts matching weights and reports the L2 norm of the update', () => {
-    const w = weights();
-    const expectedNorm = Math.sqrt(w.values.reduce((s, v) => s + v.reduce((a, x) => a + x * x, 0), 0));
-    expect(validateAgainstManifest(w, manifest).l2Norm).toBeCloseTo(expectedNorm, 5);
-    // Relative to a reference: the norm of the difference.
-    const ref = weights();
-    ref.values.forEach((v) => v.forEach((_, i) => (v[i]! -= 0.01)));
-    const n = manifest.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
-    expect(validateAgainstManifest(w, manifest, { reference: ref }).l2Norm).toBeCloseTo(0.01 * Math.sqrt(n), 4);
-  });
-
+describe('the one validation path over decoded weights', () => {
   it('refuses wrong names, shapes, counts, non-finite values and updates over the norm bound', () => {
+    const check = (w: NamedWeights, extra: { normBound?: number; reference?: NamedWeights; source?: string } = {}) =>
+      inspectWeights(w, updateChecks({ expectedManifest: manifest, source: extra.source ?? 'update', reference: extra.reference, normBound: extra.normBound }), extra.source ?? 'update');
     const renamed = weights();
     renamed.manifest[0] = { ...renamed.manifest[0]!, name: 'other' };
-    expect(rejection(() => validateAgainstManifest(renamed, manifest)).message).toContain("'enc0/conv1/kernel'");
+    expect(rejection(() => check(renamed)).message).toContain("'enc0/conv1/kernel'");
     const reshaped = weights();
     reshaped.manifest[1] = { ...reshaped.manifest[1]!, shape: [2, 2] };
-    expect(rejection(() => validateAgainstManifest(reshaped, manifest)).code).toBe('weights-manifest-mismatch');
+    expect(rejection(() => check(reshaped)).code).toBe('weights-manifest-mismatch');
     const shorter = weights();
     shorter.manifest.pop();
     shorter.values.pop();
-    expect(rejection(() => validateAgainstManifest(shorter, manifest)).message).toMatch(/missing 'scalar'/);
+    expect(rejection(() => check(shorter)).message).toMatch(/missing 'scalar'/);
     const wrongLength = weights();
     wrongLength.values[3] = new Float32Array(5);
-    expect(rejection(() => validateAgainstManifest(wrongLength, manifest)).message).toContain("'enc0/norm1/running_var'");
+    expect(rejection(() => check(wrongLength)).message).toContain("'enc0/norm1/running_var'");
     const nan = weights();
     nan.values[4]![0] = Number.NaN;
-    const err = rejection(() => validateAgainstManifest(nan, manifest, { source: "update from 'b'" }));
+    const err = rejection(() => check(nan, { source: "update from 'b'" }));
     expect(err.code).toBe('weights-not-finite');
     expect(err.message).toContain("tensor 'scalar'");
     const big = weights();
     big.values[0]!.fill(10);
-    const norm = rejection(() => validateAgainstManifest(big, manifest, { normBound: 5 }));
+    const zero = { manifest, values: manifest.map((s) => new Float32Array(s.shape.reduce((a, b) => a * b, 1))) };
+    const norm = rejection(() => check(big, { normBound: 5, reference: zero }));
     expect(norm.code).toBe('update-norm-exceeded');
     expect(norm.message).toMatch(/exceeds the bound 5/);
-    expect(() => validateAgainstManifest(weights(), manifest, { normBound: 100 })).not.toThrow();
+    expect(() => check(weights(), { normBound: 100, reference: zero })).not.toThrow();
   });
 });

@@ -8,7 +8,7 @@ import { io as connect, type Socket } from 'socket.io-client';
 import { encodeWeights } from '../shared/codec/index.ts';
 import { generateKeyPairs } from '../shared/crypto/keys.ts';
 import { deriveSharedKey } from '../shared/crypto/seal.ts';
-import { SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/protocol/limits.ts';
+import { PROTOCOL_VERSION, SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/protocol/limits.ts';
 import { UpdateSender } from '../shared/protocol/transfer.ts';
 import { socketRequester } from '../shared/protocol/transport.ts';
 import type { NamedWeights } from '../shared/weights.ts';
@@ -117,10 +117,10 @@ describe('federation security', () => {
     // Hostile payloads get error replies and the connection survives; silence past the handshake timeout ends it.
     const hostile = await rawSocket(coordinator.url);
     const hostileClosed = closed(hostile);
-    expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: '../../etc', agentVersion: 'x', extra: 1 })).toMatchObject({ type: 'error', payload: { code: 'bad-message' } });
+    expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: PROTOCOL_VERSION, siteId: '../../etc', agentVersion: 'x', extra: 1 })).toMatchObject({ type: 'error', payload: { code: 'bad-message' } });
     expect(await hostile.timeout(5000).emitWithAck('hello', 'a'.repeat(100_000))).toMatchObject({ type: 'error' });
     expect(await hostile.timeout(5000).emitWithAck('no-such-type', {})).toMatchObject({ type: 'error', payload: { code: 'unknown-message-type' } });
-    expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: 'site-a', agentVersion: '1' })).toMatchObject({ type: 'challenge' });
+    expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: PROTOCOL_VERSION, siteId: 'site-a', agentVersion: '1' })).toMatchObject({ type: 'challenge' });
     await hostileClosed; // handshake timeout (1 s)
     // A site 'error' event (an EventEmitter special name) before authentication: closed, nothing crashes.
     const erring = await rawSocket(coordinator.url);
@@ -266,7 +266,7 @@ describe('federation security', () => {
       'update-chunk': () => ({ transferId: 'a'.repeat(32), index: 0, nonce: Buffer.alloc(24).toString('base64'), ciphertext: Buffer.alloc(1000), signature: Buffer.alloc(64).toString('base64') }),
       'update-commit': () => ({ transferId: 'a'.repeat(32), samples: 10, metrics: fakeMetrics(), signature: Buffer.alloc(64).toString('base64') }),
       'checkpoint-request': () => ({ experimentId: 'fed-test', version: 1, index: 0 }),
-      hello: () => ({ protocolVersion: 1, siteId: 'site-a', agentVersion: '1' }),
+      hello: () => ({ protocolVersion: PROTOCOL_VERSION, siteId: 'site-a', agentVersion: '1' }),
       auth: () => ({ sessionId: '0'.repeat(32), siteId: 'site-a', signature: Buffer.alloc(64).toString('base64') }),
     };
     const mutate = (base: Record<string, unknown>): unknown => {
@@ -330,7 +330,7 @@ describe('federation security', () => {
     const flooder = await rawSocketEventually(coordinator.url); // once the server has seen the others go
     const flooderClosed = closed(flooder);
     const burst = await Promise.all(
-      Array.from({ length: 300 }, () => flooder.timeout(5000).emitWithAck('hello', { protocolVersion: 1, siteId: 'site-a', agentVersion: '1' }).catch(() => ({ type: 'lost' }))),
+      Array.from({ length: 300 }, () => flooder.timeout(5000).emitWithAck('hello', { protocolVersion: PROTOCOL_VERSION, siteId: 'site-a', agentVersion: '1' }).catch(() => ({ type: 'lost' }))),
     );
     const codes = burst.map((r) => (r as { payload?: { code?: string } }).payload?.code);
     expect(codes.filter((c) => c === 'rate-limited').length).toBeGreaterThanOrEqual(40);

@@ -22,7 +22,7 @@ import { parseBackendChoice, selectBackend, type BackendReport } from '../site-a
 import type { ClientEvents } from '../site-agent/daemon/client.ts';
 import { generatePhantomDataset, type PlantedMarker } from '../site-agent/phantom/index.ts';
 import { FederatedSiteTrainer } from '../site-agent/run/federated-site.ts';
-import { experimentLayout, initialGlobalWeights } from '../site-agent/run/global-model.ts';
+import { experimentLayout, initialGlobalWeights } from '../shared/model/index.ts';
 import { MiB, makeFederation, relativeError, startSite, testLog, waitForEvent, weightedMean, type Federation, type TestSite, tinyLiverExperiment } from './federation-fixtures.ts';
 
 const SITES = [
@@ -67,8 +67,7 @@ beforeAll(async () => {
           round: task.round,
           steps: task.steps,
           global: task.global,
-          proximalMu: 0,
-          localTensors: task.localTensors,
+          fit: task.fit,
           learningRate: task.experiment.learningRate,
           signal: ctl.signal,
           onProgress: (done, total, phase) => ctl.progress(done, total, phase),

@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SeededRandom } from '../site-agent/model/random.ts';
+import { SeededRandom } from '../shared/random.ts';
 import { caseInputs, convInfo, GRID, label, referenceConv3d } from './kernels-conv-grid.ts';
 import { fastBackend, relError, runOn, unavailableReason } from './kernels-fixtures.ts';
 

@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '../site-agent/backend/gradients/index.ts';
-import { SeededRandom } from '../site-agent/model/random.ts';
+import { SeededRandom } from '../shared/random.ts';
 import { nativeKernelsNotice, registerFastCpuBackend } from '../site-agent/kernels/index.ts';
 
 const registration = await registerFastCpuBackend();

@@ -6,7 +6,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { PatchFedError } from '../shared/errors.ts';
 import { createRng } from '../site-agent/pipeline/sampler.ts';
 import { labelsToOneHot } from '../site-agent/pipeline/tensors.ts';
-import { softDiceLoss, softDicePerChannel, thesisIncludeBackground, type SoftDiceOptions } from '../site-agent/train/loss.ts';
+import { softDiceLoss, softDicePerChannel, type SoftDiceOptions } from '../site-agent/train/loss.ts';
+import { thesisIncludeBackground } from '../shared/model/index.ts';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');

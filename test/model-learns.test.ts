@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { UNet3D } from '../site-agent/model/unet.ts';
-import { SeededRandom } from '../site-agent/model/random.ts';
+import { SeededRandom } from '../shared/random.ts';
 import { useCpu } from './ops-fixtures.ts';
 
 beforeAll(useCpu);

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PatchFedError } from '../shared/errors.ts';
 import { totalParameters, type NamedWeights } from '../shared/weights.ts';
-import { buildManifest, requiredDivisor, resolveUNetConfig, stageChannels } from '../site-agent/model/config.ts';
+import { buildManifest, requiredDivisor, resolveUNetConfig, stageChannels } from '../shared/model/index.ts';
 import { UNet3D } from '../site-agent/model/unet.ts';
 import { parameterCounts } from '../site-agent/planner/estimate.ts';
 import { randomTensor, useCpu } from './ops-fixtures.ts';

@@ -1,7 +1,7 @@
 /** Shared helpers for the op and model tests: cpu backend, seeded tensors. */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { SeededRandom } from '../site-agent/model/random.ts';
+import { SeededRandom } from '../shared/random.ts';
 
 export async function useCpu(): Promise<void> {
   await tf.setBackend('cpu');

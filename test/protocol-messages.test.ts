@@ -14,7 +14,7 @@ import {
   type Message,
   type MessageType,
 } from '../shared/protocol/messages.ts';
-import { MAX_CHUNK_BYTES, MAX_CIPHERTEXT_BYTES, SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/protocol/limits.ts';
+import { MAX_CHUNK_BYTES, MAX_CIPHERTEXT_BYTES, PROTOCOL_VERSION, SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/protocol/limits.ts';
 
 const bytes = (n: number, fill = 1) => new Uint8Array(n).fill(fill);
 const sha = 'ab'.repeat(32);
@@ -23,7 +23,7 @@ const metrics = { loss: 0.42, dice: { liver: 0.91, tumour: 0.55 }, timeMs: 12_00
 
 /** One valid typed message of every type. */
 const samples: { [T in MessageType]: Message<T> } = {
-  hello: { protocolVersion: 1, siteId: 'hospital-a', agentVersion: '0.1.0' },
+  hello: { protocolVersion: PROTOCOL_VERSION, siteId: 'hospital-a', agentVersion: '0.1.0' },
   auth: { sessionId: 'f'.repeat(32), siteId: 'hospital-a', siteNonce: bytes(32), signature: bytes(64) },
   'checkpoint-request': { experimentId: 'liver-2026', version: 3, index: 0 },
   'update-begin': { transferId, round: 2, totalBytes: 5_000_000, chunkBytes: 2 * 1024 * 1024, chunkCount: 3, sha256: sha },
@@ -32,16 +32,18 @@ const samples: { [T in MessageType]: Message<T> } = {
   'update-commit': { transferId, samples: 40, metrics, signature: bytes(64) },
   status: { round: 2, stepsDone: 10, stepsTotal: 100, phase: 'training' },
   error: { code: 'out-of-memory', message: 'training ran out of memory' },
-  challenge: { protocolVersion: 1, sessionId: 'a'.repeat(32), nonce: bytes(32), coordinatorSignPublicKey: bytes(32) },
+  challenge: { protocolVersion: PROTOCOL_VERSION, sessionId: 'a'.repeat(32), nonce: bytes(32), coordinatorSignPublicKey: bytes(32) },
   'auth-ok': { sessionId: 'a'.repeat(32), signature: bytes(64) },
   'auth-fail': { code: 'unknown-site', reason: 'not enrolled' },
   'round-task': {
     round: 2,
+    attempt: 1,
     experimentId: 'liver-2026',
     checkpoint: { version: 2, sha256: sha, size: 100_000_000, signature: bytes(64) },
     steps: 200,
-    strategy: { name: 'fedprox', mu: 0.01 },
     deadline: 1_800_000_000_000,
+    fit: { proximalMu: 0.01, localTensors: ['enc0/norm1/gamma'] },
+    signature: bytes(64),
   },
   'checkpoint-chunk': { experimentId: 'liver-2026', version: 2, index: 0, chunkCount: 48, data: bytes(2048) },
   'transfer-status': { transferId, nextIndex: 1, chunkCount: 3 },
@@ -64,8 +66,8 @@ const samples: { [T in MessageType]: Message<T> } = {
     },
     signature: bytes(64),
   },
-  'round-cancel': { round: 2, code: 'round-closed', reason: 'the round closed without this site' },
-  'experiment-complete': { experimentId: 'liver-2026', round: 20, checkpoint: { version: 20, sha256: sha, size: 1000, signature: bytes(64) } },
+  'round-cancel': { round: 2, code: 'round-closed', reason: 'the round closed without this site', signature: bytes(64) },
+  'experiment-complete': { experimentId: 'liver-2026', round: 20, checkpoint: { version: 20, sha256: sha, size: 1000, signature: bytes(64) }, signature: bytes(64) },
 };
 
 function rejects(type: string, payload: unknown): PatchFedError {
@@ -128,7 +130,8 @@ describe('protocol messages', () => {
       ['hello', [hello]],
       ['hello', { ...hello, siteId: 123 }],
       ['hello', { ...hello, siteId: '../../etc/passwd' }],
-      ['hello', { ...hello, protocolVersion: 2 }],
+      ['hello', { ...hello, protocolVersion: 0 }],
+      ['hello', { ...hello, protocolVersion: 1.5 }],
       ['hello', { ...hello, extra: true }],
       ['hello', { siteId: 'a' }],
       ['update-begin', { ...begin, chunkCount: 4 }], // inconsistent with totalBytes / chunkBytes
@@ -150,7 +153,9 @@ describe('protocol messages', () => {
       ['update-commit', { ...commit, signature: 'AAAA' }],
       ['status', { round: 1, stepsDone: 11, stepsTotal: 10 }],
       ['round-task', { ...encodeMessage('round-task', samples['round-task']), strategy: { name: 'fedprox' } }],
-      ['round-task', { ...encodeMessage('round-task', samples['round-task']), strategy: { name: 'fedavg', mu: 1 } }],
+      ['round-task', { ...encodeMessage('round-task', samples['round-task']), fit: { proximalMu: -1, localTensors: [] } }],
+      ['round-task', { ...encodeMessage('round-task', samples['round-task']), fit: { proximalMu: 0, localTensors: ['bad\nname'] } }],
+      ['round-task', { ...encodeMessage('round-task', samples['round-task']), signature: undefined }],
       ['transfer-status', { transferId, nextIndex: 4, chunkCount: 3 }],
     ];
     for (const [type, payload] of cases) {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { PROTOCOL_VERSION } from '../shared/protocol/limits.ts';
 import { PatchFedError } from '../shared/errors.ts';
 import { generateKeyPairs, publicKeysOf, type KeyPairs } from '../shared/crypto/keys.ts';
 import { encodeMessage, parseReply } from '../shared/protocol/messages.ts';
@@ -40,7 +41,7 @@ describe('handshake over a transport', () => {
     expect(c.authenticated).toHaveLength(1);
     expect(c.authenticated[0]).toMatchObject({ siteId: 'hospital-a', sessionId });
     // A second hello on an authenticated connection is refused.
-    const again = parseReply('hello', await c.link.client.request('hello', encodeMessage('hello', { protocolVersion: 1, siteId: 'hospital-a', agentVersion: '1' }), 1000));
+    const again = parseReply('hello', await c.link.client.request('hello', encodeMessage('hello', { protocolVersion: PROTOCOL_VERSION, siteId: 'hospital-a', agentVersion: '1' }), 1000));
     expect(again).toMatchObject({ type: 'error', payload: { code: 'already-authenticated' } });
   });
 
@@ -67,8 +68,21 @@ describe('handshake over a transport', () => {
     // No hello on this connection yet: nothing to answer.
     expect(parseReply('auth', await second.link.client.request('auth', recorded, 1000))).toMatchObject({ type: 'auth-fail', payload: { code: 'no-challenge' } });
     // After a fresh hello, the old answer is for the wrong session.
-    await second.link.client.request('hello', encodeMessage('hello', { protocolVersion: 1, siteId: 'hospital-a', agentVersion: '1' }), 1000);
+    await second.link.client.request('hello', encodeMessage('hello', { protocolVersion: PROTOCOL_VERSION, siteId: 'hospital-a', agentVersion: '1' }), 1000);
     expect(parseReply('auth', await second.link.client.request('auth', recorded, 1000))).toMatchObject({ type: 'auth-fail', payload: { code: 'handshake-wrong-session' } });
     expect(second.authenticated).toHaveLength(0);
+  });
+
+  it('names both protocol versions when a site and the coordinator differ', async () => {
+    const c = coordinatorConnection();
+    const reply = parseReply('hello', await c.link.client.request('hello', encodeMessage('hello', { protocolVersion: PROTOCOL_VERSION + 1, siteId: 'hospital-a', agentVersion: '9' }), 1000));
+    expect(reply).toMatchObject({ type: 'auth-fail', payload: { code: 'protocol-version-mismatch' } });
+    expect((reply.payload as { reason: string }).reason).toMatch(new RegExp(`speaks protocol version ${PROTOCOL_VERSION + 1}; this coordinator speaks ${PROTOCOL_VERSION}`));
+    // The other way round: an older coordinator answers with its own version and the site says so.
+    const old = coordinatorConnection();
+    old.link.onDelivered = (type, reply) => {
+      if (type === 'hello' && reply.type === 'challenge') (reply.payload as { protocolVersion: number }).protocolVersion = PROTOCOL_VERSION - 1;
+    };
+    await expect(authenticateSite(old.link.client, args)).rejects.toMatchObject({ code: 'protocol-version-mismatch' });
   });
 });

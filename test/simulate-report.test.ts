@@ -8,7 +8,7 @@ import type { RoundRow, SiteUpdateRow } from '../cli/simulate/coordinator-record
 import { SIMULATE_DEFAULTS, parseSiteDrop, simulatedSiteIds } from '../cli/simulate/options.ts';
 import { siteStyleFor } from '../cli/simulate/run-dir.ts';
 import { BRAIN_LABELS, BRAIN_MODALITIES, SITE_ARCHETYPES, siteStyle } from '../site-agent/phantom/index.ts';
-import { experimentLayout } from '../site-agent/run/global-model.ts';
+import { experimentLayout } from '../shared/model/index.ts';
 import { planSite } from '../site-agent/run/site-plan.ts';
 import { buildRounds, meanDice } from '../cli/simulate/report.ts';
 

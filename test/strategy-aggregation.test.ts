@@ -1,16 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { isPatchFedError, PatchFedError } from '../shared/errors.ts';
 import { isNormalisationRole, sizeOf, type NamedWeights, type WeightSpec } from '../shared/weights.ts';
-import {
-  fedAvg,
-  fedBN,
-  fedProx,
-  mulberry32,
-  relativeL2Error,
-  StreamingWeightedMean,
-  weightedMean,
-  type Rng,
-} from '../coordinator/strategies/index.ts';
+import { encodeWeights, inMemoryRuns, inspectWeights, StreamingInspection, updateChecks, type WeightsCheck } from '../shared/codec/index.ts';
+import { mulberry32, type Rng } from '../shared/random.ts';
+import { fedAvg, fedBN, fedProx, StreamingWeightedMean } from '../coordinator/strategies/index.ts';
+import { relativeL2Error, weightedMean } from './weights-reference.ts';
 
 const MANIFEST: WeightSpec[] = [
   { name: 'enc0/conv/kernel', shape: [3, 3, 3, 1, 4], trainable: true, role: 'conv-kernel' },
@@ -39,8 +33,18 @@ function catchError(fn: () => void): PatchFedError {
   throw new Error('expected a PatchFedError');
 }
 
+async function rejectionOf(promise: Promise<unknown>): Promise<PatchFedError> {
+  try {
+    await promise;
+  } catch (e) {
+    if (isPatchFedError(e)) return e;
+    throw e;
+  }
+  throw new Error('expected a PatchFedError');
+}
+
 describe('FedAvg streaming aggregation', () => {
-  it('equals the sample-weighted mean for random updates (relative error <= 1e-6)', () => {
+  it('equals the sample-weighted mean for random updates (relative error <= 1e-6)', async () => {
     const rng = mulberry32(7);
     for (let trial = 0; trial < 5; trial++) {
       const global = randomWeights(rng);
@@ -52,7 +56,7 @@ describe('FedAvg streaming aggregation', () => {
         numSamples: 1 + Math.floor(rng() * 500),
       }));
       const agg = fedAvg().beginAggregation(trial + 1, global);
-      for (const u of updates) agg.add(u.siteId, u.weights, u.numSamples);
+      for (const u of updates) await agg.add(u.siteId, inMemoryRuns(u.weights), u.numSamples);
       const result = agg.finish();
       const expected = weightedMean(updates);
       expect(result.manifest).toEqual(MANIFEST);
@@ -62,26 +66,26 @@ describe('FedAvg streaming aggregation', () => {
     }
   });
 
-  it('weights by samples, not per site (hand-computed two-site case)', () => {
+  it('weights by samples, not per site (hand-computed two-site case)', async () => {
     const global = randomWeights(mulberry32(1));
     const a = { manifest: MANIFEST, values: MANIFEST.map((s) => new Float32Array(sizeOf(s.shape)).fill(1)) };
     const b = { manifest: MANIFEST, values: MANIFEST.map((s) => new Float32Array(sizeOf(s.shape)).fill(5)) };
     const agg = fedAvg().beginAggregation(1, global);
-    agg.add('a', a, 3);
-    agg.add('b', b, 1);
+    await agg.add('a', inMemoryRuns(a), 3);
+    await agg.add('b', inMemoryRuns(b), 1);
     const out = agg.finish();
     // (3·1 + 1·5) / 4 = 2, for every tensor including the running statistics.
     for (const v of out.values) for (const x of v) expect(x).toBe(2);
   });
 
-  it('streaming equals batch regardless of arrival order', () => {
+  it('streaming equals batch regardless of arrival order', async () => {
     const rng = mulberry32(11);
     const global = randomWeights(rng);
     const updates = Array.from({ length: 6 }, (_, k) => ({ id: `s${k}`, w: randomWeights(rng, 2, -k), n: 10 + k * 37 }));
-    const forward = fedProx({ mu: 0.1 }).beginAggregation(3, global);
-    for (const u of updates) forward.add(u.id, u.w, u.n);
-    const backward = fedProx({ mu: 0.1 }).beginAggregation(3, global);
-    for (const u of [...updates].reverse()) backward.add(u.id, u.w, u.n);
+    const forward = fedProx({}, 0.1).beginAggregation(3, global);
+    for (const u of updates) await forward.add(u.id, inMemoryRuns(u.w), u.n);
+    const backward = fedProx({}, 0.1).beginAggregation(3, global);
+    for (const u of [...updates].reverse()) await backward.add(u.id, inMemoryRuns(u.w), u.n);
     const batch = weightedMean(updates.map((u) => ({ weights: u.w, numSamples: u.n })));
     const f = forward.finish();
     const b = backward.finish();
@@ -89,7 +93,7 @@ describe('FedAvg streaming aggregation', () => {
     expect(relativeL2Error(b, f)).toBeLessThanOrEqual(1e-6);
   });
 
-  it('keeps one accumulator and no references to updates, however many sites', () => {
+  it('keeps one accumulator and no references to updates, however many sites', async () => {
     const rng = mulberry32(3);
     const global = randomWeights(rng);
     const agg = fedAvg().beginAggregation(1, global) as StreamingWeightedMean;
@@ -97,7 +101,7 @@ describe('FedAvg streaming aggregation', () => {
     const params = MANIFEST.reduce((n, s) => n + sizeOf(s.shape), 0);
     expect(before).toEqual({ buffers: 1, elements: params });
     const updates = Array.from({ length: 40 }, () => randomWeights(rng));
-    updates.forEach((u, k) => agg.add(`site-${k}`, u, 1 + k));
+    for (const [k, u] of updates.entries()) await agg.add(`site-${k}`, inMemoryRuns(u), 1 + k);
     expect(agg.accumulatorStats).toEqual(before);
     const expected = weightedMean(updates.map((w, k) => ({ weights: w, numSamples: 1 + k })));
     // Scribbling over the updates after add() must not change the result: nothing was retained.
@@ -107,7 +111,7 @@ describe('FedAvg streaming aggregation', () => {
 });
 
 describe('FedBN', () => {
-  it('keeps the previous global norm tensors and averages the rest', () => {
+  it('keeps the previous global norm tensors and averages the rest', async () => {
     const rng = mulberry32(5);
     const global = randomWeights(rng);
     const snapshot = global.values.map((v) => Float32Array.from(v));
@@ -115,7 +119,7 @@ describe('FedBN', () => {
     expect([...strategy.localRoles].sort()).toEqual(['norm-beta', 'norm-gamma', 'norm-running-mean', 'norm-running-var']);
     const agg = strategy.beginAggregation(2, global);
     const updates = Array.from({ length: 4 }, (_, k) => ({ weights: randomWeights(rng, 1, 3 + k), numSamples: 5 + k }));
-    updates.forEach((u, k) => agg.add(`s${k}`, u.weights, u.numSamples));
+    for (const [k, u] of updates.entries()) await agg.add(`s${k}`, inMemoryRuns(u.weights), u.numSamples);
     // Changing the caller's global after beginAggregation must not leak into the result.
     for (const v of global.values) v.fill(-42);
     const out = agg.finish();
@@ -136,57 +140,116 @@ describe('FedBN', () => {
   it('tells every selected site which tensors stay local; FedAvg/FedProx keep none', () => {
     const sites = [{ id: 'a' }, { id: 'b' }];
     const bn = fedBN().configureFit(1, { manifest: MANIFEST }, sites);
-    expect(bn.config.a!.localTensors).toEqual(['enc0/norm/gamma', 'enc0/norm/beta', 'enc0/norm/mean', 'enc0/norm/var']);
-    expect(bn.config.b!.proximalMu).toBe(0);
+    expect(bn.instructions.a).toEqual({ proximalMu: 0, localTensors: ['enc0/norm/gamma', 'enc0/norm/beta', 'enc0/norm/mean', 'enc0/norm/var'] });
+    expect(bn.instructions.b?.proximalMu).toBe(0);
     const avg = fedAvg().configureFit(1, { manifest: MANIFEST }, sites);
-    expect(avg.config.a!.localTensors).toEqual([]);
-    expect(avg.config.a!.localRoles).toEqual([]);
+    expect(avg.instructions.a).toEqual({ proximalMu: 0, localTensors: [] });
+    const prox = fedProx({}, 0.25).configureFit(1, { manifest: MANIFEST }, sites);
+    expect(prox.instructions.b).toEqual({ proximalMu: 0.25, localTensors: [] });
   });
 });
 
-describe('update validation', () => {
+describe('the update validation path', () => {
   const rng = mulberry32(9);
   const global = randomWeights(rng);
+  const source = "update from site 'hospital-b' (round 4)";
 
-  function rejection(mutate: (w: NamedWeights) => NamedWeights, numSamples = 10): PatchFedError {
-    const agg = fedAvg({ maxSamplesPerSite: 1000 }).beginAggregation(4, global);
-    agg.add('good-site', randomWeights(rng), 10);
-    const err = catchError(() => agg.add('hospital-b', mutate(randomWeights(rng)), numSamples));
-    // A rejected update leaves the aggregate untouched.
-    expect(agg.count).toBe(1);
-    expect(agg.totalSamples).toBe(10);
-    return err;
-  }
+  const cases: [string, (w: NamedWeights) => NamedWeights, string, RegExp][] = [
+    ['a NaN', (w) => (w.values[1]![2] = NaN, w), 'weights-not-finite', /enc0\/conv\/bias' has a non-finite value \(NaN\) at element 2/],
+    ['an Infinity', (w) => (w.values[0]![0] = Infinity, w), 'weights-not-finite', /enc0\/conv\/kernel' has a non-finite/],
+    ['a missing tensor', (w) => ({ manifest: w.manifest.slice(1), values: w.values.slice(1) }), 'weights-manifest-mismatch', /should be 'enc0\/conv\/kernel', got 'enc0\/conv\/bias'/],
+    ['a renamed tensor', (w) => (w.manifest[2] = { ...w.manifest[2]!, name: 'x' }, w), 'weights-manifest-mismatch', /should be 'enc0\/norm\/gamma', got 'x'/],
+    ['a reshaped tensor', (w) => (w.manifest[1] = { ...w.manifest[1]!, shape: [2, 2] }, w), 'weights-manifest-mismatch', /shape \[4\], got \[2,2\]/],
+    ['a changed role', (w) => (w.manifest[4] = { ...w.manifest[4]!, role: 'conv-bias' }, w), 'weights-manifest-mismatch', /should be norm-running-mean/],
+  ];
 
-  it.each([
-    ['a NaN', (w: NamedWeights) => (w.values[1]![2] = NaN, w), /non-finite value \(NaN\) at index 2/],
-    ['an Infinity', (w: NamedWeights) => (w.values[0]![0] = Infinity, w), /enc0\/conv\/kernel' has a non-finite/],
-    ['a missing tensor', (w: NamedWeights) => ({ manifest: w.manifest.slice(1), values: w.values.slice(1) }), /expected 7 tensors/],
-    ['a renamed tensor', (w: NamedWeights) => (w.manifest[2] = { ...w.manifest[2]!, name: 'x' }, w), /should be 'enc0\/norm\/gamma', got 'x'/],
-    ['a reshaped tensor', (w: NamedWeights) => (w.manifest[1] = { ...w.manifest[1]!, shape: [2, 2] }, w), /shape \[4\], got \[2,2\]/],
-    ['a changed role', (w: NamedWeights) => (w.manifest[4] = { ...w.manifest[4]!, role: 'conv-bias' }, w), /role 'norm-running-mean'/],
-    ['a short value array', (w: NamedWeights) => (w.values[6] = new Float32Array(3), w), /has 3 values, expected 8/],
-    ['float64 values', (w: NamedWeights) => (w.values[1] = new Float64Array(4) as unknown as Float32Array, w), /not a Float32Array/],
-  ])('rejects %s, naming the site and the reason', (_what, mutate, reason) => {
-    const err = rejection(mutate);
-    expect(err.code).toBe('invalid-update');
-    expect(err.subject).toBe('hospital-b');
+  it.each(cases)('refuses %s in memory, naming the site and the reason', (_what, mutate, code, reason) => {
+    const err = catchError(() => inspectWeights(mutate(randomWeights(rng)), updateChecks({ expectedManifest: MANIFEST, source }), source));
+    expect(err.code).toBe(code);
     expect(err.message).toContain("site 'hospital-b'");
     expect(err.message).toMatch(reason);
   });
 
-  it.each([[0], [-3], [2.5], [NaN], [1001]])('rejects numSamples=%s', (n) => {
-    const err = rejection((w) => w, n);
-    expect(err.subject).toBe('hospital-b');
-    expect(err.message).toMatch(/numSamples/);
+  it.each(cases.filter(([what]) => what === 'a NaN' || what === 'an Infinity'))('refuses %s while the bytes stream in, at the chunk that carries it', (_what, mutate, code, reason) => {
+    // encodeWeights refuses non-finite values, so poison the encoded bytes instead.
+    const bad = mutate(randomWeights(rng));
+    const clean = { manifest: bad.manifest, values: bad.values.map((v) => v.map((x) => (Number.isFinite(x) ? x : 0))) };
+    const bytes = encodeWeights(clean);
+    const t = bad.values.findIndex((v) => v.some((x) => !Number.isFinite(x)));
+    const e = bad.values[t]!.findIndex((x) => !Number.isFinite(x));
+    const before = bad.values.slice(0, t).reduce((n, v) => n + v.length, 0) + e;
+    const at = bytes.length - 4 * (bad.values.reduce((n, v) => n + v.length, 0) - before);
+    new DataView(bytes.buffer).setFloat32(at, bad.values[t]![e]!, true);
+    const inspection = new StreamingInspection(updateChecks({ expectedManifest: MANIFEST, source }), { expectedManifest: MANIFEST, source });
+    let pushed = 0;
+    const err = catchError(() => {
+      for (let i = 0; i < bytes.length; i += 7) {
+        inspection.push(bytes.subarray(i, i + 7)); // odd chunk sizes split values across chunks
+        pushed = i + 7;
+      }
+    });
+    expect(err.code).toBe(code);
+    expect(err.message).toMatch(reason);
+    expect(pushed).toBeLessThan(at + 4); // refused at the chunk that completed the bad value, not later
   });
 
-  it('rejects a second update from the same site and updates after finish', () => {
+  it('refuses a short value array or float64 values in memory', () => {
+    const short = randomWeights(rng);
+    short.values[6] = new Float32Array(3);
+    expect(catchError(() => inspectWeights(short, updateChecks({ expectedManifest: MANIFEST, source }), source)).message).toMatch(/needs 8 float32 values .* got 3/);
+    const wide = randomWeights(rng);
+    wide.values[1] = new Float64Array(4) as unknown as Float32Array;
+    expect(catchError(() => inspectWeights(wide, updateChecks({ expectedManifest: MANIFEST, source }), source)).code).toBe('weights-inconsistent');
+  });
+
+  it('runs the norm bound only when one is set, on ||update − global||', () => {
+    const names = (checks: WeightsCheck[]) => checks.map((c) => c.name);
+    expect(names(updateChecks({ expectedManifest: MANIFEST, source }))).toEqual(['manifest', 'finite']);
+    expect(names(updateChecks({ expectedManifest: MANIFEST, source, normBound: 0 }))).toEqual(['manifest', 'finite']);
+    const near = { manifest: MANIFEST, values: global.values.map((v) => v.map((x) => x + 0.001)) };
+    const far = { manifest: MANIFEST, values: global.values.map((v) => v.map((x) => x + 1)) };
+    const bounded = () => updateChecks({ expectedManifest: MANIFEST, source, reference: global, normBound: 1 });
+    expect(() => inspectWeights(near, bounded(), source)).not.toThrow();
+    const err = catchError(() => inspectWeights(far, bounded(), source));
+    expect(err.code).toBe('update-norm-exceeded');
+    expect(err.message).toMatch(/update L2 norm 11\.66\d* exceeds the bound 1/); // sqrt(136 values), each 1 away
+  });
+});
+
+describe('the aggregator', () => {
+  const rng = mulberry32(19);
+  const global = randomWeights(rng);
+
+  it.each([[0], [-3], [2.5], [NaN]])('refuses numSamples=%s and leaves the sum untouched', async (n) => {
+    const agg = fedAvg().beginAggregation(4, global);
+    await agg.add('good-site', inMemoryRuns(randomWeights(rng)), 10);
+    const err = await rejectionOf(agg.add('hospital-b', inMemoryRuns(randomWeights(rng)), n));
+    expect(err.subject).toBe('hospital-b');
+    expect(err.message).toMatch(/numSamples/);
+    expect(agg.count).toBe(1);
+    expect(agg.totalSamples).toBe(10);
+  });
+
+  it('rejects a second update from the same site and updates after finish', async () => {
     const agg = fedAvg().beginAggregation(1, global);
-    agg.add('a', randomWeights(rng), 3);
-    expect(catchError(() => agg.add('a', randomWeights(rng), 3)).message).toMatch(/already contributed/);
+    await agg.add('a', inMemoryRuns(randomWeights(rng)), 3);
+    expect((await rejectionOf(agg.add('a', inMemoryRuns(randomWeights(rng)), 3))).message).toMatch(/already contributed/);
     agg.finish();
-    expect(catchError(() => agg.add('b', randomWeights(rng), 3)).code).toBe('aggregation-closed');
+    expect((await rejectionOf(agg.add('b', inMemoryRuns(randomWeights(rng)), 3))).code).toBe('aggregation-closed');
+  });
+
+  it('refuses to finish after an update failed half-way (no partial update reaches a checkpoint)', async () => {
+    const agg = fedAvg().beginAggregation(1, global);
+    await agg.add('a', inMemoryRuns(randomWeights(rng)), 3);
+    const failing = {
+      manifest: MANIFEST,
+      forEachRun: async (visit: (t: number, o: number, run: Float32Array) => void) => {
+        visit(0, 0, new Float32Array(4).fill(1));
+        throw new Error('disk read failed');
+      },
+    };
+    await expect(agg.add('b', failing, 3)).rejects.toThrow(/disk read failed/);
+    expect(catchError(() => agg.finish()).code).toBe('aggregation-broken');
   });
 
   it('refuses to finish with no accepted update', () => {

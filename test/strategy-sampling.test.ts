@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isPatchFedError } from '../shared/errors.ts';
-import { createStrategy, fedAvg, fedProx, mulberry32, sampleSize } from '../coordinator/strategies/index.ts';
+import { mulberry32 } from '../shared/random.ts';
+import { createStrategy, fedAvg, fedProx, SampleWeightedStrategy, sampleSize } from '../coordinator/strategies/index.ts';
 
 const MANIFEST = [{ name: 'k', shape: [2], trainable: true, role: 'conv-kernel' as const }];
 const sites = (n: number) => Array.from({ length: n }, (_, i) => ({ id: `site-${String(i).padStart(2, '0')}` }));
@@ -64,33 +65,42 @@ describe('site sampling', () => {
   });
 
   it('FedProx sends mu (default 0.01) to every selected site', () => {
-    expect(fedProx().configureFit(1, { manifest: MANIFEST }, sites(2)).config['site-01']!.proximalMu).toBe(0.01);
-    const plan = fedProx({ mu: 0.5 }).configureFit(1, { manifest: MANIFEST }, sites(3));
-    expect(Object.keys(plan.config).sort()).toEqual(plan.selected);
-    for (const id of plan.selected) expect(plan.config[id]!.proximalMu).toBe(0.5);
+    expect(fedProx().configureFit(1, { manifest: MANIFEST }, sites(2)).instructions['site-01']?.proximalMu).toBe(0.01);
+    const plan = fedProx({}, 0.5).configureFit(1, { manifest: MANIFEST }, sites(3));
+    expect(Object.keys(plan.instructions).sort()).toEqual(plan.selected);
+    for (const id of plan.selected) expect(plan.instructions[id]?.proximalMu).toBe(0.5);
   });
 });
 
 describe('strategy config', () => {
   it('builds each strategy with defaults', () => {
     expect(createStrategy({ name: 'fedavg' }).name).toBe('fedavg');
-    const prox = createStrategy({ name: 'fedprox', fractionFit: 0.5, minSites: 2 });
-    expect(prox.proximalMu).toBe(0.01);
-    expect(prox.fractionFit).toBe(0.5);
-    expect(createStrategy({ name: 'fedbn' }).localRoles).toHaveLength(4);
+    const prox = createStrategy({ name: 'fedprox' }, { fractionFit: 0.5, minSites: 2 });
+    expect(prox).toBeInstanceOf(SampleWeightedStrategy);
+    expect((prox as SampleWeightedStrategy).proximalMu).toBe(0.01);
+    expect((prox as SampleWeightedStrategy).sampling.fractionFit).toBe(0.5);
+    expect((createStrategy({ name: 'fedbn' }) as SampleWeightedStrategy).localRoles).toHaveLength(4);
   });
 
   it.each([
-    [{ name: 'fedsgd' }, /name/],
-    [{ name: 'fedavg', fractionFit: 0 }, /fractionFit/],
-    [{ name: 'fedavg', fractionFit: 1.5 }, /fractionFit/],
-    [{ name: 'fedavg', minSites: 0 }, /minSites/],
+    [{ name: 'fedsgd' }, /name|discriminator|Invalid input/],
     [{ name: 'fedprox', mu: -1 }, /mu/],
     [{ name: 'fedavg', mu: 0.1 }, /mu|Unrecognized/],
-  ])('rejects %j', (config, field) => {
-    const err = errorOf(() => createStrategy(config, 'configs/exp.json'));
+  ])('rejects the spec %j', (config, field) => {
+    const err = errorOf(() => createStrategy(config, {}, 'configs/exp.json'));
     expect(err.code).toBe('bad-strategy-config');
     expect(err.message).toContain('configs/exp.json');
+    expect(err.message).toMatch(field);
+  });
+
+  it.each([
+    [{ fractionFit: 0 }, /fractionFit/],
+    [{ fractionFit: 1.5 }, /fractionFit/],
+    [{ minSites: 0 }, /minSites/],
+    [{ seed: 0.5 }, /seed/],
+  ])('rejects the sampling policy %j', (sampling, field) => {
+    const err = errorOf(() => createStrategy({ name: 'fedavg' }, sampling));
+    expect(err.code).toBe('bad-strategy-config');
     expect(err.message).toMatch(field);
   });
 });

@@ -13,9 +13,9 @@ import type { Shape3 } from '../site-agent/pipeline/case.ts';
 import { createStageNets, disposeStageNets } from '../site-agent/run/nets.ts';
 import { replanStage, type StageSetup } from '../site-agent/run/site-plan.ts';
 import { trainSiteLocally } from '../site-agent/run/train-site.ts';
-import { thesisIncludeBackground, type UNetStage } from '../site-agent/train/loss.ts';
+import { thesisIncludeBackground, type Stage } from '../shared/model/index.ts';
 import { StageData } from '../site-agent/train/stage-data.ts';
-import { BudgetExceededError, trainStage } from '../site-agent/train/trainer.ts';
+import { BudgetExceededError, trainStage, type TrainerCheckpoint } from '../site-agent/train/trainer.ts';
 import { brainPhantom, TempDirs, useTrainingBackend } from './learning-fixtures.ts';
 
 const ARCH: Architecture = { base: 4, depth: 2, norm: 'batch' };
@@ -32,7 +32,7 @@ beforeAll(async () => {
 });
 afterAll(() => temp.cleanup());
 
-function stageData(stage: UNetStage, patch: Shape3, batch: number, ids = trainIds): StageData {
+function stageData(stage: Stage, patch: Shape3, batch: number, ids = trainIds): StageData {
   return new StageData(dataset, ids, { stage, numClasses: K, patch, batch, divisor: 2, cascadeFactor: 0.5, seed: 3, foregroundRate: 0.5, skipEmpty: false });
 }
 
@@ -41,17 +41,18 @@ function net(inChannels: number, norm: Architecture['norm'] = 'batch'): UNet3D {
 }
 
 describe('trainer: tensor count', () => {
-  const cases: { stage: UNetStage; inChannels: number; patch: Shape3; batch: number; norm: Architecture['norm'] }[] = [
+  const cases: { stage: Stage; inChannels: number; patch: Shape3; batch: number; norm: Architecture['norm'] }[] = [
     { stage: 'patch', inChannels: C, patch: [8, 8, 8], batch: 2, norm: 'batch' },
     { stage: 'full', inChannels: C, patch: [16, 16, 16], batch: 1, norm: 'instance' },
     { stage: 'cascade-stage1', inChannels: C, patch: [8, 8, 8], batch: 1, norm: 'batch' },
     { stage: 'cascade-stage2', inChannels: C + K - 1, patch: [8, 8, 8], batch: 2, norm: 'instance' },
   ];
   for (const c of cases) {
-    it(`is the same after every ${c.stage} step (dice-ce, FedProx, validation included) and back to the start afterwards`, async () => {
+    it(`is the same after every ${c.stage} step (dice-ce, FedProx, validation, checkpoints and a resume included) and back to the start afterwards`, async () => {
       const n = net(c.inChannels, c.norm);
       const before = tf.memory().numTensors;
       const counts: number[] = [];
+      const checkpoints: TrainerCheckpoint[] = [];
       const r = await trainStage({
         net: n,
         data: stageData(c.stage, c.patch, c.batch),
@@ -63,11 +64,23 @@ describe('trainer: tensor count', () => {
         validateEvery: 2,
         validate: async () => ({ perClass: [0.1, 0.2, 0.3], meanDice: 0.2 }),
         onProgress: () => counts.push(tf.memory().numTensors),
+        checkpointEvery: 2,
+        onCheckpoint: (cp) => void checkpoints.push(cp),
       });
       expect(r.stepsDone).toBe(5);
       expect(counts).toHaveLength(5);
       // Step 1 creates Adam's moments and the proximal anchors; nothing may grow after that.
       expect(new Set(counts).size).toBe(1);
+      expect(tf.memory().numTensors).toBe(before);
+      // Resuming restores Adam's moments into the same number of tensors a straight run holds.
+      expect(checkpoints.map((cp) => cp.step)).toEqual([2, 4]);
+      const resumedCounts: number[] = [];
+      const resumed = await trainStage({
+        net: n, data: stageData(c.stage, c.patch, c.batch), steps: 5, learningRate: 1e-3, includeBackground: thesisIncludeBackground(c.stage),
+        loss: 'dice-ce', proximal: { mu: 0.01, global: n.getWeights() }, resumeFrom: checkpoints[0], onProgress: () => resumedCounts.push(tf.memory().numTensors),
+      });
+      expect(resumed.stepsDone).toBe(5);
+      expect(resumedCounts).toEqual([counts[0], counts[0], counts[0]]);
       expect(tf.memory().numTensors).toBe(before);
       n.dispose();
     });

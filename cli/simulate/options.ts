@@ -12,7 +12,7 @@
  */
 import type { PhantomTask } from '../../site-agent/phantom/index.ts';
 import type { Mode, PresetName } from '../../shared/config/model.ts';
-import type { StrategyName } from '../../shared/config/coordinator.ts';
+import type { StrategyName } from '../../shared/config/strategy.ts';
 
 export interface SiteDrop {
   siteId: string;

@@ -10,7 +10,7 @@ import { join, relative } from 'node:path';
 import type { NamedWeights } from '../../shared/weights.ts';
 import type { BackendReport } from '../../site-agent/backend/index.ts';
 import { openMsdDataset } from '../../site-agent/data/index.ts';
-import { experimentLayout } from '../../site-agent/run/global-model.ts';
+import { experimentLayout, roundTrainingSeed } from '../../shared/model/index.ts';
 import type { ExperimentModel } from '../../site-agent/run/federated-site.ts';
 import { combinedWeights, createStageNets, disposeStageNets, setCombinedWeights } from '../../site-agent/run/nets.ts';
 import { planSite } from '../../site-agent/run/site-plan.ts';
@@ -84,7 +84,7 @@ export async function trainPooled(
         loss: 'dice-ce',
         restoreBest: false,
         inference: { overlap: 0, blend: 'gaussian' },
-        seed: opts.seed * 1009 + round,
+        seed: roundTrainingSeed(opts.seed, round),
         budgetBytes: opts.budgetMB * 1024 * 1024,
       });
     }

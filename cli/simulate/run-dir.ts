@@ -13,6 +13,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { CoordinatorConfigSchema, type CoordinatorConfig } from '../../shared/config/coordinator.ts';
 import { SiteConfigSchema, type SiteConfig } from '../../shared/config/site.ts';
+import { DEFAULT_PROXIMAL_MU } from '../../shared/config/strategy.ts';
 import { generateKeyPairs, writeKeyFiles } from '../../shared/crypto/keys.ts';
 import { PatchFedError } from '../../shared/errors.ts';
 import { BRAIN_LABELS, BRAIN_MODALITIES, LIVER_LABELS, LIVER_MODALITIES, SITE_ARCHETYPES, generatePhantomDataset } from '../../site-agent/phantom/index.ts';
@@ -156,7 +157,7 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
       roundDeadlineSeconds: opts.roundDeadlineSeconds,
       // Site processes need a few seconds to start (backend self-check) before round 1.
       startupGraceSeconds: 120,
-      strategy: { name: opts.strategy, mu: 0.01 },
+      strategy: opts.strategy === 'fedprox' ? { name: 'fedprox', mu: DEFAULT_PROXIMAL_MU } : { name: opts.strategy },
       // Keep every round's checkpoint: the report names each one's SHA-256.
       checkpointRetention: opts.rounds + 1,
       seed: opts.seed,

@@ -81,7 +81,7 @@ export async function trainLocalOnly(
   try {
     let current = initial;
     for (let round = 1; round <= rounds; round++) {
-      const out = await trainer.runRound({ round, steps, global: current, proximalMu: 0, localTensors: [], learningRate: exp.learningRate });
+      const out = await trainer.runRound({ round, steps, global: current, fit: { proximalMu: 0, localTensors: [] }, learningRate: exp.learningRate });
       current = out.update;
       onRound?.(round, out.metrics.loss);
     }

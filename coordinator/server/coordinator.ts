@@ -134,7 +134,7 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
   rmSync(uploadsDir, { recursive: true, force: true }); // partial uploads do not survive a restart
   let scheduler: RoundScheduler;
   const live = () => scheduler?.live ?? null;
-  const uploads = new UploadService(uploadsDir, setup.keys.boxSecretKey, { live, db, hub, log, updateNormBound: exp.updateNormBound });
+  const uploads = new UploadService(uploadsDir, setup.keys.boxSecretKey, { live, db, hub, log, updateNormBound: exp.updateNormBound, maxSamplesPerSite: exp.maxSamplesPerSite });
 
   const app = express();
   app.disable('x-powered-by');

@@ -8,15 +8,11 @@ import { PatchFedError } from '../../shared/errors.ts';
 import type { Experiment } from '../../shared/config/coordinator.ts';
 import { canonicalJson } from '../../shared/crypto/encoding.ts';
 import type { KeyPairs } from '../../shared/crypto/keys.ts';
-import { experimentDescriptionSchema, experimentSigningBytes, type ExperimentDescription, type Message, type StrategyConfig } from '../../shared/protocol/messages.ts';
+import { experimentDescriptionSchema, experimentSigningBytes, type ExperimentDescription, type Message } from '../../shared/protocol/messages.ts';
+import { experimentLayout, initialGlobalWeights } from '../../shared/model/index.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
-import { createStrategy, type SampleWeightedStrategy } from '../strategies/index.ts';
+import { createStrategy, type Strategy } from '../strategies/index.ts';
 import type { StateDb } from '../store/index.ts';
-
-export function strategyMessage(experiment: Experiment): StrategyConfig {
-  const { name, mu } = experiment.strategy;
-  return name === 'fedprox' ? { name, mu } : { name };
-}
 
 export function describeExperiment(experiment: Experiment): ExperimentDescription {
   const m = experiment.model;
@@ -36,7 +32,7 @@ export function describeExperiment(experiment: Experiment): ExperimentDescriptio
     rounds: experiment.rounds,
     localSteps: experiment.localSteps,
     learningRate: experiment.learningRate,
-    strategy: strategyMessage(experiment),
+    strategy: experiment.strategy,
     seed: experiment.seed,
   };
   const parsed = experimentDescriptionSchema.safeParse(description);
@@ -51,10 +47,9 @@ export function signedExperimentMessage(description: ExperimentDescription, keys
   return { description, signature: nacl.sign.detached(experimentSigningBytes(description), keys.signSecretKey) };
 }
 
-export function experimentStrategy(experiment: Experiment): SampleWeightedStrategy {
-  const common = { fractionFit: experiment.fractionFit, minSites: experiment.minSites, seed: experiment.seed };
-  const { name, mu } = experiment.strategy;
-  return createStrategy(name === 'fedprox' ? { name, mu, ...common } : { name, ...common }, 'coordinator config experiment.strategy');
+export function experimentStrategy(experiment: Experiment): Strategy {
+  const sampling = { fractionFit: experiment.fractionFit, minSites: experiment.minSites, seed: experiment.seed };
+  return createStrategy(experiment.strategy, sampling, 'coordinator config experiment.strategy');
 }
 
 /** What must never change while an experiment exists: it defines the model being trained. */
@@ -82,11 +77,7 @@ export function ensureExperimentRecord(db: StateDb, experiment: Experiment): 'cr
   return 'existing';
 }
 
-/** The initial global model built from the experiment's layout with tfjs (CPU), loaded lazily. */
-export async function defaultInitialWeights(experiment: Experiment): Promise<NamedWeights> {
-  const tf = await import('@tensorflow/tfjs-core');
-  await import('@tensorflow/tfjs-backend-cpu');
-  if (tf.getBackend() !== 'cpu') await tf.setBackend('cpu');
-  const { experimentLayout, initialGlobalWeights } = await import('../../site-agent/run/global-model.ts');
+/** The initial global model: the experiment's layout with seeded initial values (pure; no tfjs). */
+export function defaultInitialWeights(experiment: Experiment): NamedWeights {
   return initialGlobalWeights(experimentLayout(experiment), experiment.seed);
 }

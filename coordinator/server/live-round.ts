@@ -9,7 +9,7 @@
 import type { Metrics } from '../../shared/protocol/messages.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import type { RoundSiteState } from '../dashboard/types.ts';
-import type { Aggregator, SiteFitConfig } from '../strategies/index.ts';
+import type { Aggregator, FitInstructions } from '../strategies/index.ts';
 import type { RoundRecord } from '../store/index.ts';
 
 export type RoundOutcome = 'all-resolved' | 'deadline' | 'stopped';
@@ -61,7 +61,7 @@ export class LiveRound {
     readonly record: RoundRecord,
     readonly global: NamedWeights,
     readonly checkpointVersion: number,
-    readonly fit: Record<string, SiteFitConfig>,
+    readonly fit: Record<string, FitInstructions>,
     readonly deadline: number,
     readonly aggregator: Aggregator,
     readonly steps: number,

@@ -11,12 +11,10 @@
  */
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
 import type { Experiment } from '../../shared/config/coordinator.ts';
-import type { Message } from '../../shared/protocol/messages.ts';
-import type { SampleWeightedStrategy } from '../strategies/index.ts';
+import type { Strategy } from '../strategies/index.ts';
 import type { RoundRecord, StateDb } from '../store/index.ts';
 import type { CheckpointService } from './checkpoint-service.ts';
 import type { EventHub } from './events.ts';
-import { strategyMessage } from './experiment.ts';
 import { LiveRound } from './live-round.ts';
 import type { Log } from './log.ts';
 import type { SiteSessions } from './sessions.ts';
@@ -30,7 +28,7 @@ export interface SchedulerContext {
   enrolled: readonly string[];
   db: StateDb;
   checkpoints: CheckpointService;
-  strategy: SampleWeightedStrategy;
+  strategy: Strategy;
   hub: EventHub;
   log: Log;
   sessions: () => SiteSessions;
@@ -114,7 +112,7 @@ export class RoundScheduler {
     }
     const deadline = Date.now() + Math.round(exp.roundDeadlineSeconds * 1000);
     const record = db.openRound({ experimentId: exp.id, round, selectedSites: plan.selected, deadline: new Date(deadline) });
-    const live = new LiveRound(record, current.weights, current.meta.version, plan.config, deadline, strategy.beginAggregation(round, current.weights), exp.localSteps);
+    const live = new LiveRound(record, current.weights, current.meta.version, plan.instructions, deadline, strategy.beginAggregation(round, current.weights), exp.localSteps);
     this.live = live;
     for (const [siteId, r] of this.outstanding) {
       if (r !== round || !live.isSelected(siteId)) this.cancel(siteId, r, 'not-selected', `Round ${r} no longer needs this site's update.`);
@@ -139,17 +137,10 @@ export class RoundScheduler {
     const current = checkpoints.latest;
     if (current.meta.version !== live.checkpointVersion) return; // cannot happen while the round is open
     const fit = live.fit[siteId];
-    const task: Message<'round-task'> = {
-      round: live.round,
-      attempt: live.attempt,
-      experimentId: exp.id,
-      checkpoint: current.announcement,
-      steps: live.steps,
-      strategy: strategyMessage(exp),
-      deadline: live.deadline,
-      localRoles: fit ? [...fit.localRoles] : [],
-    };
-    if (!this.ctx.sessions().send(siteId, 'round-task', task)) return;
+    if (!fit) return; // not selected
+    // Exactly what configureFit decided for this site, signed for its session.
+    const task = { round: live.round, attempt: live.attempt, experimentId: exp.id, checkpoint: current.announcement, steps: live.steps, deadline: live.deadline, fit };
+    if (!this.ctx.sessions().sendSigned(siteId, 'round-task', task)) return;
     const site = live.sites.get(siteId);
     if (site) site.taskSent = true;
     this.outstanding.set(siteId, live.round);
@@ -242,7 +233,7 @@ export class RoundScheduler {
 
   private sendComplete(siteId: string): void {
     if (this.end?.kind !== 'complete') return;
-    this.ctx.sessions().send(siteId, 'experiment-complete', { experimentId: this.ctx.experiment.id, round: this.end.round, checkpoint: this.ctx.checkpoints.latest.announcement });
+    this.ctx.sessions().sendSigned(siteId, 'experiment-complete', { experimentId: this.ctx.experiment.id, round: this.end.round, checkpoint: this.ctx.checkpoints.latest.announcement });
   }
 
   private stopExperiment(round: number, reason: string): ExperimentEnd {
@@ -254,7 +245,7 @@ export class RoundScheduler {
 
   private cancel(siteId: string, round: number, code: string, reason: string): void {
     this.outstanding.delete(siteId);
-    this.ctx.sessions().send(siteId, 'round-cancel', { round, code, reason });
+    this.ctx.sessions().sendSigned(siteId, 'round-cancel', { round, code, reason });
   }
 
   private failQuietly(record: RoundRecord, reason: string): void {

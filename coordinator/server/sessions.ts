@@ -9,6 +9,7 @@ import { errorMessage } from '../../shared/errors.ts';
 import { encodeMessage, safeParseMessage, type CoordinatorMessageType, type Message } from '../../shared/protocol/messages.ts';
 import { serveCheckpoints } from '../../shared/protocol/checkpoint-transfer.ts';
 import { acceptSiteHandshake } from '../../shared/protocol/session.ts';
+import { signControl, type ControlBody, type SignedControlType } from '../../shared/protocol/signed-control.ts';
 import type { HandlerTransport } from '../../shared/protocol/transport.ts';
 import type { StateDb } from '../store/index.ts';
 import type { CheckpointService } from './checkpoint-service.ts';
@@ -79,6 +80,15 @@ export class SiteSessions {
     const s = this.sessions.get(siteId);
     if (!s) return false;
     s.socket.emit(type, encodeMessage(type, data));
+    return true;
+  }
+
+  /** Signs a control message for the site's current session and pushes it; false if it is offline. */
+  sendSigned<T extends SignedControlType>(siteId: string, type: T, body: ControlBody<T>): boolean {
+    const s = this.sessions.get(siteId);
+    if (!s) return false;
+    const signed = signControl(type, body, s.sessionId, this.ctx.setup.keys.signSecretKey);
+    s.socket.emit(type, encodeMessage(type, signed));
     return true;
   }
 

@@ -10,15 +10,18 @@
  *    never count in a later attempt, even though attempts share the round number it is signed for;
  *  - after the receiver answered: a chunk or commit that failed authentication (flipped byte,
  *    wrong key, hash mismatch) rejects the site's update for this attempt.
- * On a completed upload it decodes the file against the global manifest (finite values,
- * names, shapes), checks the optional norm bound and folds it into the streaming aggregator.
+ * The update's values are validated while its chunks arrive (the one validation path,
+ * shared/codec/weights-checks.ts: manifest, finite values, the optional norm bound), so a bad
+ * update is refused at its first bad chunk and a committed one is already known good. Commits
+ * are serialised: one update at a time is streamed from its spool file into the aggregator, so
+ * memory does not grow with the number of sites committing at once.
  */
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
-import { decodeWeightsFile, encodedWeightsSize, validateAgainstManifest } from '../../shared/codec/index.ts';
+import { StreamingInspection, encodedWeightsSize, fileRuns, updateChecks } from '../../shared/codec/index.ts';
 import type { PublicKeys } from '../../shared/crypto/keys.ts';
 import { SEAL_OVERHEAD_BYTES } from '../../shared/crypto/seal.ts';
 import { safeParseMessage, type Metrics, type WireReply } from '../../shared/protocol/messages.ts';
-import { UpdateReceiver, type CompletedUpload } from '../../shared/protocol/transfer.ts';
+import { UpdateReceiver, type CompletedUpload, type UploadInspection } from '../../shared/protocol/transfer.ts';
 import { runHandler, type HandlerTransport } from '../../shared/protocol/transport.ts';
 import type { MetricInput, StateDb } from '../store/index.ts';
 import type { EventHub } from './events.ts';
@@ -27,6 +30,10 @@ import type { Log } from './log.ts';
 
 /** Receiver errors that mean the update cannot be trusted: the site is rejected for the attempt. */
 const TAMPER_CODES = new Set(['chunk-bad-signature', 'chunk-decryption-failed', 'chunk-malformed', 'chunk-wrong-size', 'chunk-wrong-site', 'commit-bad-signature', 'payload-hash-mismatch']);
+/** Validation failures of the update's content (shared/codec): the site is rejected for the attempt. */
+function isInvalidUpdate(code: string): boolean {
+  return code.startsWith('weights-') || code === 'update-norm-exceeded' || code === 'update-wrong-size';
+}
 const UPLOAD_TYPES = new Set(['update-begin', 'update-resume', 'update-chunk', 'update-commit']);
 /** Transfer tags kept (oldest dropped first); one per upload, so this spans many rounds. */
 const MAX_TAGS = 100_000;
@@ -38,11 +45,15 @@ export interface UploadContext {
   log: Log;
   /** L2 bound on (update − global); 0 = off. */
   updateNormBound: number;
+  /** Largest sample count a site may claim (its weight in the mean). */
+  maxSamplesPerSite: number;
 }
 
 export class UploadService {
   readonly receiver: UpdateReceiver;
   private readonly tags = new Map<string, number>();
+  /** Commits run one after another (see the module comment). */
+  private commits: Promise<unknown> = Promise.resolve();
 
   constructor(
     directory: string,
@@ -62,7 +73,8 @@ export class UploadService {
       siteId: peer.siteId,
       siteKeys: peer.siteKeys,
       currentRound: () => this.ctx.live()?.round ?? 0,
-      onComplete: (upload) => this.complete(upload),
+      inspect: (upload) => this.inspection(peer.siteId, upload.round),
+      onComplete: (upload) => this.serialised(() => this.complete(upload)),
     });
   }
 
@@ -128,6 +140,12 @@ export class UploadService {
       if (tag !== undefined && tag !== live.record.id) {
         throw this.ignore(siteId, 'stale-update', `transfer ${m.data.transferId} began in an earlier attempt of round ${live.round}; start a new transfer.`, live.round);
       }
+      const expected = encodedWeightsSize(live.global.manifest);
+      if (m.data.totalBytes !== expected) {
+        const reason = `announced a ${m.data.totalBytes}-byte update; this experiment's model encodes to exactly ${expected} bytes.`;
+        this.reject(live, siteId, 'update-wrong-size', reason);
+        throw new PatchFedError('update-wrong-size', `Site '${siteId}' ${reason}`, { subject: siteId });
+      }
       if (tag === undefined) this.tag(key, live.record.id);
       return live;
     }
@@ -153,7 +171,7 @@ export class UploadService {
     const site = live.sites.get(siteId);
     if (reply.type === 'error') {
       const { code, message } = reply.payload as { code: string; message: string };
-      if (TAMPER_CODES.has(code)) this.reject(live, siteId, code, message);
+      if (TAMPER_CODES.has(code) || isInvalidUpdate(code)) this.reject(live, siteId, code, message);
       else if (code === 'chunk-wrong-round') this.ignore(siteId, 'stale-update', message, live.round);
       return;
     }
@@ -183,6 +201,22 @@ export class UploadService {
     this.tags.set(key, roundId);
   }
 
+  /** The validation path for one upload of the open round, run as its chunks arrive. */
+  private inspection(siteId: string, round: number): UploadInspection {
+    const live = this.ctx.live();
+    if (!live || live.closed || live.round !== round) throw new PatchFedError('no-round', `No round ${round} is open for site '${siteId}' to upload to.`, { subject: siteId });
+    const source = `update from site '${siteId}' (round ${round})`;
+    const manifest = live.global.manifest;
+    const checks = updateChecks({ expectedManifest: manifest, reference: live.global, normBound: this.ctx.updateNormBound, source });
+    return new StreamingInspection(checks, { expectedManifest: manifest, maxBytes: encodedWeightsSize(manifest), source });
+  }
+
+  private serialised<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.commits.then(fn, fn);
+    this.commits = run.catch(() => undefined);
+    return run;
+  }
+
   private async complete(upload: CompletedUpload): Promise<void> {
     const { siteId } = upload;
     const live = this.ctx.live();
@@ -193,11 +227,11 @@ export class UploadService {
     const manifest = live.global.manifest;
     const source = `update from site '${siteId}' (round ${live.round})`;
     try {
-      const update = await decodeWeightsFile(upload.path, { expectedManifest: manifest, maxBytes: encodedWeightsSize(manifest), source });
-      if (live.closed) throw this.ignore(siteId, 'stale-update', `update ${upload.transferId} finished decoding after round ${live.round} (attempt ${live.attempt}) closed.`, live.round);
-      const normBound = this.ctx.updateNormBound > 0 ? this.ctx.updateNormBound : undefined;
-      validateAgainstManifest(update, manifest, { reference: live.global, normBound, source });
-      live.aggregator.add(siteId, update, upload.samples);
+      if (upload.samples > this.ctx.maxSamplesPerSite) {
+        throw new PatchFedError('invalid-update', `${source} rejected: it claims ${upload.samples} training samples, over the limit of ${this.ctx.maxSamplesPerSite} (experiment.maxSamplesPerSite).`, { subject: siteId });
+      }
+      // Already validated while it arrived: one pass from the spool file into the running sum.
+      await live.aggregator.add(siteId, fileRuns(upload.path, manifest, source), upload.samples);
     } catch (e) {
       if (e instanceof PatchFedError && e.code === 'stale-update') throw e;
       const err = e instanceof PatchFedError ? e : new PatchFedError('update-unreadable', `${source} could not be processed: ${errorMessage(e)}`, { subject: siteId, cause: e });

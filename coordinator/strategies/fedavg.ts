@@ -7,10 +7,8 @@
  * variances, which ignores the spread *between* site means (the pooled variance would add it);
  * with non-IID sites that bias is one reason to prefer FedBN.
  */
-import { SampleWeightedStrategy, type CommonStrategyOptions } from './sample-weighted.ts';
+import { SampleWeightedStrategy, type SamplingPolicy } from './sample-weighted.ts';
 
-export type FedAvgOptions = CommonStrategyOptions;
-
-export function fedAvg(options: FedAvgOptions = {}): SampleWeightedStrategy {
-  return new SampleWeightedStrategy('fedavg', options, 0, []);
+export function fedAvg(sampling: Partial<SamplingPolicy> = {}): SampleWeightedStrategy {
+  return new SampleWeightedStrategy('fedavg', sampling, 0, []);
 }

@@ -1,11 +1,9 @@
-export type { Aggregator, FitPlan, Rng, SiteFitConfig, SiteInfo, Strategy, StrategyName } from './types.ts';
-export { SampleWeightedStrategy, type CommonStrategyOptions } from './sample-weighted.ts';
-export { fedAvg, type FedAvgOptions } from './fedavg.ts';
-export { fedProx, DEFAULT_PROXIMAL_MU, type FedProxOptions } from './fedprox.ts';
-export { fedBN, FEDBN_LOCAL_ROLES, type FedBNOptions } from './fedbn.ts';
-export { createStrategy, strategyConfigSchema, type StrategyConfig } from './config.ts';
+export type { Aggregator, FitInstructions, FitPlan, Rng, SiteInfo, Strategy, StrategyName } from './types.ts';
+export { SampleWeightedStrategy, DEFAULT_SAMPLING, type SamplingPolicy } from './sample-weighted.ts';
+export { fedAvg } from './fedavg.ts';
+export { fedProx } from './fedprox.ts';
+export { fedBN, FEDBN_LOCAL_ROLES } from './fedbn.ts';
+export { createStrategy } from './config.ts';
 export { StreamingWeightedMean, type StreamingMeanOptions } from './streaming-mean.ts';
 export { sampleSites, sampleSize, type SamplingOptions } from './sampling.ts';
-export { mulberry32, roundRng } from './rng.ts';
-export { DEFAULT_MAX_SAMPLES_PER_SITE, findWeightsProblem, validateNumSamples, validateWeights } from './validate-update.ts';
-export { l2Distance, l2Norm, relativeL2Error, weightedMean, type WeightedUpdate } from './math.ts';
+export { roundRng } from './rng.ts';

@@ -2,19 +2,23 @@
  * Sample-weighted mean of site updates, folded in one update at a time.
  *
  * Memory is one float64 accumulator the size of the averaged part of the model, whatever the
- * number of sites: add() validates, multiplies by numSamples into the accumulator and keeps no
- * reference to the update. float64 keeps the rounding error of summing thousands of float32
- * updates far below float32 resolution, so no compensated summation is needed.
+ * number of sites: add() streams the update's values (from memory or from its spool file) into
+ * the accumulator and keeps nothing of it. float64 keeps the rounding error of summing thousands
+ * of float32 updates far below float32 resolution, so no compensated summation is needed.
+ *
+ * Updates reach add() only after the validation path (shared/codec/weights-checks.ts) accepted
+ * them; add() still checks the manifest (cheap: no value is read twice). If reading an update
+ * fails half-way, the sum is no longer the sum of whole updates: the aggregation is marked broken
+ * and finish() refuses, so a partial update can never reach a checkpoint.
  */
-import { PatchFedError } from '../../shared/errors.ts';
+import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import { checkManifestMatches, finiteCheck, inspectWeights, type WeightRuns } from '../../shared/codec/index.ts';
 import { sizeOf, type NamedWeights, type WeightSpec } from '../../shared/weights.ts';
 import type { Aggregator } from './types.ts';
-import { DEFAULT_MAX_SAMPLES_PER_SITE, findWeightsProblem, validateNumSamples, validateWeights } from './validate-update.ts';
 
 export interface StreamingMeanOptions {
   /** Tensors for which the result keeps the global's values instead of averaging (FedBN norms). */
   keepGlobal?: (spec: WeightSpec) => boolean;
-  maxSamplesPerSite?: number;
   /** For error messages, e.g. "round 4". */
   label?: string;
 }
@@ -26,22 +30,23 @@ export class StreamingWeightedMean implements Aggregator {
   private readonly sum: Float64Array;
   private readonly kept = new Map<number, Float32Array>();
   private readonly contributors = new Map<string, number>();
-  private readonly maxSamples: number;
   private readonly label: string;
   private samples = 0;
   private finished = false;
+  private busy = false;
+  private broken: string | null = null;
 
   constructor(global: NamedWeights, options: StreamingMeanOptions = {}) {
     this.label = options.label ?? 'aggregation';
-    this.maxSamples = options.maxSamplesPerSite ?? DEFAULT_MAX_SAMPLES_PER_SITE;
     validateGlobal(global, this.label);
     this.manifest = global.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
     this.offsets = [];
     let total = 0;
     this.manifest.forEach((spec, i) => {
+      const values = global.values[i] ?? new Float32Array(0);
       if (options.keepGlobal?.(spec)) {
         this.offsets.push(-1);
-        this.kept.set(i, Float32Array.from(global.values[i]!));
+        this.kept.set(i, Float32Array.from(values));
       } else {
         this.offsets.push(total);
         total += sizeOf(spec.shape);
@@ -68,25 +73,30 @@ export class StreamingWeightedMean implements Aggregator {
     return { buffers: 1, elements: this.sum.length };
   }
 
-  add(siteId: string, update: NamedWeights, numSamples: number): void {
-    if (this.finished) {
-      throw new PatchFedError('aggregation-closed', `Update from site '${siteId}' arrived after ${this.label} finished.`, { subject: siteId });
-    }
-    if (typeof siteId !== 'string' || siteId.length === 0) {
-      throw new PatchFedError('invalid-update', `Update rejected in ${this.label}: empty site id.`);
-    }
+  async add(siteId: string, update: WeightRuns, numSamples: number): Promise<void> {
+    if (this.finished) throw new PatchFedError('aggregation-closed', `Update from site '${siteId}' arrived after ${this.label} finished.`, { subject: siteId });
+    if (this.busy) throw new PatchFedError('aggregation-busy', `Update from site '${siteId}' arrived while another update is being added to ${this.label}; commits must be serialised.`, { subject: siteId });
     if (this.contributors.has(siteId)) {
       throw new PatchFedError('invalid-update', `Update from site '${siteId}' rejected: the site already contributed to ${this.label}.`, { subject: siteId });
     }
-    validateNumSamples(siteId, numSamples, this.maxSamples);
-    // Validate everything before accumulating anything, so a rejected update leaves no trace.
-    validateWeights(siteId, this.manifest, update);
-    for (let i = 0; i < this.manifest.length; i++) {
-      const offset = this.offsets[i]!;
-      if (offset < 0) continue;
-      const values = update.values[i]!;
-      const sum = this.sum;
-      for (let j = 0; j < values.length; j++) sum[offset + j]! += numSamples * values[j]!;
+    if (!(Number.isSafeInteger(numSamples) && numSamples >= 1)) {
+      throw new PatchFedError('invalid-update', `Update from site '${siteId}' rejected: numSamples must be a positive integer, got ${String(numSamples)}.`, { subject: siteId });
+    }
+    checkManifestMatches(this.manifest, update.manifest, `update from site '${siteId}' (${this.label})`);
+    this.busy = true;
+    const sum = this.sum;
+    try {
+      await update.forEachRun((tensor, offset, run) => {
+        const base = this.offsets[tensor];
+        if (base === undefined || base < 0) return;
+        const at = base + offset;
+        for (let j = 0; j < run.length; j++) sum[at + j] += numSamples * (run[j] ?? 0);
+      });
+    } catch (e) {
+      this.broken = `reading the update from site '${siteId}' failed half-way (${errorMessage(e)})`;
+      throw e;
+    } finally {
+      this.busy = false;
     }
     this.contributors.set(siteId, numSamples);
     this.samples += numSamples;
@@ -94,13 +104,15 @@ export class StreamingWeightedMean implements Aggregator {
 
   finish(): NamedWeights {
     if (this.finished) throw new PatchFedError('aggregation-closed', `${this.label} was already finished.`);
+    if (this.broken) throw new PatchFedError('aggregation-broken', `${this.label} cannot be finished: ${this.broken}.`);
     if (this.count === 0) throw new PatchFedError('no-updates', `${this.label}: no site update was accepted, nothing to aggregate.`);
     this.finished = true;
     const values = this.manifest.map((spec, i) => {
-      const offset = this.offsets[i]!;
-      if (offset < 0) return this.kept.get(i)!;
+      const offset = this.offsets[i] ?? -1;
+      const kept = this.kept.get(i);
+      if (offset < 0 && kept) return kept;
       const out = new Float32Array(sizeOf(spec.shape));
-      for (let j = 0; j < out.length; j++) out[j] = this.sum[offset + j]! / this.samples;
+      for (let j = 0; j < out.length; j++) out[j] = (this.sum[offset + j] ?? 0) / this.samples;
       return out;
     });
     return { manifest: this.manifest, values };
@@ -112,11 +124,14 @@ function validateGlobal(global: NamedWeights, label: string): void {
   if (global === null || typeof global !== 'object' || !Array.isArray(global.manifest)) {
     throw new PatchFedError('invalid-global', `${label}: the global weights are not a {manifest, values} object.`);
   }
-  const problem = findWeightsProblem(global.manifest, global);
-  if (problem !== undefined) throw new PatchFedError('invalid-global', `${label}: the global weights are invalid: ${problem}`);
   const names = new Set<string>();
   for (const s of global.manifest) {
     if (names.has(s.name)) throw new PatchFedError('invalid-global', `${label}: tensor name '${s.name}' appears twice in the global manifest.`);
     names.add(s.name);
+  }
+  try {
+    inspectWeights(global, [finiteCheck(`${label}: the global weights`)], `${label}: the global weights`);
+  } catch (e) {
+    throw new PatchFedError('invalid-global', errorMessage(e));
   }
 }

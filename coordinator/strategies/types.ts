@@ -1,11 +1,18 @@
 /**
  * The strategy contract the round scheduler drives (modelled on Flower's Strategy):
- * `configureFit` picks the sites of a round and what to tell them, `beginAggregation` returns a
- * streaming aggregator that folds their updates into the next global model.
+ * `configureFit` picks the sites of a round and decides exactly what each is told — the round
+ * task carries its FitInstructions verbatim — and `beginAggregation` returns the aggregator that
+ * folds the round's validated updates into the next global model. The scheduler depends on this
+ * interface only; new strategies (robust, secure, differentially private, server optimisers) are
+ * new implementations of it plus new fields in FitInstructions.
  */
-import type { NamedWeights, WeightRole, WeightSpec } from '../../shared/weights.ts';
+import type { StrategyName } from '../../shared/config/strategy.ts';
+import type { WeightRuns } from '../../shared/codec/index.ts';
+import type { FitInstructions } from '../../shared/protocol/messages.ts';
+import type { Rng } from '../../shared/random.ts';
+import type { NamedWeights, WeightSpec } from '../../shared/weights.ts';
 
-export type StrategyName = 'fedavg' | 'fedprox' | 'fedbn';
+export type { FitInstructions, Rng, StrategyName };
 
 /** A site as the scheduler knows it when a round starts. */
 export interface SiteInfo {
@@ -14,30 +21,21 @@ export interface SiteInfo {
   online?: boolean;
 }
 
-/** Uniform random number in [0, 1). */
-export type Rng = () => number;
-
-/** What one selected site is told to do in a round. */
-export interface SiteFitConfig {
-  /** FedProx μ: the site adds (μ/2)·||w − w_global||² to its loss. 0 = plain local training. */
-  proximalMu: number;
-  /** Roles the site keeps local (FedBN: all `norm-*`); it must not overwrite them from a global checkpoint. */
-  localRoles: readonly WeightRole[];
-  /** Names of the global model's tensors with a local role, so sites can check by name. */
-  localTensors: readonly string[];
-}
-
 export interface FitPlan {
   round: number;
   /** Selected site ids, sorted. */
   selected: string[];
-  /** One entry per selected site. */
-  config: Record<string, SiteFitConfig>;
+  /** One entry per selected site: what its round task carries. */
+  instructions: Record<string, FitInstructions>;
 }
 
 export interface Aggregator {
-  /** Validates the update (throws PatchFedError naming the site) and folds it into the running sum. */
-  add(siteId: string, update: NamedWeights, numSamples: number): void;
+  /**
+   * Folds in one update that already passed the validation path (shared/codec/weights-checks.ts);
+   * reads its values once. Throws PatchFedError naming the site if it cannot take it (a second
+   * update from the same site, an aggregation already finished).
+   */
+  add(siteId: string, update: WeightRuns, numSamples: number): Promise<void>;
   /** Number of accepted updates so far. */
   readonly count: number;
   /** Sum of numSamples over accepted updates. */
@@ -48,8 +46,6 @@ export interface Aggregator {
 
 export interface Strategy {
   readonly name: StrategyName;
-  /** Roles that never leave a site's own model (empty unless FedBN). */
-  readonly localRoles: readonly WeightRole[];
   configureFit(round: number, global: { manifest: readonly WeightSpec[] }, sites: readonly SiteInfo[], rng?: Rng): FitPlan;
   beginAggregation(round: number, global: NamedWeights): Aggregator;
 }

@@ -1,3 +1,5 @@
 export * from './weights-codec.ts';
+export * from './weights-stream.ts';
+export * from './weights-checks.ts';
 export * from './manifest.ts';
-export * from './validate.ts';
+export * from './weight-runs.ts';

@@ -16,9 +16,11 @@ type _RolesMatch = [WeightRole] extends [(typeof WEIGHT_ROLES)[number]] ? ([(typ
 const _rolesMatch: _RolesMatch = true;
 void _rolesMatch;
 
+/** Printable, no control characters: names end up in logs and error messages. */
+export const tensorNameSchema = z.string().min(1).max(MAX_TENSOR_NAME_LENGTH).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII');
+
 const weightSpecSchema = z.strictObject({
-  // Printable, no control characters: names end up in logs and error messages.
-  name: z.string().min(1).max(MAX_TENSOR_NAME_LENGTH).regex(/^[\x20-\x7e]+$/, 'must be printable ASCII'),
+  name: tensorNameSchema,
   shape: z.array(z.int().min(1).max(2 ** 31 - 1)).max(MAX_TENSOR_RANK),
   trainable: z.boolean(),
   role: z.enum(WEIGHT_ROLES),

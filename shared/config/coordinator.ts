@@ -1,8 +1,6 @@
 import { z } from 'zod';
 import { ModelSpecSchema } from './model.ts';
-
-export const StrategyNameSchema = z.enum(['fedavg', 'fedprox', 'fedbn']);
-export type StrategyName = z.infer<typeof StrategyNameSchema>;
+import { StrategySpecSchema } from './strategy.ts';
 
 /** What the consortium trains: declared once, in the coordinator's config. */
 export const ExperimentSchema = z
@@ -28,16 +26,12 @@ export const ExperimentSchema = z
     startupGraceSeconds: z.number().min(0).default(30),
     /** Retries of a round that missed its minimum before the experiment stops. */
     maxRoundAttempts: z.number().int().positive().default(3),
-    strategy: z
-      .object({
-        name: StrategyNameSchema.default('fedavg'),
-        /** FedProx proximal weight μ. */
-        mu: z.number().min(0).default(0.01),
-      })
-      .strict()
-      .default({ name: 'fedavg', mu: 0.01 }),
+    /** Aggregation strategy (shared/config/strategy.ts): fedavg, fedprox (with mu) or fedbn. */
+    strategy: StrategySpecSchema.default({ name: 'fedavg' }),
     /** Reject updates whose L2 distance from the global model exceeds this (0 = off). */
     updateNormBound: z.number().min(0).default(0),
+    /** Largest training-sample count a site may claim: its weight in the mean cannot exceed it. */
+    maxSamplesPerSite: z.number().int().min(1).default(1_000_000),
     checkpointRetention: z.number().int().positive().default(10),
     seed: z.number().int().default(1),
   })

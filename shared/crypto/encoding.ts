@@ -97,10 +97,11 @@ export function transcript(label: string, ...fields: TranscriptField[]): Uint8Ar
 /**
  * JSON with object keys sorted at every level, so signer and verifier hash the same bytes
  * whatever order a parser produced. Only for plain data (objects, arrays, strings, finite numbers,
- * booleans, null).
+ * booleans, null); binary fields are written as their base64 string, as they travel.
  */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value === 'boolean' || typeof value === 'string') return JSON.stringify(value);
+  if (value instanceof Uint8Array) return JSON.stringify(toBase64(value));
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw new Error(`canonicalJson: non-finite number ${value}`);
     return JSON.stringify(value);

@@ -4,7 +4,8 @@
  */
 import { SEAL_OVERHEAD_BYTES } from '../crypto/seal.ts';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: signed control messages, fit instructions in round tasks. */
+export const PROTOCOL_VERSION = 2;
 
 const MiB = 1024 * 1024;
 /** Chunk sizes for update uploads and checkpoint downloads (plaintext bytes per chunk). */

@@ -25,6 +25,8 @@ import { z } from 'zod';
 import { PatchFedError } from '../errors.ts';
 import { SEAL_NONCE_BYTES, SEAL_OVERHEAD_BYTES, SIGNATURE_BYTES } from '../crypto/seal.ts';
 import { canonicalJson, transcript } from '../crypto/encoding.ts';
+import { StrategySpecSchema } from '../config/strategy.ts';
+import { tensorNameSchema } from '../codec/manifest.ts';
 import {
   MAX_ARRAY_LENGTH,
   MAX_CHUNK_BYTES,
@@ -99,15 +101,18 @@ export const metricsSchema = z.strictObject({
 });
 export type Metrics = z.output<typeof metricsSchema>;
 
-export const strategySchema = z.discriminatedUnion('name', [
-  z.strictObject({ name: z.literal('fedavg') }),
-  z.strictObject({ name: z.literal('fedprox'), mu: z.number().min(0).max(1000) }),
-  z.strictObject({ name: z.literal('fedbn') }),
-]);
-export type StrategyConfig = z.output<typeof strategySchema>;
+/**
+ * What one selected site is told to do in a round: exactly what the strategy's configureFit
+ * returned for it (Flower's FitIns config). New strategies add their per-site fields here.
+ */
+export const fitInstructionsSchema = z.strictObject({
+  /** FedProx μ: the site adds (μ/2)·||w − w_global||² to its loss; 0 = plain local training. */
+  proximalMu: z.number().min(0).max(1000),
+  /** Tensors of the global model the site keeps its own values of (FedBN: every norm tensor). */
+  localTensors: z.array(tensorNameSchema).max(MAX_ARRAY_LENGTH),
+});
+export type FitInstructions = z.output<typeof fitInstructionsSchema>;
 
-/** Weight roles (shared/weights.ts WeightRole) a strategy may keep local to each site. */
-export const weightRoleSchema = z.enum(['conv-kernel', 'conv-bias', 'norm-gamma', 'norm-beta', 'norm-running-mean', 'norm-running-var']);
 
 const backendNameSchema = z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a backend name like "cpu" or "wasm"');
 const patchSchema = z.array(z.int().min(1).max(4096)).length(3);
@@ -146,7 +151,7 @@ export const experimentDescriptionSchema = z.strictObject({
   rounds: z.int().min(1).max(1_000_000),
   localSteps: z.int().min(1).max(10_000_000),
   learningRate: z.number().positive().max(1000),
-  strategy: strategySchema,
+  strategy: StrategySpecSchema,
   seed: z.int(),
 });
 export type ExperimentDescription = z.output<typeof experimentDescriptionSchema>;
@@ -174,7 +179,8 @@ function chunkCountMatches(m: { totalBytes: number; chunkBytes: number; chunkCou
 
 const siteSchemas = {
   hello: z.strictObject({
-    protocolVersion: z.literal(PROTOCOL_VERSION),
+    /** Checked by the handshake (session.ts), which names both versions when they differ. */
+    protocolVersion: z.int().min(1).max(1_000_000),
     siteId: siteIdSchema,
     agentVersion: z.string().regex(/^[A-Za-z0-9.+_-]{1,32}$/, 'must be a version string'),
   }),
@@ -238,29 +244,33 @@ const siteSchemas = {
 
 const coordinatorSchemas = {
   challenge: z.strictObject({
-    protocolVersion: z.literal(PROTOCOL_VERSION),
+    /** Checked by the handshake (session.ts), which names both versions when they differ. */
+    protocolVersion: z.int().min(1).max(1_000_000),
     sessionId: sessionIdSchema,
     nonce: base64Bytes(32),
     coordinatorSignPublicKey: base64Bytes(32),
   }),
   'auth-ok': z.strictObject({ sessionId: sessionIdSchema, signature: base64Bytes(SIGNATURE_BYTES) }),
   'auth-fail': z.strictObject({ code: errorCodeSchema, reason: errorTextSchema }),
+  /** Signed control message (signed-control.ts): bound to the session it is sent on. */
   'round-task': z.strictObject({
     round,
+    /** Attempt of the round (a round that missed its minimum is retried with the same global model). */
+    attempt: z.int().min(1).max(1_000_000),
     experimentId: experimentIdSchema,
     checkpoint: signedCheckpointSchema,
     steps: z.int().min(1).max(10_000_000),
-    strategy: strategySchema,
     /** Unix time in ms by which the update must be committed. */
     deadline: z.int().min(0).max(8.64e15),
-    /** Attempt of the round (a round that missed its minimum is retried with the same global model). */
-    attempt: z.int().min(1).max(1_000_000).optional(),
-    /** Roles the site keeps local and must not overwrite from the global model (FedBN: norm-*). */
-    localRoles: z.array(weightRoleSchema).max(6).optional(),
+    /** What the strategy's configureFit decided for this site. */
+    fit: fitInstructionsSchema,
+    signature: base64Bytes(SIGNATURE_BYTES),
   }),
   experiment: z.strictObject({ description: experimentDescriptionSchema, signature: base64Bytes(SIGNATURE_BYTES) }),
-  'round-cancel': z.strictObject({ round, code: errorCodeSchema, reason: errorTextSchema }),
-  'experiment-complete': z.strictObject({ experimentId: experimentIdSchema, round, checkpoint: signedCheckpointSchema }),
+  /** Signed control message: stop working on a round (attempt) that closed without this site. */
+  'round-cancel': z.strictObject({ round, code: errorCodeSchema, reason: errorTextSchema, signature: base64Bytes(SIGNATURE_BYTES) }),
+  /** Signed control message: the experiment is over; the final checkpoint. */
+  'experiment-complete': z.strictObject({ experimentId: experimentIdSchema, round, checkpoint: signedCheckpointSchema, signature: base64Bytes(SIGNATURE_BYTES) }),
   'checkpoint-chunk': z.strictObject({
     experimentId: experimentIdSchema,
     version,

@@ -36,6 +36,9 @@ export async function authenticateSite(
   const hello = await ask(transport, 'hello', { protocolVersion: PROTOCOL_VERSION, siteId: args.siteId, agentVersion: args.agentVersion }, timeoutMs);
   if (hello.type !== 'challenge') throw refused(hello, `site '${args.siteId}'`);
   const c = hello.payload as Message<'challenge'>;
+  if (c.protocolVersion !== PROTOCOL_VERSION) {
+    throw new PatchFedError('protocol-version-mismatch', `The coordinator speaks protocol version ${c.protocolVersion}; this site agent speaks ${PROTOCOL_VERSION}. Run the same PatchFed release on both sides.`, { subject: 'coordinator' });
+  }
   const challenge: Challenge = { sessionId: c.sessionId, nonce: c.nonce, coordinatorSignPublicKey: c.coordinatorSignPublicKey };
   const auth = answerChallenge({ challenge, siteId: args.siteId, siteKeys: args.siteKeys, pinnedCoordinatorSignPublicKey: args.pinnedCoordinatorSignPublicKey });
   const reply = await ask(transport, 'auth', auth, timeoutMs);
@@ -75,6 +78,9 @@ export function acceptSiteHandshake(
   const offHello = handlers.handle('hello', (payload) => {
     if (authenticated) return errorReply({ code: 'already-authenticated', message: 'This connection is already authenticated.' });
     const hello = parseMessage('hello', payload);
+    if (hello.protocolVersion !== PROTOCOL_VERSION) {
+      return fail('protocol-version-mismatch', `Site '${hello.siteId}' speaks protocol version ${hello.protocolVersion}; this coordinator speaks ${PROTOCOL_VERSION}. Run the same PatchFed release on both sides.`, hello.siteId);
+    }
     const keys = args.enrolledKeys(hello.siteId);
     if (!keys) return fail('unknown-site', `Site '${hello.siteId}' is not enrolled with this coordinator.`, hello.siteId);
     const challenge = createChallenge(args.coordinatorKeys.signPublicKey);

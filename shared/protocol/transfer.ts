@@ -288,10 +288,23 @@ export interface SitePeer {
   /** The round this site may upload for right now. */
   currentRound: () => number;
   /**
-   * Called once per verified upload. Decode/copy the file inside it; throw a PatchFedError to
+   * Called when an upload begins: the checks its plaintext must pass, fed every chunk as it is
+   * decrypted and ended at commit (shared/codec StreamingInspection). A check that throws refuses
+   * the chunk (or the commit) with its error, and the transfer is discarded.
+   */
+  inspect?: (upload: { transferId: string; round: number; totalBytes: number }) => UploadInspection;
+  /**
+   * Called once per verified upload. Read the file inside it; throw a PatchFedError to
    * refuse the update (the site receives that error instead of commit-ok).
    */
   onComplete: (upload: CompletedUpload) => Promise<void> | void;
+}
+
+/** Checks run over an upload's plaintext while it arrives. */
+export interface UploadInspection {
+  push(plaintext: Uint8Array): void;
+  /** After the last chunk, before onComplete: whole-payload checks (length, norm bound). */
+  end(): void;
 }
 
 export interface UpdateReceiverOptions {
@@ -319,6 +332,7 @@ interface PartialUpload {
   file: FileHandle;
   path: string;
   lastActivity: number;
+  inspection: UploadInspection | null;
 }
 
 interface FinishedUpload {
@@ -414,6 +428,7 @@ export class UpdateReceiver {
     if (m.totalBytes > this.maxPayloadBytes) {
       throw new PatchFedError('payload-too-large', `Site '${peer.siteId}' announced a ${m.totalBytes}-byte update; the limit is ${this.maxPayloadBytes} bytes.`, { subject: peer.siteId });
     }
+    const inspection = peer.inspect?.({ transferId: m.transferId, round: m.round, totalBytes: m.totalBytes }) ?? null;
     // One upload in progress per site bounds disk use: a new one replaces an abandoned one.
     for (const [k, t] of this.partial) if (t.siteId === peer.siteId) await this.discard(k);
     const file = path.join(this.directory, `${sha256Hex(new TextEncoder().encode(key)).slice(0, 32)}.part`);
@@ -431,6 +446,7 @@ export class UpdateReceiver {
       file: handle,
       path: file,
       lastActivity: this.now(),
+      inspection,
     });
     return makeReply('transfer-status', { transferId: m.transferId, nextIndex: 0, chunkCount: m.chunkCount });
   }
@@ -484,6 +500,14 @@ export class UpdateReceiver {
       this.stats.chunksRejected++;
       throw e;
     }
+    try {
+      t.inspection?.push(plaintext);
+    } catch (e) {
+      // The update itself is unacceptable (wrong manifest, a NaN...): nothing more of it is taken.
+      this.stats.chunksRejected++;
+      await this.discard(key);
+      throw e;
+    }
     await t.file.write(plaintext, 0, plaintext.length, m.index * t.chunkBytes);
     t.hash.update(plaintext);
     t.nextIndex++;
@@ -528,6 +552,12 @@ export class UpdateReceiver {
     if (t.round !== round) {
       await this.discard(key);
       throw new PatchFedError('wrong-round', `Upload ${t.transferId} from site '${peer.siteId}' is for round ${t.round}, but the current round is ${round}; discarded.`, { subject: peer.siteId });
+    }
+    try {
+      t.inspection?.end();
+    } catch (e) {
+      await this.discard(key);
+      throw e;
     }
     await t.file.close();
     this.partial.delete(key);

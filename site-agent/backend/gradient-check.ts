@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import './gradients/index.ts';
-import { SeededRandom } from '../model/random.ts';
+import { SeededRandom } from '../../shared/random.ts';
 
 export interface DirectionalCheck {
   /** Which input, e.g. "x" or "filter". */

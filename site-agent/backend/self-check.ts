@@ -13,7 +13,7 @@ import './gradients/index.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { batchNormTraining } from '../model/ops/batch-norm.ts';
 import { learnedUpsample2x } from '../model/ops/upsample.ts';
-import { SeededRandom } from '../model/random.ts';
+import { SeededRandom } from '../../shared/random.ts';
 import { checkDirectionalDerivatives, maxRelError, type DirectionalCheck } from './gradient-check.ts';
 
 export interface SelfCheckResult {

@@ -49,8 +49,8 @@ export interface ConnectionEvents {
   authenticated(sessionId: string): void;
   disconnected(reason: string): void;
   authFailed(error: PatchFedError): void;
-  /** A coordinator push (experiment, round-task, ...): payload unvalidated. */
-  message(type: string, payload: unknown): void;
+  /** A coordinator push (experiment, round-task, ...): payload unvalidated; `sessionId` is the session it came on. */
+  message(type: string, payload: unknown, sessionId: string): void;
 }
 
 const COORDINATOR_PUSHES = ['experiment', 'round-task', 'round-cancel', 'experiment-complete'] as const;
@@ -58,6 +58,8 @@ const MAX_EARLY_PUSHES = 8;
 
 export class CoordinatorConnection {
   private socket: Socket | null = null;
+  /** Session of the authenticated connection: signed coordinator pushes are bound to it. */
+  private sessionId: string | null = null;
   private transport: RequestTransport | null = null;
   private handshake: RequestTransport | null = null;
   private authenticated = false;
@@ -105,6 +107,7 @@ export class CoordinatorConnection {
     socket.on('disconnect', (reason: string) => {
       const was = this.authenticated;
       this.authenticated = false;
+      this.sessionId = null;
       this.early = [];
       socket.sendBuffer = []; // nothing sent in the old session may replay into the next one
       if (was) this.on.disconnected(reason);
@@ -114,8 +117,8 @@ export class CoordinatorConnection {
       socket.on(type, (...args: unknown[]) => {
         if (args.length !== 1) {
           this.opts.log('warn', `ignored a malformed '${type}' from the coordinator`);
-        } else if (this.authenticated) {
-          this.on.message(type, args[0]);
+        } else if (this.authenticated && this.sessionId) {
+          this.on.message(type, args[0], this.sessionId);
         } else if (this.early.length < MAX_EARLY_PUSHES) {
           // The coordinator pushes right after auth-ok; websocket frames read together are
           // delivered before our handshake continuation runs, so hold them until it has.
@@ -175,10 +178,11 @@ export class CoordinatorConnection {
       });
       if (this.stopped || socket !== this.socket || !socket.connected) return;
       this.authenticated = true;
+      this.sessionId = sessionId;
       this.failures = 0;
       this.opts.log('info', 'authenticated with the coordinator', { url: this.opts.url, session: sessionId.slice(0, 8) });
       this.on.authenticated(sessionId);
-      for (const [type, payload] of this.early.splice(0)) this.on.message(type, payload);
+      for (const [type, payload] of this.early.splice(0)) this.on.message(type, payload, sessionId);
       for (const w of this.waiters.splice(0)) {
         if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
         w.resolve(this.transport!);

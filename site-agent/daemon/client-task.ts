@@ -12,11 +12,12 @@ import { PatchFedError, errorMessage } from '../../shared/errors.ts';
 import { checkManifestMatches, encodeWeights } from '../../shared/codec/index.ts';
 import type { KeyPairs } from '../../shared/crypto/keys.ts';
 import { CheckpointDownload } from '../../shared/protocol/checkpoint-transfer.ts';
-import { metricsSchema, type ExperimentDescription, type Message, type Metrics, type StrategyConfig } from '../../shared/protocol/messages.ts';
+import { metricsSchema, type ExperimentDescription, type FitInstructions, type Message, type Metrics } from '../../shared/protocol/messages.ts';
+import type { ControlBody } from '../../shared/protocol/signed-control.ts';
 import { MAX_PAYLOAD_BYTES } from '../../shared/protocol/limits.ts';
 import { UpdateSender, isTransferInterrupted } from '../../shared/protocol/transfer.ts';
 import type { RequestTransport } from '../../shared/protocol/transport.ts';
-import type { NamedWeights, WeightRole } from '../../shared/weights.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
 import type { ClientLog } from './client-connection.ts';
 
 export interface RoundTask {
@@ -27,10 +28,8 @@ export interface RoundTask {
   /** The signed experiment description (model, labels, modalities, learning rate...). */
   experiment: ExperimentDescription;
   steps: number;
-  strategy: StrategyConfig;
-  /** Roles to keep local (FedBN: norm-*), and the global tensors that have them. */
-  localRoles: WeightRole[];
-  localTensors: string[];
+  /** What the coordinator's strategy decided for this site (from the signed task). */
+  fit: FitInstructions;
   /** Unix ms by which the update should be committed. */
   deadline: number;
   checkpointVersion: number;
@@ -92,12 +91,12 @@ export class TaskJob {
 
   constructor(
     private readonly env: JobEnvironment,
-    private readonly task: Message<'round-task'>,
+    private readonly task: ControlBody<'round-task'>,
     private readonly experiment: ExperimentDescription,
   ) {
     this.round = task.round;
     this.checkpointSha256 = task.checkpoint.sha256;
-    this.latestAttempt = task.attempt ?? 1;
+    this.latestAttempt = task.attempt;
     this.latestDeadline = task.deadline;
   }
 
@@ -110,13 +109,13 @@ export class TaskJob {
   }
 
   /** Whether this job can serve a task for the same round with the same global model. */
-  matches(task: Message<'round-task'>): boolean {
+  matches(task: ControlBody<'round-task'>): boolean {
     return task.round === this.round && task.checkpoint.sha256 === this.checkpointSha256 && this.state !== 'cancelled';
   }
 
   /** The coordinator (re)sent the task of this round: keep going, or upload the kept update again. */
-  renew(task: Message<'round-task'>): void {
-    const attempt = task.attempt ?? 1;
+  renew(task: ControlBody<'round-task'>): void {
+    const attempt = task.attempt;
     this.latestAttempt = Math.max(this.latestAttempt, attempt);
     this.latestDeadline = task.deadline;
     if (this.busy || !this.result) return;
@@ -153,7 +152,6 @@ export class TaskJob {
     this.status(0, this.task.steps, 'training', true);
     let result: RoundResult;
     try {
-      const localRoles = [...(this.task.localRoles ?? [])];
       result = await handler(
         {
           round: this.round,
@@ -161,9 +159,7 @@ export class TaskJob {
           experimentId: this.task.experimentId,
           experiment: this.experiment,
           steps: this.task.steps,
-          strategy: this.task.strategy,
-          localRoles,
-          localTensors: global.manifest.filter((s) => localRoles.includes(s.role)).map((s) => s.name),
+          fit: this.task.fit,
           deadline: this.latestDeadline,
           checkpointVersion: this.task.checkpoint.version,
           checkpointSha256: this.checkpointSha256,

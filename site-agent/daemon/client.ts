@@ -22,6 +22,7 @@ import { CheckpointDownload } from '../../shared/protocol/checkpoint-transfer.ts
 import { MAX_ERROR_TEXT } from '../../shared/protocol/limits.ts';
 import { experimentSigningBytes, safeParseMessage, type ExperimentDescription, type SiteInfoMessage } from '../../shared/protocol/messages.ts';
 import { isTransferInterrupted } from '../../shared/protocol/transfer.ts';
+import { verifyControl, type ControlBody, type SignedControlType } from '../../shared/protocol/signed-control.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { CoordinatorConnection, DEFAULT_BACKOFF, type Backoff, type ClientLog } from './client-connection.ts';
 import { TaskJob, type TaskHandler } from './client-task.ts';
@@ -102,7 +103,7 @@ export class CoordinatorClient {
         },
         disconnected: (reason) => this.emit('disconnected', { reason }),
         authFailed: (e) => this.emit('auth-failed', { code: e.code, message: e.message }),
-        message: (type, payload) => this.onMessage(type, payload),
+        message: (type, payload, sessionId) => this.onMessage(type, payload, sessionId),
       },
     );
   }
@@ -170,17 +171,17 @@ export class CoordinatorClient {
     this.connection.send('error', { code: safeCode, message: message.slice(0, MAX_ERROR_TEXT) });
   }
 
-  private onMessage(type: string, payload: unknown): void {
+  private onMessage(type: string, payload: unknown, sessionId: string): void {
     try {
       switch (type) {
         case 'experiment':
           return this.onExperiment(payload);
         case 'round-task':
-          return this.onRoundTask(payload);
+          return this.onRoundTask(this.signedControl('round-task', payload, sessionId));
         case 'round-cancel':
-          return this.onCancel(payload);
+          return this.onCancel(this.signedControl('round-cancel', payload, sessionId));
         case 'experiment-complete':
-          return void this.onComplete(payload);
+          return void this.onComplete(this.signedControl('experiment-complete', payload, sessionId));
       }
     } catch (e) {
       const err = e instanceof PatchFedError ? e : new PatchFedError('bad-message', errorMessage(e));
@@ -207,10 +208,14 @@ export class CoordinatorClient {
     if (first) this.emit('experiment', description);
   }
 
-  private onRoundTask(payload: unknown): void {
-    const m = safeParseMessage('round-task', payload);
+  /** Parses a control message and checks the coordinator's signature for this session. */
+  private signedControl<T extends SignedControlType>(type: T, payload: unknown, sessionId: string): ControlBody<T> {
+    const m = safeParseMessage(type, payload);
     if (!m.ok) throw m.error;
-    const task = m.data;
+    return verifyControl(type, m.data, sessionId, this.opts.coordinatorPublicKey.signPublicKey);
+  }
+
+  private onRoundTask(task: ControlBody<'round-task'>): void {
     if (!this.experiment) throw new PatchFedError('no-experiment', `Round ${task.round} task arrived before a verified experiment description.`);
     if (task.experimentId !== this.experiment.id) {
       throw new PatchFedError('experiment-mismatch', `Round ${task.round} task is for experiment '${task.experimentId}', but this site joined '${this.experiment.id}'.`);
@@ -246,23 +251,19 @@ export class CoordinatorClient {
       this.experiment,
     );
     this.job = next;
-    this.emit('task', { round: task.round, attempt: task.attempt ?? 1, checkpointVersion: task.checkpoint.version });
+    this.emit('task', { round: task.round, attempt: task.attempt, checkpointVersion: task.checkpoint.version });
     void next.start().catch((e) => this.log('error', `round ${task.round} task crashed`, { error: errorMessage(e) }));
   }
 
-  private onCancel(payload: unknown): void {
-    const m = safeParseMessage('round-cancel', payload);
-    if (!m.ok) throw m.error;
+  private onCancel(cancel: ControlBody<'round-cancel'>): void {
     const job = this.job;
-    if (!job || job.round !== m.data.round || !job.busy) return;
-    job.cancel(`Round ${m.data.round} cancelled by the coordinator: ${m.data.reason}`);
-    this.emit('cancelled', { round: m.data.round, code: m.data.code, reason: m.data.reason });
+    if (!job || job.round !== cancel.round || !job.busy) return;
+    job.cancel(`Round ${cancel.round} cancelled by the coordinator: ${cancel.reason}`);
+    this.emit('cancelled', { round: cancel.round, code: cancel.code, reason: cancel.reason });
   }
 
-  private async onComplete(payload: unknown): Promise<void> {
-    const m = safeParseMessage('experiment-complete', payload);
-    if (!m.ok) throw m.error;
-    const { experimentId, round, checkpoint } = m.data;
+  private async onComplete(completion: ControlBody<'experiment-complete'>): Promise<void> {
+    const { experimentId, round, checkpoint } = completion;
     if (!this.experiment || experimentId !== this.experiment.id) throw new PatchFedError('experiment-mismatch', `Completion of experiment '${experimentId}' is not for this site's experiment.`);
     if (this.finalVersion === checkpoint.version) return;
     this.finalVersion = checkpoint.version;

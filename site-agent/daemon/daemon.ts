@@ -55,13 +55,12 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
   client.onTask(async (task, ctl) => {
     await trainer.prepare(task.experiment);
     client.setSiteInfo(trainer.siteInfo());
-    logger.info({ round: task.round, attempt: task.attempt, steps: task.steps, strategy: task.strategy.name }, `round ${task.round}: training ${task.steps} steps`);
+    logger.info({ round: task.round, attempt: task.attempt, steps: task.steps, proximalMu: task.fit.proximalMu, localTensors: task.fit.localTensors.length }, `round ${task.round}: training ${task.steps} steps`);
     const out = await trainer.runRound({
       round: task.round,
       steps: task.steps,
       global: task.global,
-      proximalMu: task.strategy.name === 'fedprox' ? task.strategy.mu : 0,
-      localTensors: task.localTensors,
+      fit: task.fit,
       learningRate: task.experiment.learningRate,
       signal: ctl.signal,
       onProgress: (done, total, phase) => ctl.progress(done, total, phase),

@@ -18,11 +18,10 @@ import type { ChannelScheme, CtChannelStats } from '../data/normalize.ts';
 import { imageLayout, preprocessImage } from '../data/preprocess.ts';
 import { readDatasetManifest } from '../data/manifest.ts';
 import { loadModelArtifacts, MODEL_JSON, type ModelMeta } from '../model/artifacts.ts';
-import { requiredDivisor } from '../model/config.ts';
 import type { UNet3D } from '../model/unet.ts';
 import type { Shape3 } from '../pipeline/case.ts';
 import type { Weighting } from '../pipeline/sliding-window.ts';
-import type { UNetStage } from '../train/loss.ts';
+import { STAGES, isPatchWiseStage, isStage, requiredDivisor, type Stage } from '../../shared/model/index.ts';
 import { segmentCase, type StageModel } from './segment.ts';
 
 export interface PredictFileRequest {
@@ -53,13 +52,11 @@ export interface PredictFileReport {
 
 interface LoadedStage {
   dir: string;
-  stage: UNetStage;
+  stage: Stage;
   model: UNet3D;
   meta: ModelMeta;
   patch: Shape3;
 }
-
-const STAGES: readonly UNetStage[] = ['full', 'patch', 'cascade-stage1', 'cascade-stage2'];
 
 function refuse(message: string, subject?: string): never {
   throw new PatchFedError('E_PREDICT', message, { subject });
@@ -89,14 +86,14 @@ function stageDirs(modelDir: string): string[] {
 
 function loadStage(dir: string): LoadedStage {
   const { model, meta, config } = loadModelArtifacts(dir);
-  const stage = meta.stage as UNetStage;
-  if (!STAGES.includes(stage)) {
+  const stage = meta.stage;
+  if (!isStage(stage)) {
     model.dispose();
     refuse(`${path.join(dir, MODEL_JSON)}: metadata has no valid 'stage' (${JSON.stringify(meta.stage)}); it was not written by 'patchfed train'`, dir);
   }
   const patch = Array.isArray(meta.patch) && meta.patch.length === 3 && meta.patch.every((d) => Number.isInteger(d) && d > 0) ? (meta.patch as unknown as Shape3) : null;
   const divisor = requiredDivisor(config);
-  if ((stage === 'patch' || stage === 'cascade-stage2') && (!patch || patch.some((d) => d % divisor !== 0))) {
+  if (isPatchWiseStage(stage) && (!patch || patch.some((d) => d % divisor !== 0))) {
     model.dispose();
     refuse(`${path.join(dir, MODEL_JSON)}: metadata 'patch' ${JSON.stringify(meta.patch)} is not a patch shape divisible by ${divisor}`, dir);
   }

@@ -11,12 +11,12 @@ import { argmaxChannelsLast } from '../pipeline/patches.ts';
 import { downsampleCase } from '../pipeline/resample.ts';
 import { gridInference, slidingWindowInference, type Weighting } from '../pipeline/sliding-window.ts';
 import { roundUpTo } from '../planner/estimate.ts';
-import type { UNetStage } from '../train/loss.ts';
+import { isWholeVolumeStage, type Stage } from '../../shared/model/index.ts';
 import type { SegmentationNet } from '../train/net.ts';
 
 export interface StageModel {
   net: SegmentationNet;
-  stage: UNetStage;
+  stage: Stage;
   /** Window for patch-wise stages; ignored for whole-volume stages. */
   patch: Shape3;
 }
@@ -43,7 +43,7 @@ function netPredictor(net: SegmentationNet) {
 }
 
 export async function predictStage(model: StageModel, c: CaseVolume, opts: InferenceOptions): Promise<StagePrediction> {
-  const whole = model.stage === 'full' || model.stage === 'cascade-stage1';
+  const whole = isWholeVolumeStage(model.stage);
   const patch: Shape3 = whole ? (c.shape.map((d) => roundUpTo(d, opts.divisor)) as unknown as Shape3) : model.patch;
   if (!whole && opts.overlap === 0) {
     // Overlap 0 is the thesis's reconstruction: the non-overlapping grid, last patch zero-padded

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { PatchFedError } from '../../shared/errors.ts';
 import { sizeOf, type NamedWeights } from '../../shared/weights.ts';
 import { writeFileAtomic } from './atomic-file.ts';
-import { buildManifest, validateUNetConfig, type UNetConfig } from './config.ts';
+import { buildManifest, validateUNetConfig, type UNetConfig } from '../../shared/model/index.ts';
 import { UNet3D, validateWeightsFor } from './unet.ts';
 
 export const MODEL_FORMAT = 'patchfed-unet3d';

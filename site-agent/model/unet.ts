@@ -10,9 +10,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '../backend/gradients/index.ts';
 import { PatchFedError } from '../../shared/errors.ts';
+import { finiteCheck, inspectWeights, manifestCheck } from '../../shared/codec/index.ts';
 import { sizeOf, type NamedWeights, type WeightSpec } from '../../shared/weights.ts';
-import { buildManifest, requiredDivisor, resolveUNetConfig, type UNetConfig, type UNetConfigInput } from './config.ts';
-import { initialValues } from './init.ts';
+import { buildManifest, initialValues, requiredDivisor, resolveUNetConfig, type UNetConfig, type UNetConfigInput } from '../../shared/model/index.ts';
 import { batchNormInference, batchNormTraining, updatedRunningStats } from './ops/batch-norm.ts';
 import { instanceNorm } from './ops/instance-norm.ts';
 import { learnedUpsample2x } from './ops/upsample.ts';
@@ -168,37 +168,10 @@ export class UNet3D {
 }
 
 /**
- * Checks that `weights` fits `specs` exactly: same names in the same order, same shapes, value
- * arrays of the right length, all finite. `what` names the source in messages (a file, a site).
+ * Checks that `weights` fits `specs` exactly (same names in the same order, same shapes and roles,
+ * value arrays of the right length, all finite) through the shared validation path. `what` names
+ * the source in messages (a file, a site).
  */
 export function validateWeightsFor(specs: readonly WeightSpec[], weights: NamedWeights, what: string): void {
-  const { manifest, values } = weights;
-  if (!Array.isArray(manifest) || !Array.isArray(values) || manifest.length !== values.length) {
-    throw new PatchFedError('weights-mismatch', `${what}: manifest and values must be arrays of equal length.`, { subject: what });
-  }
-  if (manifest.length !== specs.length) {
-    throw new PatchFedError('weights-mismatch', `${what}: expected ${specs.length} tensors, got ${manifest.length}.`, { subject: what });
-  }
-  specs.forEach((spec, i) => {
-    const got = manifest[i]!;
-    if (got.name !== spec.name) {
-      throw new PatchFedError('weights-mismatch', `${what}: tensor ${i} should be '${spec.name}', got '${got.name}'.`, { subject: what });
-    }
-    if (got.shape.length !== spec.shape.length || got.shape.some((d, k) => d !== spec.shape[k])) {
-      throw new PatchFedError('weights-mismatch', `${what}: tensor '${spec.name}' should have shape [${spec.shape}], got [${got.shape}].`, { subject: what });
-    }
-    const v = values[i];
-    if (!(v instanceof Float32Array) || v.length !== sizeOf(spec.shape)) {
-      throw new PatchFedError(
-        'weights-mismatch',
-        `${what}: tensor '${spec.name}' needs ${sizeOf(spec.shape)} float32 values, got ${v instanceof Float32Array ? v.length : typeof v}.`,
-        { subject: what },
-      );
-    }
-    for (let k = 0; k < v.length; k++) {
-      if (!Number.isFinite(v[k]!)) {
-        throw new PatchFedError('weights-invalid', `${what}: tensor '${spec.name}' has a non-finite value (${v[k]}) at index ${k}.`, { subject: what });
-      }
-    }
-  });
+  inspectWeights(weights, [manifestCheck(specs, what), finiteCheck(what)], what);
 }

@@ -4,6 +4,7 @@
  * (padded) volume and shrink the longest axis one divisor step at a time.
  */
 import type { Architecture, Mode } from '../../shared/config/model.ts';
+import { isWholeVolumeStage, stagesForMode, type Stage } from '../../shared/model/index.ts';
 import {
   estimateInferencePeak,
   estimateTrainingPeak,
@@ -41,7 +42,7 @@ export interface PlanCandidate {
 }
 
 export interface StagePlan {
-  stage: 'full' | 'patch' | 'cascade-stage1' | 'cascade-stage2';
+  stage: Stage;
   inChannels: number;
   /** Shape the stage sees (downsampled for cascade stage 1). */
   volumeShape: [number, number, number];
@@ -143,20 +144,11 @@ export function planTraining(req: PlanRequest): Plan {
   const fullVolumeInferenceBytes = estimateInferencePeak(net, wholeVolume, 1, { workspaceBytes: req.workspaceBytes }).total;
   const fullNote = ` Full 3D U-Net on the whole volume would need ~${formatBytes(fullVolumeBytes)} to train (~${formatBytes(fullVolumeInferenceBytes)} for inference alone).`;
 
-  let stages: StagePlan[];
-  if (req.mode === 'full') {
-    stages = [planPatchStage('full', net, req.shape, req, margin, true)];
-  } else if (req.mode === 'patch') {
-    stages = [planPatchStage('patch', net, req.shape, req, margin, false)];
-  } else {
-    const factor = req.cascadeFactor ?? 0.5;
-    const low = downsampledShape(req.shape, factor, divisor);
-    const stage2Net: UNetShape = { ...net, inChannels: req.channels + req.classes - 1 };
-    stages = [
-      planPatchStage('cascade-stage1', net, low, req, margin, true),
-      planPatchStage('cascade-stage2', stage2Net, req.shape, req, margin, false),
-    ];
-  }
+  const stages = stagesForMode(req.mode, req.channels, req.classes).map(({ stage, inChannels }) => {
+    // Cascade stage 1 sees the volume downsampled by cascadeFactor; every other stage the volume itself.
+    const volume = stage === 'cascade-stage1' ? downsampledShape(req.shape, req.cascadeFactor ?? 0.5, divisor) : req.shape;
+    return planPatchStage(stage, { ...net, inChannels }, volume, req, margin, isWholeVolumeStage(stage));
+  });
   const fits = stages.every((s) => s.chosen !== null);
   const peakBytes = fits ? Math.max(...stages.map((s) => s.chosen!.estimate.total)) : null;
   let message: string;

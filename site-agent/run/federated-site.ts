@@ -9,11 +9,13 @@
 import type { BackendReport } from '../backend/index.ts';
 import type { SiteConfig } from '../../shared/config/site.ts';
 import { PatchFedError } from '../../shared/errors.ts';
-import { assertSameManifest, type NamedWeights } from '../../shared/weights.ts';
+import { checkManifestMatches } from '../../shared/codec/index.ts';
+import type { FitInstructions } from '../../shared/protocol/messages.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
 import { openMsdDataset, type MsdDataset } from '../data/index.ts';
 import { nanMean } from '../metrics/dice.ts';
-import { combinedWeights, createStageNets, setCombinedWeights, stagePrefix, type StageNet } from './nets.ts';
-import { experimentLayout, type ModelLayout } from './global-model.ts';
+import { experimentLayout, roundTrainingSeed, type ModelLayout } from '../../shared/model/index.ts';
+import { combinedWeights, createStageNets, setCombinedWeights, stageSlices, type StageNet } from './nets.ts';
 import { evaluateCases } from './evaluate.ts';
 import { planSite, type SitePlan } from './site-plan.ts';
 import { trainSiteLocally } from './train-site.ts';
@@ -31,10 +33,8 @@ export interface RoundWork {
   round: number;
   steps: number;
   global: NamedWeights;
-  /** FedProx μ (0 = FedAvg/FedBN). */
-  proximalMu: number;
-  /** Tensors that stay local (FedBN): not overwritten by the global model. */
-  localTensors: readonly string[];
+  /** The strategy's instructions for this site (FedProx μ, FedBN's local tensors). */
+  fit: FitInstructions;
   learningRate?: number;
   signal?: AbortSignal;
   onProgress?: (stepsDone: number, stepsTotal: number, phase: 'training' | 'evaluating') => void;
@@ -183,29 +183,21 @@ export class FederatedSiteTrainer {
 
   loadGlobal(global: NamedWeights, localTensors: readonly string[] = []): void {
     const own = combinedWeights(this.nets);
-    assertSameManifest(own.manifest, global.manifest, `global checkpoint for experiment '${this.experimentId}'`);
+    checkManifestMatches(own.manifest, global.manifest, `global checkpoint for experiment '${this.experimentId}'`);
     const keep = new Set(localTensors);
+    const unknown = localTensors.filter((name) => !own.manifest.some((s) => s.name === name));
+    if (unknown.length > 0) throw new PatchFedError('E_FIT', `the round task names local tensors this model does not have (${unknown.slice(0, 3).join(', ')}); refusing it`);
     setCombinedWeights(this.nets, global, (name) => keep.has(name));
   }
 
   async runRound(work: RoundWork): Promise<RoundOutcome> {
     if (!this.prepared) throw new Error('FederatedSiteTrainer.prepare() must run before a round');
     const t0 = performance.now();
-    this.loadGlobal(work.global, work.localTensors);
+    this.loadGlobal(work.global, work.fit.localTensors);
     work.onProgress?.(0, work.steps, 'evaluating');
     const dice = await this.validate();
-    const proximal =
-      work.proximalMu > 0
-        ? {
-            mu: work.proximalMu,
-            global: this.nets.map((n) => {
-              const own = n.net.getWeights();
-              const byName = new Map(work.global.manifest.map((s, i) => [s.name, i]));
-              const p = stagePrefix(n.setup.stage);
-              return { manifest: own.manifest, values: own.manifest.map((s) => work.global.values[byName.get(p + s.name)!]!) };
-            }),
-          }
-        : undefined;
+    const mu = work.fit.proximalMu;
+    const proximal = mu > 0 ? { mu, global: stageSlices(this.nets, work.global) } : undefined;
     const totalSteps = work.steps * this.nets.length;
     let stageIndex = 0;
     const reports = await trainSiteLocally({
@@ -224,7 +216,7 @@ export class FederatedSiteTrainer {
       loss: this.cfg.training.loss,
       restoreBest: false,
       inference: { overlap: this.cfg.training.overlap, blend: this.cfg.training.blend },
-      seed: this.cfg.seed * 1009 + work.round,
+      seed: roundTrainingSeed(this.cfg.seed, work.round),
       budgetBytes: this.cfg.memoryBudgetMB * 1024 * 1024,
       proximal,
       cacheMB: this.cfg.cacheMB,

@@ -4,7 +4,7 @@
  * checkpoint kept, test-split evaluation, model artifacts and a JSON report.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { assertTrainableBackend, parseBackendChoice, selectBackend, type BackendReport } from '../backend/index.ts';
 import { resolveArchitecture } from '../../shared/config/model.ts';
 import { openMsdDataset } from '../data/index.ts';
@@ -17,7 +17,8 @@ import { evaluateCases, type EvaluationReport } from './evaluate.ts';
 import { createStageNets, disposeStageNets } from './nets.ts';
 import { planSite, replanStage } from './site-plan.ts';
 import { trainSiteLocally, type StageReplan } from './train-site.ts';
-import { stagesForMode } from './global-model.ts';
+import { loadSavedTraining, openResumableRun } from './resumable-training.ts';
+import { stagesForMode } from '../../shared/model/index.ts';
 
 export interface LocalTrainingRequest {
   configPath: string;
@@ -27,6 +28,12 @@ export interface LocalTrainingRequest {
   jsonPath?: string;
   /** Progress output (default: stderr, bar on a TTY). */
   progress?: ProgressReporter | null;
+  /** Continue the interrupted run whose state is in the output folder. */
+  resume?: boolean;
+  /** Save the resumable state every N steps (default DEFAULT_CHECKPOINT_EVERY; 0 = only when interrupted). */
+  checkpointEvery?: number;
+  /** Abort (SIGINT/SIGTERM): stop after the current step, save the state, throw TrainingInterruptedError. */
+  signal?: AbortSignal;
 }
 
 export interface LocalTrainingReport {
@@ -63,6 +70,8 @@ const nullIfNaN = (x: number) => (Number.isNaN(x) ? null : x);
 
 export async function runLocalTraining(req: LocalTrainingRequest): Promise<LocalTrainingReport> {
   const cfg = loadSiteConfig(req.configPath);
+  const outDir = req.outDir ?? join(cfg.workDir, 'train');
+  const saved = loadSavedTraining(outDir, req.resume ?? false);
   const backend = await selectBackend(parseBackendChoice(req.backend ?? cfg.backend), (m) => process.stderr.write(`backend: ${m}\n`));
   assertTrainableBackend(backend);
   const dataset = await openMsdDataset(cfg.dataset, { cacheMB: cfg.cacheMB, seed: cfg.seed });
@@ -94,7 +103,21 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
   }
   const nets = createStageNets(sitePlan.stages, arch, classes, cfg.seed);
   const progress = req.progress === undefined ? new ProgressReporter() : req.progress;
-  const outDir = req.outDir ?? join(cfg.workDir, 'train');
+  const run = openResumableRun({
+    outDir,
+    saved,
+    requestedSteps: req.steps,
+    configSteps: cfg.training.steps,
+    checkpointEvery: req.checkpointEvery,
+    settings: {
+      config: JSON.stringify({ dataset: resolve(cfg.dataset), model: cfg.model, training: { ...cfg.training, steps: undefined }, seed: cfg.seed, memoryBudgetMB: cfg.memoryBudgetMB }),
+      trainIds: split.train,
+      validationIds: split.validation,
+      stages: sitePlan.stages.map((st) => `${st.stage} ${st.patch.join('x')} batch ${st.batch}`),
+    },
+    backend: backend.name,
+    notice: (m) => process.stderr.write(`resume: ${m}\n`),
+  });
   try {
     const reports = await trainSiteLocally({
       dataset,
@@ -104,13 +127,13 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       numClasses: classes,
       divisor: sitePlan.divisor,
       cascadeFactor: cfg.model.cascadeFactor,
-      stepsPerStage: req.steps ?? cfg.training.steps,
+      stepsPerStage: run.steps,
       learningRate: cfg.training.learningRate,
       foregroundRate: cfg.training.foregroundRate,
       skipEmptyPatches: cfg.training.skipEmptyPatches,
       includeBackground: cfg.training.includeBackgroundInLoss,
       loss: cfg.training.loss,
-      validateEvery: cfg.training.validateEvery || Math.max(1, Math.ceil((req.steps ?? cfg.training.steps) / 4)),
+      validateEvery: cfg.training.validateEvery || Math.max(1, Math.ceil(run.steps / 4)),
       restoreBest: true,
       inference: { overlap: cfg.training.overlap, blend: cfg.training.blend },
       seed: cfg.seed,
@@ -119,7 +142,12 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       onProgress: progress ? (p) => progress.update(p) : undefined,
       replan: (failed, measured) => replanStage(planRequest, failed, measured, budgetBytes)?.setup ?? null,
       onNotice: (m) => process.stderr.write(`memory: ${m}\n`),
+      resume: run.resume,
+      checkpointEvery: run.checkpointEvery,
+      saveState: run.save,
+      signal: req.signal,
     });
+    run.assertComplete(reports, nets.length);
     const labels = dataset.labels.map((l) => l.name);
     const test: EvaluationReport = await evaluateCases(nets, dataset, split.test.length > 0 ? split.test : split.validation, {
       numClasses: classes,
@@ -184,6 +212,7 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
     };
     writeFileSync(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
     if (req.jsonPath) writeFileSync(req.jsonPath, `${JSON.stringify(report, null, 2)}\n`);
+    run.finished();
     return report;
   } finally {
     disposeStageNets(nets);

@@ -1,12 +1,13 @@
 /**
- * The networks of a site's mode — one U-Net, or two for the cascade — and their weights as ONE
- * flat named list for the federation (cascade tensors prefixed "stage1/" and "stage2/").
+ * The tfjs networks of a site's mode — one U-Net, or two for the cascade — and their weights as
+ * ONE flat named list for the federation, laid out exactly as shared/model's layoutManifest
+ * (cascade tensors prefixed "stage1/" and "stage2/"), initialised with the same stage seeds.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import type { Architecture } from '../../shared/config/model.ts';
+import { stagePrefix, stageSeed } from '../../shared/model/index.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { UNet3D } from '../model/unet.ts';
-import type { UNetStage } from '../train/loss.ts';
 import type { StageSetup } from './site-plan.ts';
 
 export interface StageNet {
@@ -14,14 +15,10 @@ export interface StageNet {
   net: UNet3D;
 }
 
-export function stagePrefix(stage: UNetStage): string {
-  return stage === 'cascade-stage1' ? 'stage1/' : stage === 'cascade-stage2' ? 'stage2/' : '';
-}
-
 export function createStageNets(stages: readonly StageSetup[], arch: Architecture, numClasses: number, seed: number): StageNet[] {
   return stages.map((setup, i) => ({
     setup,
-    net: new UNet3D({ inChannels: setup.inChannels, numClasses, base: arch.base, depth: arch.depth, norm: arch.norm, seed: seed + 1000 * i }),
+    net: new UNet3D({ inChannels: setup.inChannels, numClasses, base: arch.base, depth: arch.depth, norm: arch.norm, seed: stageSeed(seed, i) }),
   }));
 }
 
@@ -51,11 +48,29 @@ export function setCombinedWeights(nets: readonly StageNet[], weights: NamedWeig
     const p = stagePrefix(setup.stage);
     const values = own.manifest.map((s, k) => {
       const name = p + s.name;
-      if (keepLocal?.(name)) return own.values[k]!;
+      const mine = own.values[k];
+      if (keepLocal?.(name) && mine) return mine;
       const i = index.get(name);
-      if (i === undefined) throw new PatchFedError('E_WEIGHTS', `weights have no tensor '${name}' (model mismatch)`);
-      return weights.values[i]!;
+      const theirs = i === undefined ? undefined : weights.values[i];
+      if (theirs === undefined) throw new PatchFedError('E_WEIGHTS', `weights have no tensor '${name}' (model mismatch)`);
+      return theirs;
     });
     net.setWeights({ manifest: own.manifest, values });
   }
+}
+
+/** The stage-net slices of a combined list (e.g. the global model FedProx pulls towards), by name. */
+export function stageSlices(nets: readonly StageNet[], weights: NamedWeights): NamedWeights[] {
+  const index = new Map(weights.manifest.map((s, i) => [s.name, i]));
+  return nets.map((n) => {
+    const manifest = n.net.manifest();
+    const p = stagePrefix(n.setup.stage);
+    const values = manifest.map((s) => {
+      const i = index.get(p + s.name);
+      const v = i === undefined ? undefined : weights.values[i];
+      if (v === undefined) throw new PatchFedError('E_WEIGHTS', `weights have no tensor '${p + s.name}' (model mismatch)`);
+      return v;
+    });
+    return { manifest, values };
+  });
 }

@@ -8,10 +8,10 @@ import type { Shape3 } from '../pipeline/case.ts';
 import { estimateTrainingPeak, requiredDivisor, roundUpTo } from '../planner/estimate.ts';
 import { formatBytes, planTraining, shrinkingPatches, type Plan } from '../planner/plan.ts';
 import { kernelWorkspaceBytes } from '../planner/workspace.ts';
-import type { UNetStage } from '../train/loss.ts';
+import { isPatchWiseStage, type Stage } from '../../shared/model/index.ts';
 
 export interface StageSetup {
-  stage: UNetStage;
+  stage: Stage;
   inChannels: number;
   /** Training patch (whole padded volume for whole-volume stages). */
   patch: Shape3;
@@ -54,7 +54,7 @@ export function planSite(req: SitePlanRequest): SitePlan {
   const divisor = requiredDivisor(req.arch);
   const stages: StageSetup[] = [];
   for (const s of plan.stages) {
-    const patchWise = s.stage === 'patch' || s.stage === 'cascade-stage2';
+    const patchWise = isPatchWiseStage(s.stage);
     let patch: Shape3;
     let batch: number;
     if (patchWise && req.patch) {
@@ -67,12 +67,12 @@ export function planSite(req: SitePlanRequest): SitePlan {
           `the configured patch ${patch.join('x')} (batch ${batch}) needs ~${formatBytes(need)} (+${Math.round(plan.safetyMargin * 100)}% margin), more than the budget of ${formatBytes(plan.budgetBytes)}; remove training.patch to let the planner choose`,
         );
       }
-      stages.push({ stage: s.stage as UNetStage, inChannels: s.inChannels, patch, batch, estimatedPeakBytes: need });
+      stages.push({ stage: s.stage, inChannels: s.inChannels, patch, batch, estimatedPeakBytes: need });
       continue;
     }
     if (!s.chosen) throw new PatchFedError('E_BUDGET', plan.message);
     const batch2 = !patchWise && req.batch ? Math.min(req.batch, s.chosen.batch) : s.chosen.batch;
-    stages.push({ stage: s.stage as UNetStage, inChannels: s.inChannels, patch: s.chosen.patch, batch: batch2, estimatedPeakBytes: s.chosen.estimate.total });
+    stages.push({ stage: s.stage, inChannels: s.inChannels, patch: s.chosen.patch, batch: batch2, estimatedPeakBytes: s.chosen.estimate.total });
   }
   return { plan, stages, divisor };
 }
@@ -103,7 +103,7 @@ export function replanStage(
   const correction = Math.max(1, measuredEngineBytes / engine(failed.patch, failed.batch));
   const margin = req.safetyMargin ?? 0.15;
   const divisor = requiredDivisor(req.arch);
-  const patchWise = failed.stage === 'patch' || failed.stage === 'cascade-stage2';
+  const patchWise = isPatchWiseStage(failed.stage);
   const patches: Shape3[] = patchWise ? shrinkingPatches(req.largestShape, divisor, Math.max(8, 2 * divisor)) : [failed.patch];
   const size = (patch: readonly number[], batch: number) => patch[0]! * patch[1]! * patch[2]! * batch;
   const candidates = patches

@@ -12,12 +12,13 @@ import { predictStage, type InferenceOptions } from '../inference/segment.ts';
 import { argmaxChannelsLast } from '../pipeline/patches.ts';
 import { diceScores, nanMean } from '../metrics/dice.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
-import { thesisIncludeBackground } from '../train/loss.ts';
+import { thesisIncludeBackground } from '../../shared/model/index.ts';
 import type { ProgressInfo } from '../train/progress.ts';
 import { StageData } from '../train/stage-data.ts';
-import { BudgetExceededError, copyWeights, trainStage, type LossKind, type StageResult, type ValidationResult } from '../train/trainer.ts';
+import { BudgetExceededError, copyWeights, trainStage, type LossKind, type StageResult, type TrainerCheckpoint, type TrainStageOptions, type ValidationResult } from '../train/trainer.ts';
 import type { StageNet } from './nets.ts';
 import type { StageSetup } from './site-plan.ts';
+import type { CompletedStageState, SiteTrainingState } from './training-state.ts';
 
 export interface LocalTrainingOptions {
   dataset: MsdDataset;
@@ -52,6 +53,11 @@ export interface LocalTrainingOptions {
   replan?: (failed: StageSetup, measuredEngineBytes: number) => StageSetup | null;
   /** Human-readable notices (re-planning). */
   onNotice?: (message: string) => void;
+  /** Continue an interrupted run from its saved state (training-state.ts). */
+  resume?: SiteTrainingState;
+  /** Hand `saveState` the state every N steps of a stage, after each finished stage and when aborted. */
+  checkpointEvery?: number;
+  saveState?: (state: SiteTrainingState) => void | Promise<void>;
 }
 
 export interface StageReplan {
@@ -80,7 +86,9 @@ async function validateStage(net: StageNet, data: StageData, ids: readonly strin
   return { perClass, meanDice: nanMean(perClass) };
 }
 
-async function trainOneStage(o: LocalTrainingOptions, sn: StageNet, i: number, inf: InferenceOptions): Promise<StageResult> {
+type ResumeOptions = Pick<TrainStageOptions, 'resumeFrom' | 'checkpointEvery' | 'onCheckpoint'>;
+
+async function trainOneStage(o: LocalTrainingOptions, sn: StageNet, i: number, inf: InferenceOptions, resume: ResumeOptions): Promise<StageResult> {
   const common = {
     stage: sn.setup.stage,
     numClasses: o.numClasses,
@@ -108,19 +116,39 @@ async function trainOneStage(o: LocalTrainingOptions, sn: StageNet, i: number, i
     label: sn.setup.stage,
     onProgress: o.onProgress,
     signal: o.signal,
+    ...resume,
   });
 }
 
 export async function trainSiteLocally(o: LocalTrainingOptions): Promise<StageTrainingReport[]> {
   const inf: InferenceOptions = { ...o.inference, numClasses: o.numClasses, divisor: o.divisor, cascadeFactor: o.cascadeFactor };
   const reports: StageTrainingReport[] = [];
+  const completed: CompletedStageState[] = [];
   for (const [i, sn] of o.nets.entries()) {
+    const done = o.resume?.completed[i];
+    if (done) {
+      // Finished before the interruption: its saved weights and report stand.
+      sn.setup = done.setup;
+      sn.net.setWeights(done.weights);
+      completed.push(done);
+      reports.push({ stage: done.setup.stage, result: done.result, replans: done.replans });
+      continue;
+    }
+    const resumed = o.resume && i === o.resume.completed.length ? o.resume.current : null;
+    if (resumed) sn.setup = resumed.setup;
     const initial = o.replan ? copyWeights(sn.net.getWeights()) : null;
-    const replans: StageReplan[] = [];
+    const replans: StageReplan[] = resumed ? [...resumed.replans] : [];
+    let checkpoint = resumed?.trainer ?? undefined;
+    const save = (trainer: TrainerCheckpoint | null) =>
+      o.saveState?.({ completed: [...completed], current: { setup: sn.setup, replans: [...replans], trainer } });
     let result: StageResult;
     for (;;) {
       try {
-        result = await trainOneStage(o, sn, i, inf);
+        result = await trainOneStage(o, sn, i, inf, {
+          resumeFrom: checkpoint,
+          checkpointEvery: o.checkpointEvery,
+          onCheckpoint: o.saveState ? (c) => save(c) : undefined,
+        });
         break;
       } catch (e) {
         if (!(e instanceof BudgetExceededError) || !o.replan || !initial) throw e;
@@ -137,11 +165,18 @@ export async function trainSiteLocally(o: LocalTrainingOptions): Promise<StageTr
         o.onNotice?.(`${sn.setup.stage}: ${e.message}; re-planned to patch ${smaller.patch.join('x')}, batch ${smaller.batch}, restarting the stage`);
         sn.setup = smaller;
         sn.net.setWeights(initial);
+        checkpoint = undefined; // the stage restarts from its initial weights
       }
     }
     if (o.restoreBest && result.best) sn.net.setWeights(result.best.weights);
     reports.push({ stage: sn.setup.stage, result, replans });
-    if (result.aborted) break;
+    if (result.aborted) {
+      // Stopped before its first step: the trainer had nothing to checkpoint, the site state still counts.
+      if (result.stepsDone === 0) await save(null);
+      break;
+    }
+    completed.push({ setup: sn.setup, replans, result, weights: sn.net.getWeights() });
+    await o.saveState?.({ completed: [...completed], current: null });
   }
   return reports;
 }

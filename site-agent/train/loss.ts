@@ -17,12 +17,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { PatchFedError } from '../../shared/errors.ts';
 
-export type UNetStage = 'full' | 'patch' | 'cascade-stage1' | 'cascade-stage2';
-
-/** The thesis's choice: background excluded for `full` and cascade stage 1, included for patch-wise nets. */
-export function thesisIncludeBackground(stage: UNetStage): boolean {
-  return stage === 'patch' || stage === 'cascade-stage2';
-}
 
 export interface SoftDiceOptions {
   includeBackground: boolean;

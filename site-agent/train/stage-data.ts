@@ -13,10 +13,10 @@ import type { CaseVolume, Shape3 } from '../pipeline/case.ts';
 import { guidedCase, trainingGuidance } from '../pipeline/guidance.ts';
 import { downsampleCase, downsampledShape } from '../pipeline/resample.ts';
 import { assembleBatch, createRng, PatchSampler, type BatchItem, type TrainingBatch } from '../pipeline/sampler.ts';
-import type { UNetStage } from './loss.ts';
+import { isWholeVolumeStage, type Stage } from '../../shared/model/index.ts';
 
 export interface StageDataOptions {
-  stage: UNetStage;
+  stage: Stage;
   numClasses: number;
   /** Patch (whole padded volume for full / stage 1) and batch from the planner. */
   patch: Shape3;
@@ -28,10 +28,6 @@ export interface StageDataOptions {
   foregroundRate: number;
   skipEmpty: boolean;
   cacheMB?: number;
-}
-
-export function isWholeVolumeStage(stage: UNetStage): boolean {
-  return stage === 'full' || stage === 'cascade-stage1';
 }
 
 /** Bytes of a derived case, for the cache bound. */

@@ -1,9 +1,10 @@
 /**
- * Plain reference implementations over NamedWeights: used by tests to check the streaming
- * aggregator, and by the coordinator for update norms / drift in logs.
+ * Plain reference implementations over NamedWeights, written independently of the coordinator's
+ * streaming aggregator (different summation order and formula) so tests comparing the two mean
+ * something.
  */
-import { PatchFedError } from '../../shared/errors.ts';
-import { sizeOf, type NamedWeights, type WeightSpec } from '../../shared/weights.ts';
+import { PatchFedError } from '../shared/errors.ts';
+import { sizeOf, type NamedWeights, type WeightSpec } from '../shared/weights.ts';
 
 export interface WeightedUpdate {
   weights: NamedWeights;

@@ -1,23 +1,37 @@
 /**
- * A small seeded generator so weight initialisation and test directions are reproducible
- * across runs and machines (tf.randomNormal's seed depends on the backend).
+ * The project's one seeded PRNG (mulberry32) and seed derivation. Weight initialisation, patch
+ * sampling and site selection all draw from it, so a run is reproducible from its seeds alone, on
+ * any machine and backend (tf.randomNormal's seed depends on the backend).
  */
+
+/** Uniform number in [0, 1). */
+export type Rng = () => number;
+
+/** mulberry32: 32-bit state, fast, good statistical quality for sampling and initialisation. */
+export function mulberry32(seed: number): Rng {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Uniform, normal and arrays of normals from one mulberry32 stream. */
 export class SeededRandom {
-  private state: number;
+  private readonly uniform: Rng;
   private spare: number | null = null;
 
   constructor(seed: number) {
     // Mix the seed so nearby seeds (0, 1, 2...) give unrelated streams.
-    this.state = hash32(Math.trunc(seed) >>> 0) || 0x9e3779b9;
+    this.uniform = mulberry32(hash32(Math.trunc(seed) >>> 0) || 0x9e3779b9);
   }
 
-  /** Uniform in [0, 1) (mulberry32). */
+  /** Uniform in [0, 1). */
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.uniform();
   }
 
   /** Standard normal (Box–Muller, caching the second value). */

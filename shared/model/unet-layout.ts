@@ -3,9 +3,9 @@
  * plain data: the manifest and parameter count are known before any tensor is allocated, so
  * absurd configurations are refused up front.
  */
-import { PatchFedError } from '../../shared/errors.ts';
-import { MODEL_PRESETS, type Norm, type PresetName } from '../../shared/config/model.ts';
-import { sizeOf, type WeightSpec } from '../../shared/weights.ts';
+import { PatchFedError } from '../errors.ts';
+import { MODEL_PRESETS, type Norm, type PresetName } from '../config/model.ts';
+import { sizeOf, type WeightSpec } from '../weights.ts';
 
 export interface UNetConfig {
   inChannels: number;

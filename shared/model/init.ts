@@ -4,8 +4,8 @@
  * (PyTorch's defaults). Each tensor draws from its own stream derived from (seed, name), so
  * adding a layer does not change the others' values.
  */
-import { sizeOf, type WeightSpec } from '../../shared/weights.ts';
-import { deriveSeed, SeededRandom } from './random.ts';
+import { sizeOf, type WeightSpec } from '../weights.ts';
+import { deriveSeed, SeededRandom } from '../random.ts';
 
 export function initialValues(spec: WeightSpec, seed: number): Float32Array {
   const n = sizeOf(spec.shape);

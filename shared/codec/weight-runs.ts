@@ -1,0 +1,63 @@
+/**
+ * Weights read as a stream of value runs, tensor by tensor, without holding a decoded copy: the
+ * form in which an aggregator consumes a validated update, whether it sits in memory (tests, the
+ * site side) or in a spool file on the coordinator's disk (an upload). Reading a file goes
+ * through the one PFW parser with a fixed-size buffer, so memory stays O(buffer), not O(model).
+ */
+import { open } from 'node:fs/promises';
+import { PatchFedError } from '../errors.ts';
+import type { NamedWeights, WeightSpec } from '../weights.ts';
+import { checkManifestMatches } from './manifest.ts';
+import { WeightsStreamParser } from './weights-stream.ts';
+
+export type RunVisitor = (tensor: number, offset: number, run: Float32Array) => void;
+
+export interface WeightRuns {
+  readonly manifest: readonly WeightSpec[];
+  /** Visits every value once, in manifest order; each run is valid only during its call. */
+  forEachRun(visit: RunVisitor): Promise<void>;
+}
+
+export function inMemoryRuns(weights: NamedWeights): WeightRuns {
+  return {
+    manifest: weights.manifest,
+    forEachRun: async (visit) => {
+      weights.values.forEach((v, t) => visit(t, 0, v));
+    },
+  };
+}
+
+const READ_BUFFER_BYTES = 1024 * 1024;
+
+/**
+ * A PFW file whose manifest is known to be `manifest` (checked again while reading, cheaply: the
+ * values were inspected when the file was written). Every pass reads the file once.
+ */
+export function fileRuns(path: string, manifest: readonly WeightSpec[], source: string): WeightRuns {
+  return {
+    manifest,
+    forEachRun: async (visit) => {
+      const parser = new WeightsStreamParser(
+        {
+          manifest: (m) => checkManifestMatches(manifest, m, source),
+          values: visit,
+        },
+        { source },
+      );
+      const file = await open(path, 'r').catch((e: unknown) => {
+        throw new PatchFedError('spool-unreadable', `${source}: cannot open ${path}: ${(e as Error).message}`, { subject: path, cause: e });
+      });
+      try {
+        const buffer = new Uint8Array(READ_BUFFER_BYTES);
+        for (;;) {
+          const { bytesRead } = await file.read(buffer, 0, buffer.length, null);
+          if (bytesRead === 0) break;
+          parser.push(buffer.subarray(0, bytesRead));
+        }
+        parser.finish();
+      } finally {
+        await file.close();
+      }
+    },
+  };
+}
