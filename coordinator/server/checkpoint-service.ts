@@ -9,6 +9,7 @@ import { PatchFedError } from '../../shared/errors.ts';
 import { decodeWeights, encodeWeights } from '../../shared/codec/index.ts';
 import type { KeyPairs } from '../../shared/crypto/keys.ts';
 import { signCheckpoint } from '../../shared/crypto/seal.ts';
+import { EXPERIMENT_FILE } from '../../shared/protocol/experiment-file.ts';
 import type { Message } from '../../shared/protocol/messages.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { CheckpointStore, type CheckpointMeta } from '../store/index.ts';
@@ -34,6 +35,8 @@ export class CheckpointService {
     private readonly keys: KeyPairs,
     keyId: string,
     log: (kind: string, message: string) => void,
+    /** The signed experiment description, published as experiment.json in every version. */
+    private readonly experimentFile: Uint8Array,
   ) {
     this.store = new CheckpointStore({
       stateDir,
@@ -56,7 +59,7 @@ export class CheckpointService {
   /** Encodes and durably writes a new version (not yet current: the DB commit comes first). */
   write(round: number, weights: NamedWeights): { meta: CheckpointMeta; bytes: Uint8Array } {
     const bytes = encodeWeights(weights, `global model of round ${round}`);
-    const meta = this.store.write({ experimentId: this.experimentId, round, artifact: bytes });
+    const meta = this.store.write({ experimentId: this.experimentId, round, artifact: bytes, files: { [EXPERIMENT_FILE]: this.experimentFile } });
     return { meta, bytes };
   }
 

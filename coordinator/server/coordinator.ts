@@ -13,6 +13,7 @@ import express from 'express';
 import { Server as SocketIoServer } from 'socket.io';
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
 import type { CoordinatorConfig, Experiment } from '../../shared/config/coordinator.ts';
+import { encodeExperimentFile } from '../../shared/protocol/experiment-file.ts';
 import { SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../../shared/protocol/limits.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { mountDashboard } from '../dashboard/index.ts';
@@ -84,6 +85,7 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
   const setup = prepareCoordinator(config, options.baseDir);
   const exp = setup.config.experiment;
   const description = describeExperiment(exp);
+  const experimentMessage = signedExperimentMessage(description, setup.keys);
   const strategy = experimentStrategy(exp);
   const enrolled = [...setup.sites.keys()].sort();
 
@@ -115,7 +117,7 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
     db = StateDb.open(join(setup.stateDir, 'state.db'));
     cleanup.push(() => db.close());
     hub = new EventHub(db, emitter, log, exp.id);
-    checkpoints = new CheckpointService(setup.stateDir, exp.id, setup.keys, setup.keyId, (kind, message) => log('info', message, { event: kind }));
+    checkpoints = new CheckpointService(setup.stateDir, exp.id, setup.keys, setup.keyId, (kind, message) => log('info', message, { event: kind }), encodeExperimentFile(experimentMessage));
     recovery = recoverCoordinatorState(db, checkpoints.store, (e) => log('info', e.message, { event: e.kind }));
     ensureExperimentRecord(db, exp);
     enrolSites(db, setup.sites, exp.id);
@@ -150,7 +152,7 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
     log,
     uploads,
     checkpoints,
-    experimentMessage: signedExperimentMessage(description, setup.keys),
+    experimentMessage,
     live,
     onSiteOnline: (id) => scheduler.siteOnline(id),
     onSiteOffline: (id) => scheduler.siteOffline(id),

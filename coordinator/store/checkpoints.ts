@@ -65,6 +65,8 @@ export interface WriteCheckpointInput {
   artifact: Uint8Array;
   best?: boolean;
   extra?: Record<string, unknown>;
+  /** More files published in the version directory with the artifact (e.g. experiment.json). */
+  files?: Record<string, Uint8Array>;
 }
 
 export type VerifyResult = { ok: true; meta: CheckpointMeta } | { ok: false; reason: string };
@@ -138,6 +140,7 @@ export class CheckpointStore {
     try {
       this.io.mkdirSync(tmp);
       writeFileDurable(this.io, join(tmp, ARTIFACT_FILE), input.artifact);
+      for (const [file, bytes] of Object.entries(input.files ?? {})) writeFileDurable(this.io, join(tmp, file), bytes);
       writeFileDurable(this.io, join(tmp, META_FILE), encodeMeta(meta));
       fsyncDir(this.io, tmp);
       // rename(2) would silently replace an *empty* dir; never overwrite a published version.
@@ -427,5 +430,10 @@ function checkWriteInput(input: WriteCheckpointInput): void {
   }
   if (!(input.artifact instanceof Uint8Array)) {
     throw new PatchFedError('bad-checkpoint', 'Checkpoint artifact must be a Uint8Array.', { subject: 'artifact' });
+  }
+  for (const name of Object.keys(input.files ?? {})) {
+    if (!/^[a-z][a-z0-9-]*\.json$/.test(name) || name === META_FILE) {
+      throw new PatchFedError('bad-checkpoint', `Extra checkpoint file name '${name}' is not allowed (lower-case <name>.json, not ${META_FILE}).`, { subject: name });
+    }
   }
 }
