@@ -141,7 +141,7 @@ describe('U-Net weights', () => {
     const cases: Array<[NamedWeights, RegExp]> = [
       [variant((w) => { w.manifest[3]!.name = 'enc0/norm1/delta'; }), /tensor 3 should be 'enc0\/norm1\/beta'/],
       [variant((w) => { w.manifest[0]!.shape = [3, 3, 3, 1, 3]; }), /should have shape \[3,3,3,1,2\]/],
-      [variant((w) => { w.values[1] = new Float32Array(5); }), /needs 2 float32 values, got 5/],
+      [variant((w) => { w.values[1] = new Float32Array(5); }), /needs 2 float32 values for shape \[2\], got 5/],
       [variant((w) => { w.values[0]![7] = Number.NaN; }), /'enc0\/conv1\/kernel' has a non-finite value/],
       [variant((w) => { w.manifest.pop(); w.values.pop(); }), /expected \d+ tensors/],
     ];
