@@ -28,6 +28,8 @@ export function formatProgress(p: ProgressInfo, width = 24): string {
 
 export class ProgressReporter {
   private lastLine = 0;
+  /** A TTY bar is on screen without its newline (the run is mid-stage). */
+  private lineOpen = false;
   constructor(
     private readonly stream: NodeJS.WriteStream | { isTTY?: boolean; write(s: string): unknown } = process.stderr,
     /** Plain mode: one line every this many ms. */
@@ -38,7 +40,8 @@ export class ProgressReporter {
     const line = formatProgress(p);
     if (this.stream.isTTY) {
       this.stream.write(`\r${line}\x1b[K`);
-      if (p.step >= p.steps) this.stream.write('\n');
+      this.lineOpen = p.step < p.steps;
+      if (!this.lineOpen) this.stream.write('\n');
       return;
     }
     const now = Date.now();
@@ -46,5 +49,12 @@ export class ProgressReporter {
       this.lastLine = now;
       this.stream.write(`${line}\n`);
     }
+  }
+
+  /** Ends an open bar with a newline (Ctrl-C, an error): what is printed next starts on its own line. */
+  close(): void {
+    if (!this.lineOpen) return;
+    this.lineOpen = false;
+    this.stream.write('\n');
   }
 }

@@ -3,6 +3,9 @@
  * loss with the thesis's background convention (§2.4.1), optional FedProx proximal term, periodic
  * validation on whole volumes, and the best checkpoint kept (by mean foreground Dice).
  * Every step runs inside tf.tidy / explicit disposal: the tensor count is the same after each step.
+ * Resumable: every `checkpointEvery` steps (and when aborted) it hands out a TrainerCheckpoint —
+ * weights, Adam's moments and step count, the step, losses, validations and the best checkpoint —
+ * and `resumeFrom` continues bit for bit (see restoreAdam).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { PatchFedError } from '../../shared/errors.ts';
@@ -11,7 +14,7 @@ import { softDiceLoss } from './loss.ts';
 import { profileStep, type StepMemory } from './memory.ts';
 import type { SegmentationNet } from './net.ts';
 import type { ProgressInfo } from './progress.ts';
-import type { StageData } from './stage-data.ts';
+import type { TrainingBatch } from '../pipeline/sampler.ts';
 
 export type LossKind = 'dice' | 'dice-ce';
 
@@ -24,7 +27,8 @@ export interface ValidationResult {
 
 export interface TrainStageOptions {
   net: SegmentationNet;
-  data: StageData;
+  /** Seeded batches (StageData): a resume replays the ones already trained on. */
+  data: { nextBatch(): Promise<TrainingBatch> };
   steps: number;
   learningRate: number;
   includeBackground: boolean;
@@ -41,6 +45,35 @@ export interface TrainStageOptions {
   label?: string;
   onProgress?: (p: ProgressInfo) => void;
   signal?: AbortSignal;
+  /** Continue from this checkpoint (same net, data seeds and settings as the run that saved it). */
+  resumeFrom?: TrainerCheckpoint;
+  /** Hand out a checkpoint every N steps (0 / absent: never), and when the signal aborts the run. */
+  checkpointEvery?: number;
+  onCheckpoint?: (c: TrainerCheckpoint) => void | Promise<void>;
+}
+
+/** Adam's state (tfjs AdamOptimizer), moments in the order of the net's trainable variables. */
+export interface AdamState {
+  iterations: number;
+  /** β1^(t+1) and β2^(t+1) as tfjs accumulates them (float32 products, not recomputed powers). */
+  beta1Power: number;
+  beta2Power: number;
+  firstMoments: Float32Array[];
+  secondMoments: Float32Array[];
+}
+
+/** Everything trainStage needs to continue a stage where it stopped. */
+export interface TrainerCheckpoint {
+  /** Steps done; the data source replays this many batches on resume. */
+  step: number;
+  weights: NamedWeights;
+  optimizer: AdamState;
+  losses: number[];
+  validations: { step: number; result: ValidationResult }[];
+  best: StageResult['best'];
+  samples: number;
+  peakMemory: StepMemory | null;
+  elapsedMs: number;
 }
 
 export interface StageResult {
@@ -98,13 +131,84 @@ function proximalAnchors(net: SegmentationNet, global: NamedWeights): tf.Tensor[
   });
 }
 
+/**
+ * tfjs keeps Adam's running β1^t, β2^t in private variables that setWeights() recomputes with
+ * pow(); float32 pow and the straight run's repeated products differ in the last bit, so a resumed
+ * run reads and writes them exactly. Checked at run time: without them (another tfjs version) a
+ * resume is equivalent but not bit-identical.
+ */
+function betaPowerVariables(optimizer: tf.AdamOptimizer): [tf.Variable, tf.Variable] | null {
+  const b1: unknown = Reflect.get(optimizer, 'accBeta1');
+  const b2: unknown = Reflect.get(optimizer, 'accBeta2');
+  return b1 instanceof tf.Variable && b2 instanceof tf.Variable ? [b1, b2] : null;
+}
+
+const ADAM_BETA1 = 0.9; // tf.train.adam's defaults
+const ADAM_BETA2 = 0.999;
+
+async function captureAdam(optimizer: tf.AdamOptimizer): Promise<AdamState> {
+  const [iteration, ...moments] = await optimizer.getWeights();
+  if (!iteration) throw new Error('Adam optimizer returned no iteration count');
+  const iterations = iteration.tensor.dataSync()[0]!;
+  iteration.tensor.dispose(); // a fresh scalar; the moments are the optimizer's own variables
+  const copies = moments.map((m) => Float32Array.from(m.tensor.dataSync()));
+  const half = copies.length / 2;
+  const powers = betaPowerVariables(optimizer);
+  return {
+    iterations,
+    beta1Power: powers ? powers[0].dataSync()[0]! : ADAM_BETA1 ** (iterations + 1),
+    beta2Power: powers ? powers[1].dataSync()[0]! : ADAM_BETA2 ** (iterations + 1),
+    firstMoments: copies.slice(0, half),
+    secondMoments: copies.slice(half),
+  };
+}
+
+async function restoreAdam(optimizer: tf.AdamOptimizer, state: AdamState, variables: readonly tf.Variable[]): Promise<void> {
+  const fits = (list: Float32Array[]) => list.length === variables.length && list.every((m, i) => m.length === variables[i]!.size);
+  if (!fits(state.firstMoments) || !fits(state.secondMoments)) {
+    throw new PatchFedError('E_RESUME', `the saved optimizer state has ${state.firstMoments.length} moment tensors that do not fit the net's ${variables.length} trainable variables`);
+  }
+  const tensors = [
+    tf.scalar(state.iterations, 'int32'),
+    ...state.firstMoments.map((m, i) => tf.tensor(m, variables[i]!.shape, 'float32')),
+    ...state.secondMoments.map((m, i) => tf.tensor(m, variables[i]!.shape, 'float32')),
+  ];
+  try {
+    // setWeights makes its own variables from these (sharing their data), so ours are disposed.
+    await optimizer.setWeights(tensors.map((tensor, i) => ({ name: i === 0 ? 'iter' : `moment${i}`, tensor })));
+  } finally {
+    tf.dispose(tensors);
+  }
+  const powers = betaPowerVariables(optimizer);
+  if (powers) {
+    tf.tidy(() => {
+      powers[0].assign(tf.scalar(state.beta1Power, 'float32'));
+      powers[1].assign(tf.scalar(state.beta2Power, 'float32'));
+    });
+  }
+}
+
 export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
   const optimizer = tf.train.adam(o.learningRate);
   const anchors = o.proximal && o.proximal.mu > 0 ? proximalAnchors(o.net, o.proximal.global) : null;
   const lossKind = o.loss ?? 'dice';
   const result: StageResult = { stepsDone: 0, losses: [], validations: [], best: null, peakMemory: null, samples: 0, timeMs: 0, aborted: false };
-  const t0 = performance.now();
+  // Time and voxel rate of this run; elapsed time also counts the run a resume continues.
+  const runStart = performance.now();
+  const t0 = runStart - (o.resumeFrom?.elapsedMs ?? 0);
   let voxels = 0;
+
+  const checkpoint = async (): Promise<TrainerCheckpoint> => ({
+    step: result.stepsDone,
+    weights: o.net.getWeights(),
+    optimizer: await captureAdam(optimizer),
+    losses: [...result.losses],
+    validations: [...result.validations],
+    best: result.best,
+    samples: result.samples,
+    peakMemory: result.peakMemory,
+    elapsedMs: performance.now() - t0,
+  });
 
   const runValidation = async (step: number) => {
     if (!o.validate) return;
@@ -115,7 +219,16 @@ export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
   };
 
   try {
-    for (let step = 1; step <= o.steps; step++) {
+    const resume = o.resumeFrom;
+    if (resume) {
+      o.net.setWeights(resume.weights);
+      await restoreAdam(optimizer, resume.optimizer, o.net.trainableVariables);
+      // The data source is seeded: drawing the batches already trained on puts its case order
+      // and patch samplers exactly where they were.
+      for (let i = 0; i < resume.step; i++) await o.data.nextBatch();
+      Object.assign(result, { stepsDone: resume.step, losses: [...resume.losses], validations: [...resume.validations], best: resume.best, samples: resume.samples, peakMemory: resume.peakMemory });
+    }
+    for (let step = result.stepsDone + 1; step <= o.steps; step++) {
       if (o.signal?.aborted) {
         result.aborted = true;
         break;
@@ -168,11 +281,13 @@ export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
       result.stepsDone = step;
       result.samples += batch.imageShape[0];
       voxels += batch.imageShape[0] * batch.imageShape[1] * batch.imageShape[2] * batch.imageShape[3];
-      const elapsedMs = performance.now() - t0;
-      o.onProgress?.({ label: o.label ?? 'train', step, steps: o.steps, loss, voxelsPerSecond: (voxels / elapsedMs) * 1000, elapsedMs });
+      const now = performance.now();
+      o.onProgress?.({ label: o.label ?? 'train', step, steps: o.steps, loss, voxelsPerSecond: (voxels / (now - runStart)) * 1000, elapsedMs: now - t0 });
       if (o.validateEvery && step % o.validateEvery === 0 && step < o.steps) await runValidation(step);
+      if (o.onCheckpoint && o.checkpointEvery && step % o.checkpointEvery === 0 && step < o.steps) await o.onCheckpoint(await checkpoint());
     }
     if (result.stepsDone > 0 && !result.aborted) await runValidation(result.stepsDone);
+    if (result.aborted && result.stepsDone > 0 && o.onCheckpoint) await o.onCheckpoint(await checkpoint());
   } finally {
     optimizer.dispose();
     anchors?.forEach((a) => a.dispose());
