@@ -6,6 +6,7 @@ import {
   decodeWeights,
   encodeWeights,
   encodedWeightsSize,
+  inMemoryValues,
   inspectWeights,
   updateChecks,
 } from '../shared/codec/index.ts';
@@ -174,7 +175,7 @@ describe('weights codec', () => {
 describe('the one validation path over decoded weights', () => {
   it('refuses wrong names, shapes, counts, non-finite values and updates over the norm bound', () => {
     const check = (w: NamedWeights, extra: { normBound?: number; reference?: NamedWeights; source?: string } = {}) =>
-      inspectWeights(w, updateChecks({ expectedManifest: manifest, source: extra.source ?? 'update', reference: extra.reference, normBound: extra.normBound }), extra.source ?? 'update');
+      inspectWeights(w, updateChecks({ expectedManifest: manifest, source: extra.source ?? 'update', reference: extra.reference ? inMemoryValues(extra.reference) : undefined, normBound: extra.normBound }), extra.source ?? 'update');
     const renamed = weights();
     renamed.manifest[0] = { ...renamed.manifest[0]!, name: 'other' };
     expect(rejection(() => check(renamed)).message).toContain("'enc0/conv1/kernel'");

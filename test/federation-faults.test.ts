@@ -69,7 +69,7 @@ describe('federation faults', () => {
     // site-c restarts (same keys, new client) and must get the checkpoint that is current then.
     const back = startSite(fed, coordinator.url, 'site-c', { start: false });
     sites.push(back);
-    const latestAtFirstTask = new Promise<string>((resolve) => back.client.once('task', () => resolve(coordinator!.globalWeights().sha256)));
+    const latestAtFirstTask = new Promise<string>((resolve) => back.client.once('task', () => resolve(coordinator!.checkpoints().at(-1)?.sha256 ?? '')));
     const backComplete = waitForEvent<ClientEvents['complete']>(back.client, 'complete');
     back.client.start();
 
@@ -81,7 +81,7 @@ describe('federation faults', () => {
     // It trained on it: its round's aggregate includes it, and it ends with the final model.
     expect(completes.find((e) => e.round === task.round)!.accepted).toContain('site-c');
     const final = await backComplete;
-    expect(final.checkpointSha256).toBe(coordinator.globalWeights().sha256);
+    expect(final.checkpointSha256).toBe((await coordinator.globalWeights()).sha256);
     // The round-1 global is the weighted mean of a and b only.
     const g0 = fakeInitialWeights(SMALL);
     const g1 = a.tasks.find((t) => t.round === 2)!.global;
@@ -115,7 +115,7 @@ describe('federation faults', () => {
     expect(rounds.map((r) => r.status)).toEqual([...failed.map(() => 'failed'), 'complete']);
     expect(rounds.at(-1)!.attempt).toBe(failed.length + 1);
     const g0 = fakeInitialWeights(SMALL);
-    expect(relativeError(coordinator.globalWeights().weights.values, weightedMean([{ update: fakeUpdate(g0, 0, 1), samples: 10 }, { update: fakeUpdate(g0, 1, 1), samples: 20 }]))).toBeLessThan(1e-6);
+    expect(relativeError((await coordinator.globalWeights()).weights.values, weightedMean([{ update: fakeUpdate(g0, 0, 1), samples: 10 }, { update: fakeUpdate(g0, 1, 1), samples: 20 }]))).toBeLessThan(1e-6);
   });
 
   it('sites refuse an altered round task or corrupted checkpoint content; the round completes without them', async () => {

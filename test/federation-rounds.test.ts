@@ -77,7 +77,7 @@ describe('federation rounds', () => {
       expect(relativeError(globalAfter(round).values, unweighted)).toBeGreaterThan(1e-3);
     }
     // All sites end with the coordinator's final checkpoint.
-    const final = coordinator.globalWeights();
+    const final = (await coordinator.globalWeights());
     expect(final.round).toBe(2);
     for (const id of ids) {
       expect(completes.get(id)!.checkpointSha256).toBe(final.sha256);

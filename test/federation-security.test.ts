@@ -118,10 +118,14 @@ describe('federation security', () => {
     const hostile = await rawSocket(coordinator.url);
     const hostileClosed = closed(hostile);
     expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: PROTOCOL_VERSION, siteId: '../../etc', agentVersion: 'x', extra: 1 })).toMatchObject({ type: 'error', payload: { code: 'bad-message' } });
-    expect(await hostile.timeout(5000).emitWithAck('hello', 'a'.repeat(100_000))).toMatchObject({ type: 'error' });
     expect(await hostile.timeout(5000).emitWithAck('no-such-type', {})).toMatchObject({ type: 'error', payload: { code: 'unknown-message-type' } });
     expect(await hostile.timeout(5000).emitWithAck('hello', { protocolVersion: PROTOCOL_VERSION, siteId: 'site-a', agentVersion: '1' })).toMatchObject({ type: 'challenge' });
     await hostileClosed; // handshake timeout (1 s)
+    // An oversized handshake message (over 8 KiB) before authentication closes the connection at once.
+    const oversized = await rawSocket(coordinator.url);
+    const oversizedClosed = closed(oversized);
+    oversized.emit('hello', 'a'.repeat(100_000));
+    expect(await oversizedClosed).toMatch(/transport (close|error)/);
     // A site 'error' event (an EventEmitter special name) before authentication: closed, nothing crashes.
     const erring = await rawSocket(coordinator.url);
     const erringClosed = closed(erring);
@@ -216,7 +220,7 @@ describe('federation security', () => {
     // The aggregates contain exactly the accepted updates.
     const after1 = globals.get(2)!;
     expect(relativeError(after1.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(globals.get(1)!, i, 1), samples: samples(i) }))))).toBeLessThan(1e-6);
-    const final = coordinator.globalWeights().weights;
+    const final = (await coordinator.globalWeights()).weights;
     expect(relativeError(final.values, weightedMean([0, 2].map((i) => ({ update: fakeUpdate(after1, i, 2), samples: samples(i) }))))).toBeLessThan(1e-6);
 
     // Durable record of the rejections.
@@ -306,24 +310,26 @@ describe('federation security', () => {
     sites.push(startSite(fed, coordinator.url, 'site-b'));
     expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
     const g0 = fakeInitialWeights();
-    expect(relativeError(coordinator.globalWeights().weights.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(g0, i, 1), samples: 10 * (i + 1) }))))).toBeLessThan(1e-6);
+    expect(relativeError((await coordinator.globalWeights()).weights.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(g0, i, 1), samples: 10 * (i + 1) }))))).toBeLessThan(1e-6);
     expect(internalErrors).toHaveLength(0);
   });
   it('enforces message size, connection and rate limits without affecting anyone else', async () => {
-    fed = makeFederation({ sites: ['site-a'], experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 600 }, limits: { maxConnections: 3, maxMessagesPerSecond: 20 } });
+    fed = makeFederation({ sites: ['site-a'], experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 600 }, limits: { maxPreAuthConnectionsPerIp: 3, maxMessagesPerSecond: 20 } });
     coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
     const internalErrors = collect<CoordinatorEvents['internal-error']>(coordinator.events, 'internal-error');
-    // Size: a message over socket.io's buffer limit ends that connection, nothing else.
+    // Size: a message over the pre-auth limits (and socket.io's buffer limit) ends that connection, nothing else.
     const big = await rawSocket(coordinator.url);
     const bigClosed = closed(big);
     big.emit('update-chunk', { ciphertext: Buffer.alloc(SOCKET_IO_MAX_HTTP_BUFFER_SIZE + 1024) });
     expect(await bigClosed).toMatch(/transport (close|error)/);
 
-    // Connections: three fill the limit of 3, the fourth is refused.
+    // Connections: three unauthenticated ones fill this address's limit of 3, the fourth is refused
+    // before the websocket upgrade (more of them: test/hardening-network.test.ts).
     const refusedConnections = collect<CoordinatorEvents['connection-refused']>(coordinator.events, 'connection-refused');
-    for (let i = 0; i < 3; i++) await rawSocket(coordinator.url);
-    await expect(rawSocket(coordinator.url)).rejects.toThrow(/connection limit/);
-    expect(refusedConnections.some((e) => e.reason === 'connection-limit')).toBe(true);
+    await rawSocketEventually(coordinator.url);
+    for (let i = 0; i < 2; i++) await rawSocket(coordinator.url);
+    await expect(rawSocket(coordinator.url)).rejects.toThrow();
+    expect(refusedConnections.some((e) => e.reason === 'pre-auth-ip-limit')).toBe(true);
     for (const s of rawSockets.splice(0)) s.disconnect();
 
     // Rate: a burst far above limits.maxMessagesPerSecond gets 'rate-limited' replies, then the connection is closed.

@@ -100,7 +100,7 @@ function occursIn(needle: Buffer, haystacks: Iterable<Buffer | Uint8Array>): boo
 }
 
 describe('federated training with real site trainers', () => {
-  it('sites with different memory budgets train different patch sizes, and the global model is the sample-weighted mean of their updates', () => {
+  it('sites with different memory budgets train different patch sizes, and the global model is the sample-weighted mean of their updates', async () => {
     expect(coordinator.state().end).toMatchObject({ kind: 'complete', round: ROUNDS });
     const patches = SITES.map((s) => updates.get(`${s.id}:1`)!.patch.join('x'));
     expect(new Set(patches).size).toBeGreaterThanOrEqual(2);
@@ -109,7 +109,8 @@ describe('federated training with real site trainers', () => {
     expect(voxels[2]!).toBeGreaterThanOrEqual(voxels[0]!);
     expect(new Set(SITES.map((s) => updates.get(`${s.id}:1`)!.samples)).size).toBeGreaterThan(1);
 
-    const globalAfter = (round: number): NamedWeights => (round < ROUNDS ? sites[0]!.tasks.find((t) => t.round === round + 1)!.global : coordinator.globalWeights().weights);
+    const finalWeights = (await coordinator.globalWeights()).weights;
+    const globalAfter = (round: number): NamedWeights => (round < ROUNDS ? sites[0]!.tasks.find((t) => t.round === round + 1)!.global : finalWeights);
     for (let round = 1; round <= ROUNDS; round++) {
       const contributions = SITES.map((s) => updates.get(`${s.id}:${round}`)!);
       const expected = weightedMean(contributions);
@@ -118,7 +119,7 @@ describe('federated training with real site trainers', () => {
       const before = sites[0]!.tasks.find((t) => t.round === round)!.global;
       expect(relativeError(before.values, expected)).toBeGreaterThan(1e-5);
     }
-    const final = coordinator.globalWeights().sha256;
+    const final = (await coordinator.globalWeights()).sha256;
     expect([...completes.values()].map((c) => c.checkpointSha256)).toEqual(SITES.map(() => final));
   });
 
@@ -142,8 +143,8 @@ describe('federated training with real site trainers', () => {
     }
   });
 
-  it('sites send only protocol message types, and per round about one encrypted model', () => {
-    const encoded = encodedWeightsSize(coordinator.globalWeights().weights.manifest);
+  it('sites send only protocol message types, and per round about one encrypted model', async () => {
+    const encoded = encodedWeightsSize((await coordinator.globalWeights()).weights.manifest);
     const encryptedModel = encoded + Math.ceil(encoded / MiB) * SEAL_OVERHEAD_BYTES;
     for (const s of sites) {
       for (const t of new Set(s.wire.map((w) => w.type))) expect(SITE_MESSAGE_TYPES as readonly string[]).toContain(t);

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { isPatchFedError, PatchFedError } from '../shared/errors.ts';
 import { isNormalisationRole, sizeOf, type NamedWeights, type WeightSpec } from '../shared/weights.ts';
-import { encodeWeights, inMemoryRuns, inspectWeights, StreamingInspection, updateChecks, type WeightsCheck } from '../shared/codec/index.ts';
+import { collectRuns, encodeWeights, inMemoryRuns, inMemoryValues, inspectWeights, StreamingInspection, updateChecks, type WeightsCheck } from '../shared/codec/index.ts';
+import type { Aggregator } from '../coordinator/strategies/index.ts';
 import { mulberry32, type Rng } from '../shared/random.ts';
 import { fedAvg, fedBN, fedProx, StreamingWeightedMean } from '../coordinator/strategies/index.ts';
 import { relativeL2Error, weightedMean } from './weights-reference.ts';
@@ -33,6 +34,13 @@ function catchError(fn: () => void): PatchFedError {
   throw new Error('expected a PatchFedError');
 }
 
+/** The aggregate collected in memory (the coordinator streams it into a checkpoint file instead). */
+function finished(agg: Aggregator): NamedWeights {
+  const { sink, weights } = collectRuns(MANIFEST);
+  agg.finish(sink);
+  return weights;
+}
+
 async function rejectionOf(promise: Promise<unknown>): Promise<PatchFedError> {
   try {
     await promise;
@@ -55,9 +63,9 @@ describe('FedAvg streaming aggregation', () => {
         weights: randomWeights(rng, 0.5, k),
         numSamples: 1 + Math.floor(rng() * 500),
       }));
-      const agg = fedAvg().beginAggregation(trial + 1, global);
+      const agg = fedAvg().beginAggregation(trial + 1, inMemoryValues(global));
       for (const u of updates) await agg.add(u.siteId, inMemoryRuns(u.weights), u.numSamples);
-      const result = agg.finish();
+      const result = finished(agg);
       const expected = weightedMean(updates);
       expect(result.manifest).toEqual(MANIFEST);
       expect(relativeL2Error(result, expected)).toBeLessThanOrEqual(1e-6);
@@ -70,10 +78,10 @@ describe('FedAvg streaming aggregation', () => {
     const global = randomWeights(mulberry32(1));
     const a = { manifest: MANIFEST, values: MANIFEST.map((s) => new Float32Array(sizeOf(s.shape)).fill(1)) };
     const b = { manifest: MANIFEST, values: MANIFEST.map((s) => new Float32Array(sizeOf(s.shape)).fill(5)) };
-    const agg = fedAvg().beginAggregation(1, global);
+    const agg = fedAvg().beginAggregation(1, inMemoryValues(global));
     await agg.add('a', inMemoryRuns(a), 3);
     await agg.add('b', inMemoryRuns(b), 1);
-    const out = agg.finish();
+    const out = finished(agg);
     // (3·1 + 1·5) / 4 = 2, for every tensor including the running statistics.
     for (const v of out.values) for (const x of v) expect(x).toBe(2);
   });
@@ -82,13 +90,13 @@ describe('FedAvg streaming aggregation', () => {
     const rng = mulberry32(11);
     const global = randomWeights(rng);
     const updates = Array.from({ length: 6 }, (_, k) => ({ id: `s${k}`, w: randomWeights(rng, 2, -k), n: 10 + k * 37 }));
-    const forward = fedProx({}, 0.1).beginAggregation(3, global);
+    const forward = fedProx({}, 0.1).beginAggregation(3, inMemoryValues(global));
     for (const u of updates) await forward.add(u.id, inMemoryRuns(u.w), u.n);
-    const backward = fedProx({}, 0.1).beginAggregation(3, global);
+    const backward = fedProx({}, 0.1).beginAggregation(3, inMemoryValues(global));
     for (const u of [...updates].reverse()) await backward.add(u.id, inMemoryRuns(u.w), u.n);
     const batch = weightedMean(updates.map((u) => ({ weights: u.w, numSamples: u.n })));
-    const f = forward.finish();
-    const b = backward.finish();
+    const f = finished(forward);
+    const b = finished(backward);
     expect(relativeL2Error(f, batch)).toBeLessThanOrEqual(1e-6);
     expect(relativeL2Error(b, f)).toBeLessThanOrEqual(1e-6);
   });
@@ -96,17 +104,17 @@ describe('FedAvg streaming aggregation', () => {
   it('keeps one accumulator and no references to updates, however many sites', async () => {
     const rng = mulberry32(3);
     const global = randomWeights(rng);
-    const agg = fedAvg().beginAggregation(1, global) as StreamingWeightedMean;
+    const agg = fedAvg().beginAggregation(1, inMemoryValues(global)) as StreamingWeightedMean;
     const before = agg.accumulatorStats;
     const params = MANIFEST.reduce((n, s) => n + sizeOf(s.shape), 0);
-    expect(before).toEqual({ buffers: 1, elements: params });
+    expect(before).toEqual({ buffers: 1, elements: params, bytesPerElement: 8 });
     const updates = Array.from({ length: 40 }, () => randomWeights(rng));
     for (const [k, u] of updates.entries()) await agg.add(`site-${k}`, inMemoryRuns(u), 1 + k);
     expect(agg.accumulatorStats).toEqual(before);
     const expected = weightedMean(updates.map((w, k) => ({ weights: w, numSamples: 1 + k })));
     // Scribbling over the updates after add() must not change the result: nothing was retained.
     for (const u of updates) for (const v of u.values) v.fill(1e6);
-    expect(relativeL2Error(agg.finish(), expected)).toBeLessThanOrEqual(1e-6);
+    expect(relativeL2Error(finished(agg), expected)).toBeLessThanOrEqual(1e-6);
   });
 });
 
@@ -117,12 +125,10 @@ describe('FedBN', () => {
     const snapshot = global.values.map((v) => Float32Array.from(v));
     const strategy = fedBN();
     expect([...strategy.localRoles].sort()).toEqual(['norm-beta', 'norm-gamma', 'norm-running-mean', 'norm-running-var']);
-    const agg = strategy.beginAggregation(2, global);
+    const agg = strategy.beginAggregation(2, inMemoryValues(global));
     const updates = Array.from({ length: 4 }, (_, k) => ({ weights: randomWeights(rng, 1, 3 + k), numSamples: 5 + k }));
     for (const [k, u] of updates.entries()) await agg.add(`s${k}`, inMemoryRuns(u.weights), u.numSamples);
-    // Changing the caller's global after beginAggregation must not leak into the result.
-    for (const v of global.values) v.fill(-42);
-    const out = agg.finish();
+    const out = finished(agg);
     const mean = weightedMean(updates);
     MANIFEST.forEach((spec, i) => {
       if (isNormalisationRole(spec.role)) {
@@ -208,7 +214,7 @@ describe('the update validation path', () => {
     expect(names(updateChecks({ expectedManifest: MANIFEST, source, normBound: 0 }))).toEqual(['manifest', 'finite']);
     const near = { manifest: MANIFEST, values: global.values.map((v) => v.map((x) => x + 0.001)) };
     const far = { manifest: MANIFEST, values: global.values.map((v) => v.map((x) => x + 1)) };
-    const bounded = () => updateChecks({ expectedManifest: MANIFEST, source, reference: global, normBound: 1 });
+    const bounded = () => updateChecks({ expectedManifest: MANIFEST, source, reference: inMemoryValues(global), normBound: 1 });
     expect(() => inspectWeights(near, bounded(), source)).not.toThrow();
     const err = catchError(() => inspectWeights(far, bounded(), source));
     expect(err.code).toBe('update-norm-exceeded');
@@ -221,7 +227,7 @@ describe('the aggregator', () => {
   const global = randomWeights(rng);
 
   it.each([[0], [-3], [2.5], [NaN]])('refuses numSamples=%s and leaves the sum untouched', async (n) => {
-    const agg = fedAvg().beginAggregation(4, global);
+    const agg = fedAvg().beginAggregation(4, inMemoryValues(global));
     await agg.add('good-site', inMemoryRuns(randomWeights(rng)), 10);
     const err = await rejectionOf(agg.add('hospital-b', inMemoryRuns(randomWeights(rng)), n));
     expect(err.subject).toBe('hospital-b');
@@ -231,15 +237,15 @@ describe('the aggregator', () => {
   });
 
   it('rejects a second update from the same site and updates after finish', async () => {
-    const agg = fedAvg().beginAggregation(1, global);
+    const agg = fedAvg().beginAggregation(1, inMemoryValues(global));
     await agg.add('a', inMemoryRuns(randomWeights(rng)), 3);
     expect((await rejectionOf(agg.add('a', inMemoryRuns(randomWeights(rng)), 3))).message).toMatch(/already contributed/);
-    agg.finish();
+    finished(agg);
     expect((await rejectionOf(agg.add('b', inMemoryRuns(randomWeights(rng)), 3))).code).toBe('aggregation-closed');
   });
 
   it('refuses to finish after an update failed half-way (no partial update reaches a checkpoint)', async () => {
-    const agg = fedAvg().beginAggregation(1, global);
+    const agg = fedAvg().beginAggregation(1, inMemoryValues(global));
     await agg.add('a', inMemoryRuns(randomWeights(rng)), 3);
     const failing = {
       manifest: MANIFEST,
@@ -249,16 +255,28 @@ describe('the aggregator', () => {
       },
     };
     await expect(agg.add('b', failing, 3)).rejects.toThrow(/disk read failed/);
-    expect(catchError(() => agg.finish()).code).toBe('aggregation-broken');
+    expect(catchError(() => finished(agg)).code).toBe('aggregation-broken');
   });
 
   it('refuses to finish with no accepted update', () => {
-    expect(catchError(() => fedAvg().beginAggregation(1, global).finish()).code).toBe('no-updates');
+    expect(catchError(() => finished(fedAvg().beginAggregation(1, inMemoryValues(global)))).code).toBe('no-updates');
   });
 
-  it('refuses an invalid global model up front', () => {
+  it('refuses a global model whose manifest names a tensor twice', () => {
     const bad = randomWeights(rng);
-    bad.values[0]![0] = NaN;
-    expect(catchError(() => fedAvg().beginAggregation(1, bad)).code).toBe('invalid-global');
+    bad.manifest[1] = { ...bad.manifest[1]!, name: bad.manifest[0]!.name };
+    expect(catchError(() => fedAvg().beginAggregation(1, inMemoryValues(bad))).code).toBe('invalid-global');
+  });
+
+  it('accumulates in float32 for large models and stays within float32 resolution of the exact mean', async () => {
+    const base = randomWeights(rng);
+    // Training-like updates: small moves (1e-3 of the weights' scale) around the global model.
+    const updates = Array.from({ length: 32 }, (_, k) => ({ weights: { manifest: MANIFEST, values: base.values.map((v) => v.map((x) => x + 1e-3 * (rng() * 2 - 1))) }, numSamples: 1 + k }));
+    const agg = new StreamingWeightedMean(inMemoryValues(base), { precision: 'float32' });
+    expect(agg.accumulatorStats.bytesPerElement).toBe(4);
+    for (const [k, u] of updates.entries()) await agg.add(`s${k}`, inMemoryRuns(u.weights), u.numSamples);
+    const out = finished(agg);
+    const exact = weightedMean(updates);
+    out.values.forEach((v, t) => v.forEach((x, j) => expect(Math.abs(x - exact.values[t]![j]!)).toBeLessThanOrEqual(Math.abs(exact.values[t]![j]!) * 2 ** -23 + 1e-12)));
   });
 });

@@ -6,7 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { PatchFedError } from '../shared/errors.ts';
 import { encodeWeights } from '../shared/codec/weights-codec.ts';
 import { generateKeyPairs, publicKeysOf, type KeyPairs } from '../shared/crypto/keys.ts';
-import { deriveSharedKey, signCheckpoint } from '../shared/crypto/seal.ts';
+import { SEAL_NONCE_BYTES, deriveSharedKey, signCheckpoint } from '../shared/crypto/seal.ts';
 import { CheckpointDownload, serveCheckpoints } from '../shared/protocol/checkpoint-transfer.ts';
 import { encodeMessage, parseReply, type Metrics } from '../shared/protocol/messages.ts';
 import { UpdateReceiver, UpdateSender, type CompletedUpload } from '../shared/protocol/transfer.ts';
@@ -264,7 +264,7 @@ describe('chunked upload over an in-memory transport', () => {
       ['update-begin', { __proto__: null, transferId: 'x' }],
       ['update-commit', 'garbage'],
       ['update-resume', { transferId: '../../../etc/passwd0000' }],
-      ['update-chunk', encodeMessage('update-chunk', { transferId: 'a'.repeat(20), index: 0, nonce: new Uint8Array(24), ciphertext: new Uint8Array(100), signature: new Uint8Array(64) })],
+      ['update-chunk', encodeMessage('update-chunk', { transferId: 'a'.repeat(20), index: 0, nonce: new Uint8Array(SEAL_NONCE_BYTES), ciphertext: new Uint8Array(100), signature: new Uint8Array(64) })],
     ] as const) {
       const reply = parseReply(type, await link.client.request(type, p, 1000));
       expect(reply.type, type).toBe('error');

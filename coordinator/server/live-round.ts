@@ -3,11 +3,14 @@
  * updates were accepted or rejected, and the streaming aggregator. The DB holds the durable part
  * (the round row, site_updates, metrics); this holds what only matters while the round runs.
  *
- * `outcome` resolves once: when every selected site has an accepted or rejected update, at the
- * deadline, or when the coordinator stops. From then on the round is closed and takes nothing.
+ * `outcome` resolves once: when every selected site has resolved (an accepted or rejected
+ * update, or a decline: it said it cannot take part), or when every selected site still online
+ * has resolved and the others have been offline longer than the grace period; at the deadline;
+ * or when the coordinator stops. From then on the round is closed and takes nothing.
  */
 import type { Metrics } from '../../shared/protocol/messages.ts';
-import type { NamedWeights } from '../../shared/weights.ts';
+import type { GlobalValues } from '../../shared/codec/index.ts';
+import type { WeightSpec } from '../../shared/weights.ts';
 import type { RoundSiteState } from '../dashboard/types.ts';
 import type { Aggregator, FitInstructions } from '../strategies/index.ts';
 import type { RoundRecord } from '../store/index.ts';
@@ -48,6 +51,11 @@ export class LiveRound {
   readonly sites = new Map<string, LiveSite>();
   readonly accepted = new Map<string, AcceptedUpdate>();
   readonly rejected = new Map<string, { code: string; reason: string }>();
+  /** Sites that said they cannot take part in this attempt (round-decline), with their reason. */
+  readonly declined = new Map<string, { code: string; reason: string }>();
+  /** Selected sites that went offline during the attempt: since when (ms). */
+  private readonly offlineSince = new Map<string, number>();
+  private offlineTimer: NodeJS.Timeout | null = null;
   /** Checkpoint bytes served to sites during this attempt. */
   bytesDown = 0;
   /** Update bytes received during this attempt (accepted or not). */
@@ -59,7 +67,8 @@ export class LiveRound {
 
   constructor(
     readonly record: RoundRecord,
-    readonly global: NamedWeights,
+    /** The round's global model: its manifest, its values (read from the checkpoint file) and L2 norm. */
+    readonly global: { manifest: readonly WeightSpec[]; values: GlobalValues; l2Norm: number },
     readonly checkpointVersion: number,
     readonly fit: Record<string, FitInstructions>,
     readonly deadline: number,
@@ -90,14 +99,43 @@ export class LiveRound {
     return this.sites.has(siteId);
   }
 
-  /** Accepted or rejected in this attempt: nothing more is taken from the site. */
+  /** Accepted, rejected or declined in this attempt: nothing more is taken from the site. */
   isResolved(siteId: string): boolean {
-    return this.accepted.has(siteId) || this.rejected.has(siteId);
+    return this.accepted.has(siteId) || this.rejected.has(siteId) || this.declined.has(siteId);
   }
 
-  /** Selected sites that have neither an accepted nor a rejected update. */
+  /** Selected sites that have neither an accepted nor a rejected update, nor declined. */
   unresolved(): string[] {
     return [...this.sites.keys()].filter((id) => !this.isResolved(id));
+  }
+
+  /** A selected site said it cannot take part (a site-signed round-decline). */
+  decline(siteId: string, code: string, reason: string): void {
+    if (this.closed || !this.sites.has(siteId) || this.isResolved(siteId)) return;
+    this.declined.set(siteId, { code, reason });
+    const s = this.sites.get(siteId);
+    if (s) s.state = 'failed';
+    this.settle();
+  }
+
+  /**
+   * A selected site went offline (or came back). Waiting for an offline site is worth it only
+   * for a while (it may be reconnecting); after `graceMs` it no longer holds the round open.
+   */
+  noteOnline(siteId: string, online: boolean, graceMs: number): void {
+    if (this.closed || !this.sites.has(siteId)) return;
+    if (online) {
+      this.offlineSince.delete(siteId);
+      return;
+    }
+    if (!this.offlineSince.has(siteId)) this.offlineSince.set(siteId, Date.now());
+    if (this.offlineTimer) clearTimeout(this.offlineTimer);
+    this.offlineTimer = setTimeout(() => {
+      this.offlineTimer = null;
+      this.settle(graceMs);
+    }, graceMs + 10);
+    this.offlineTimer.unref();
+    this.settle(graceMs);
   }
 
   /**
@@ -122,6 +160,7 @@ export class LiveRound {
   }
 
   accept(siteId: string, update: AcceptedUpdate): void {
+    this.declined.delete(siteId);
     this.accepted.set(siteId, update);
     const s = this.sites.get(siteId);
     if (s) {
@@ -134,6 +173,7 @@ export class LiveRound {
   }
 
   reject(siteId: string, code: string, reason: string): void {
+    this.declined.delete(siteId);
     this.rejected.set(siteId, { code, reason });
     const s = this.sites.get(siteId);
     if (s) s.state = 'failed';
@@ -144,14 +184,35 @@ export class LiveRound {
     if (this.closedWith) return;
     this.closedWith = outcome;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    if (this.offlineTimer) clearTimeout(this.offlineTimer);
+    this.timer = this.offlineTimer = null;
     if (outcome !== 'all-resolved') {
       for (const s of this.sites.values()) if (!FINAL_STATES.has(s.state)) s.state = 'late';
     }
     this.resolveOutcome(outcome);
   }
 
-  private settle(): void {
-    if (!this.closed && this.unresolved().length === 0) this.close('all-resolved');
+  /**
+   * Closes the round once nothing more can come: every selected site resolved, or (with
+   * `offlineGraceMs`) every one still pending has been offline for longer than that, and at
+   * least one site resolved (if all are away, the deadline decides).
+   */
+  private settle(offlineGraceMs?: number): void {
+    if (this.closed) return;
+    const pending = this.unresolved();
+    if (pending.length === 0) return this.close('all-resolved');
+    if (offlineGraceMs === undefined && this.offlineSince.size === 0) return;
+    const grace = offlineGraceMs ?? this.lastGraceMs;
+    if (offlineGraceMs !== undefined) this.lastGraceMs = offlineGraceMs;
+    if (grace === undefined || pending.length === this.sites.size) return;
+    const now = Date.now();
+    if (!pending.every((id) => now - (this.offlineSince.get(id) ?? Infinity) >= grace)) return;
+    for (const id of pending) {
+      const s = this.sites.get(id);
+      if (s) s.state = 'late';
+    }
+    this.close('all-resolved');
   }
+
+  private lastGraceMs: number | undefined;
 }

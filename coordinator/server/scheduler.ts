@@ -15,13 +15,19 @@ import type { Strategy } from '../strategies/index.ts';
 import type { RoundRecord, StateDb } from '../store/index.ts';
 import type { CheckpointService } from './checkpoint-service.ts';
 import type { EventHub } from './events.ts';
+import type { CoordinatorHealth } from './health.ts';
 import { LiveRound } from './live-round.ts';
 import type { Log } from './log.ts';
 import type { SiteSessions } from './sessions.ts';
 
-/** Failure reasons that count towards maxRoundAttempts (restarts do not). */
+/** Failure reasons that count towards maxRoundAttempts (restarts and storage failures do not). */
 const COUNTED_FAILURE = 'attempt failed: ';
+/** A round attempt lost to the disk (ENOSPC, EIO, ...): not the sites' fault, so not counted. */
+const STORAGE_FAILURE = 'interrupted: storage failure: ';
 const RETRY_PAUSE_MS = 1000;
+const MAX_STORAGE_RETRY_PAUSE_MS = 30_000;
+/** What an operator can do about a stopped experiment (README: maxRoundAttempts). */
+export const RESUME_HINT = 'to continue, raise experiment.maxRoundAttempts in the config and restart the coordinator, or restart it with --resume';
 
 export interface SchedulerContext {
   experiment: Experiment;
@@ -32,6 +38,8 @@ export interface SchedulerContext {
   hub: EventHub;
   log: Log;
   sessions: () => SiteSessions;
+  /** Storage failures are reported here and retried instead of stopping the scheduler. */
+  health?: CoordinatorHealth;
 }
 
 export type ExperimentEnd = { kind: 'complete'; round: number; checkpointVersion: number } | { kind: 'stopped'; round: number; reason: string };
@@ -61,7 +69,14 @@ export class RoundScheduler {
       if (failures >= exp.maxRoundAttempts) return this.stopExperiment(round, `round ${round} failed ${failures} time(s) (maxRoundAttempts ${exp.maxRoundAttempts})`);
       await this.waitForSites();
       if (this.stopped) break;
-      const live = this.open(round);
+      let live: LiveRound | null;
+      try {
+        live = this.open(round);
+      } catch (e) {
+        if (!this.ctx.health?.noteFailure('rounds', `round ${round} could not be opened`, e)) throw e;
+        await this.awaitStorage(null);
+        continue;
+      }
       if (!live) continue;
       const outcome = await live.outcome;
       // Let the acknowledgement of the commit that closed the round go out before the next task.
@@ -74,6 +89,7 @@ export class RoundScheduler {
       const ok = this.closeRound(live);
       this.live = null;
       if (!ok) await this.pause(RETRY_PAUSE_MS);
+      if (this.ctx.health?.has('rounds')) await this.awaitStorage(live.record);
     }
     return null;
   }
@@ -87,13 +103,21 @@ export class RoundScheduler {
   /** A site authenticated: give it what it is missing (task of the open round, or the final model). */
   siteOnline(siteId: string): void {
     const live = this.live;
+    live?.noteOnline(siteId, true, this.offlineGraceMs());
     if (this.end?.kind === 'complete') this.sendComplete(siteId);
     else if (live && !live.closed && live.isSelected(siteId) && !live.isResolved(siteId)) this.sendTask(live, siteId);
     this.wakeUp?.();
   }
 
-  siteOffline(_siteId: string): void {
+  siteOffline(siteId: string): void {
+    // A selected site that stays away no longer holds the round open until the deadline.
+    this.live?.noteOnline(siteId, false, this.offlineGraceMs());
     this.wakeUp?.();
+  }
+
+  /** How long an offline selected site may take to come back before the round stops waiting for it. */
+  private offlineGraceMs(): number {
+    return Math.min(30_000, (this.ctx.experiment.roundDeadlineSeconds * 1000) / 4);
   }
 
   // ---- round steps --------------------------------------------------------------------------
@@ -105,14 +129,15 @@ export class RoundScheduler {
     const sites = this.ctx.enrolled.map((id) => ({ id, online: sessions.isOnline(id) }));
     let plan;
     try {
-      plan = strategy.configureFit(round, current.weights, sites);
+      plan = strategy.configureFit(round, { manifest: current.manifest }, sites);
     } catch (e) {
       if (e instanceof PatchFedError && e.code === 'not-enough-sites') return null; // someone left meanwhile: wait again
       throw e;
     }
     const deadline = Date.now() + Math.round(exp.roundDeadlineSeconds * 1000);
     const record = db.openRound({ experimentId: exp.id, round, selectedSites: plan.selected, deadline: new Date(deadline) });
-    const live = new LiveRound(record, current.weights, current.meta.version, plan.instructions, deadline, strategy.beginAggregation(round, current.weights), exp.localSteps);
+    const global = { manifest: current.manifest, values: current.values, l2Norm: current.l2Norm };
+    const live = new LiveRound(record, global, current.meta.version, plan.instructions, deadline, strategy.beginAggregation(round, current.values), exp.localSteps);
     this.live = live;
     for (const [siteId, r] of this.outstanding) {
       if (r !== round || !live.isSelected(siteId)) this.cancel(siteId, r, 'not-selected', `Round ${r} no longer needs this site's update.`);
@@ -152,12 +177,13 @@ export class RoundScheduler {
     const { experiment: exp, db, hub } = this.ctx;
     for (const siteId of live.accepted.keys()) this.outstanding.delete(siteId);
     for (const siteId of live.rejected.keys()) this.outstanding.delete(siteId);
+    for (const siteId of live.declined.keys()) this.outstanding.delete(siteId);
     for (const siteId of live.unresolved()) {
       hub.note('dropout', { round: live.round, attempt: live.attempt, siteId, message: `Site '${siteId}' sent no update for round ${live.round} (attempt ${live.attempt}) before the deadline.` }, 'dropout', 'warn');
     }
     const accepted = live.accepted.size;
     if (accepted < exp.minSites) {
-      const reason = `${COUNTED_FAILURE}${accepted} accepted update(s), ${exp.minSites} needed (${live.rejected.size} rejected, ${live.unresolved().length} missing)`;
+      const reason = `${COUNTED_FAILURE}${accepted} accepted update(s), ${exp.minSites} needed (${live.rejected.size} rejected, ${live.declined.size} declined, ${live.unresolved().length} missing)`;
       this.failQuietly(live.record, reason);
       hub.note('round-failed', { round: live.round, attempt: live.attempt, reason, message: `Round ${live.round} attempt ${live.attempt} failed: ${reason}.` }, 'round-failed', 'warn');
       return false;
@@ -165,22 +191,25 @@ export class RoundScheduler {
     let written;
     try {
       db.startAggregation(live.record.id);
-      const weights = live.aggregator.finish();
-      written = { ...this.ctx.checkpoints.write(live.round, weights), weights };
-      db.completeRound(live.record.id, written.meta.version); // the durable "round complete"
+      // One pass: the aggregate streams through the checks and the hash into the new version's file.
+      const guard = { previousNorm: live.global.l2Norm, maxNormGrowth: exp.maxGlobalNormGrowth };
+      written = this.ctx.checkpoints.writeModel(live.round, live.global.manifest, (sink) => live.aggregator.finish(sink), guard);
+      db.completeRound(live.record.id, written.version); // the durable "round complete"
     } catch (e) {
-      const reason = `${COUNTED_FAILURE}aggregation failed: ${errorMessage(e)}`;
+      const storage = this.ctx.health?.noteFailure('rounds', `round ${live.round} could not be recorded`, e) ?? false;
+      const reason = storage ? `${STORAGE_FAILURE}${errorMessage(e)}` : `${COUNTED_FAILURE}aggregation failed: ${errorMessage(e)}`;
       this.ctx.log('error', 'aggregation failed', { round: live.round, error: errorMessage(e), stack: (e as Error)?.stack });
       this.failQuietly(live.record, reason);
       hub.note('round-failed', { round: live.round, attempt: live.attempt, reason, message: `Round ${live.round} attempt ${live.attempt} failed: ${reason}.` }, 'round-failed', 'error');
       return false;
     }
     // Committed: from here on, announce.
-    const current = this.ctx.checkpoints.setCurrent(written.meta.version, written);
+    const current = this.ctx.checkpoints.setCurrent(written.version, written);
     this.recordRoundMetrics(live);
     try {
       this.ctx.checkpoints.prune(exp.checkpointRetention);
     } catch (e) {
+      this.ctx.health?.noteFailure('storage', 'old checkpoints could not be removed', e);
       this.ctx.log('warn', 'checkpoint retention failed', { error: errorMessage(e) });
     }
     for (const siteId of live.unresolved()) this.cancel(siteId, live.round, 'round-complete', `Round ${live.round} completed without this site's update.`);
@@ -213,6 +242,7 @@ export class RoundScheduler {
         { kind: 'bytes_moved', value: bytes },
       ]);
     } catch (e) {
+      this.ctx.health?.noteFailure('storage', `metrics of round ${live.round} could not be recorded`, e);
       this.ctx.log('error', 'could not record round metrics', { round: live.round, error: errorMessage(e) });
     }
   }
@@ -239,7 +269,7 @@ export class RoundScheduler {
   private stopExperiment(round: number, reason: string): ExperimentEnd {
     this.end = { kind: 'stopped', round, reason };
     for (const [siteId, r] of this.outstanding) this.cancel(siteId, r, 'experiment-stopped', `The experiment stopped: ${reason}.`);
-    this.ctx.hub.note('experiment-stopped', { round, reason, message: `Experiment '${this.ctx.experiment.id}' stopped at round ${round}: ${reason}.` }, 'round-failed', 'error');
+    this.ctx.hub.note('experiment-stopped', { round, reason, message: `Experiment '${this.ctx.experiment.id}' stopped at round ${round}: ${reason}; ${RESUME_HINT}.` }, 'round-failed', 'error');
     return this.end;
   }
 
@@ -253,14 +283,41 @@ export class RoundScheduler {
       const r = this.ctx.db.getRound(record.id);
       if (r && (r.status === 'open' || r.status === 'aggregating')) this.ctx.db.failRound(record.id, reason);
     } catch (e) {
+      this.ctx.health?.noteFailure('rounds', `round ${record.round} (attempt ${record.attempt}) could not be marked failed`, e);
       this.ctx.log('error', 'could not mark round failed', { round: record.round, error: errorMessage(e) });
     }
   }
 
+  /**
+   * After a storage failure: retries the write the round bookkeeping needs (failing the attempt
+   * that could not be recorded) until the disk takes it, with growing pauses. The health module
+   * turns a long outage into a fatal error (the CLI exits so a supervisor restarts it).
+   */
+  private async awaitStorage(record: RoundRecord | null): Promise<void> {
+    const health = this.ctx.health;
+    let wait = RETRY_PAUSE_MS;
+    while (health?.has('rounds') && !this.stopped) {
+      try {
+        if (health.probeNow()) {
+          const r = record ? this.ctx.db.getRound(record.id) : undefined;
+          if (r && (r.status === 'open' || r.status === 'aggregating')) this.ctx.db.failRound(r.id, `${STORAGE_FAILURE}the attempt could not be recorded`);
+          health.resolve('rounds', 'round bookkeeping is written again; the round is retried');
+          return;
+        }
+      } catch (e) {
+        if (!health.noteFailure('rounds', `round ${record?.round ?? '?'} could not be marked failed`, e)) throw e;
+      }
+      await this.pause(wait);
+      wait = Math.min(2 * wait, MAX_STORAGE_RETRY_PAUSE_MS);
+    }
+  }
+
   private countedFailures(round: number): number {
+    // Attempts up to an operator's --resume no longer count.
+    const forgiven = this.ctx.db.resumeBoundary(this.ctx.experiment.id, round);
     return this.ctx.db
       .listRounds(this.ctx.experiment.id)
-      .filter((r) => r.round === round && r.status === 'failed' && (r.failureReason ?? '').startsWith(COUNTED_FAILURE)).length;
+      .filter((r) => r.round === round && r.attempt > forgiven && r.status === 'failed' && (r.failureReason ?? '').startsWith(COUNTED_FAILURE)).length;
   }
 
   /**

@@ -14,6 +14,8 @@ export interface EnrolledSite {
   id: string;
   keys: PublicKeys;
   fingerprint: string;
+  /** Training samples the site declared at enrolment; larger claims are refused. */
+  maxSamples?: number;
 }
 
 export interface CoordinatorSetup {
@@ -64,7 +66,7 @@ export function prepareCoordinator(config: CoordinatorConfig | unknown, baseDir 
       throw new PatchFedError('E_CONFIG', `coordinator config: site '${s.id}' is enrolled with the coordinator's own public key.`, { subject: s.id });
     }
     byFingerprint.set(pub.fingerprint, s.id);
-    sites.set(s.id, { id: s.id, keys: { boxPublicKey: pub.boxPublicKey, signPublicKey: pub.signPublicKey }, fingerprint: pub.fingerprint });
+    sites.set(s.id, { id: s.id, keys: { boxPublicKey: pub.boxPublicKey, signPublicKey: pub.signPublicKey }, fingerprint: pub.fingerprint, maxSamples: s.maxSamples });
   }
   if (parsed.experiment.minSites > sites.size) {
     throw new PatchFedError('E_CONFIG', `coordinator config: experiment.minSites is ${parsed.experiment.minSites} but only ${sites.size} site(s) are enrolled.`, { subject: 'experiment.minSites' });

@@ -47,6 +47,10 @@ export interface UploadContext {
   updateNormBound: number;
   /** Largest sample count a site may claim (its weight in the mean). */
   maxSamplesPerSite: number;
+  /** Per-site limits declared at enrolment (lower than maxSamplesPerSite). */
+  siteMaxSamples: (siteId: string) => number | undefined;
+  /** ||update − global|| ≤ this × ||global|| (0 = off). */
+  maxUpdateNormRatio: number;
 }
 
 export class UploadService {
@@ -207,7 +211,14 @@ export class UploadService {
     if (!live || live.closed || live.round !== round) throw new PatchFedError('no-round', `No round ${round} is open for site '${siteId}' to upload to.`, { subject: siteId });
     const source = `update from site '${siteId}' (round ${round})`;
     const manifest = live.global.manifest;
-    const checks = updateChecks({ expectedManifest: manifest, reference: live.global, normBound: this.ctx.updateNormBound, source });
+    const checks = updateChecks({
+      expectedManifest: manifest,
+      reference: live.global.values,
+      normBound: this.ctx.updateNormBound,
+      maxNormRatio: this.ctx.maxUpdateNormRatio,
+      referenceNorm: live.global.l2Norm,
+      source,
+    });
     return new StreamingInspection(checks, { expectedManifest: manifest, maxBytes: encodedWeightsSize(manifest), source });
   }
 
@@ -227,8 +238,11 @@ export class UploadService {
     const manifest = live.global.manifest;
     const source = `update from site '${siteId}' (round ${live.round})`;
     try {
-      if (upload.samples > this.ctx.maxSamplesPerSite) {
-        throw new PatchFedError('invalid-update', `${source} rejected: it claims ${upload.samples} training samples, over the limit of ${this.ctx.maxSamplesPerSite} (experiment.maxSamplesPerSite).`, { subject: siteId });
+      const declared = this.ctx.siteMaxSamples(siteId);
+      const limit = Math.min(this.ctx.maxSamplesPerSite, declared ?? Infinity);
+      if (upload.samples > limit) {
+        const which = declared !== undefined && declared <= this.ctx.maxSamplesPerSite ? `the ${declared} it declared at enrolment (sites[].maxSamples)` : `the limit of ${limit} (experiment.maxSamplesPerSite)`;
+        throw new PatchFedError('invalid-update', `${source} rejected: it claims ${upload.samples} training samples, more than ${which}.`, { subject: siteId });
       }
       // Already validated while it arrived: one pass from the spool file into the running sum.
       await live.aggregator.add(siteId, fileRuns(upload.path, manifest, source), upload.samples);

@@ -111,51 +111,103 @@ export class CheckpointStore {
   /** Publishes the next version durably; on failure nothing is left behind and earlier versions are untouched. */
   write(input: WriteCheckpointInput): CheckpointMeta {
     checkWriteInput(input);
+    return this.writeStreaming(input, (put) => put(input.artifact));
+  }
+
+  /**
+   * Like write(), but the artifact is produced in pieces by `produce` (each piece is written and
+   * hashed as it comes, so a 1 GB model never sits in memory whole). `produce` may throw to
+   * abandon the version (say, an aggregate that failed its checks): nothing is published.
+   * The artifact is hashed once, while it is written; that digest is what gets signed.
+   */
+  writeStreaming(
+    input: Omit<WriteCheckpointInput, 'artifact' | 'extra'> & { extra?: Record<string, unknown> | (() => Record<string, unknown>) },
+    produce: (put: (bytes: Uint8Array) => void) => void,
+  ): CheckpointMeta {
+    checkWriteInput({ ...input, extra: undefined, artifact: new Uint8Array(0) });
     const version = this.nextVersion();
     const name = versionDirName(version);
-    const sha256 = sha256Hex(input.artifact);
-    const sizeBytes = input.artifact.length;
-    const signed = { experimentId: input.experimentId, version, round: input.round, sha256, sizeBytes };
-    let signature: Uint8Array;
-    try {
-      signature = this.options.signer(checkpointSigningPayload(signed));
-    } catch (e) {
-      throw new PatchFedError('checkpoint-sign-failed', `Could not sign checkpoint ${name}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
-    }
-    if (!(signature instanceof Uint8Array) || signature.length === 0) {
-      throw new PatchFedError('checkpoint-sign-failed', `Signer returned no signature for checkpoint ${name}.`);
-    }
-    const meta: CheckpointMeta = {
-      format: CHECKPOINT_FORMAT,
-      ...signed,
-      createdAt: this.now().toISOString(),
-      artifact: ARTIFACT_FILE,
-      signature: Buffer.from(signature).toString('base64'),
-      keyId: this.options.keyId,
-      best: input.best ?? false,
-      ...(input.extra !== undefined ? { extra: input.extra } : {}),
-    };
     const tmp = join(this.dir, tempName(name));
     const final = join(this.dir, name);
+    let published = false;
     try {
-      this.io.mkdirSync(tmp);
-      writeFileDurable(this.io, join(tmp, ARTIFACT_FILE), input.artifact);
+      let created = false;
+      try {
+        this.io.mkdirSync(tmp);
+        created = true;
+      } finally {
+        if (!created) removeQuietly(this.io, tmp);
+      }
+      const hash = createHash('sha256');
+      let sizeBytes = 0;
+      const fd = this.io.openSync(join(tmp, ARTIFACT_FILE), 'wx', 0o644);
+      try {
+        produce((bytes) => {
+          let done = 0;
+          while (done < bytes.length) {
+            const n = this.io.writeSync(fd, bytes, done, bytes.length - done);
+            if (n <= 0) throw new Error(`write to ${ARTIFACT_FILE} made no progress`);
+            done += n;
+          }
+          hash.update(bytes);
+          sizeBytes += bytes.length;
+        });
+        this.io.fsyncSync(fd);
+      } finally {
+        this.io.closeSync(fd);
+      }
+      const sha256 = hash.digest('hex');
+      const signed = { experimentId: input.experimentId, version, round: input.round, sha256, sizeBytes };
+      const signature = this.sign(signed, name);
+      const extra = typeof input.extra === 'function' ? input.extra() : input.extra;
+      const meta: CheckpointMeta = {
+        format: CHECKPOINT_FORMAT,
+        ...signed,
+        createdAt: this.now().toISOString(),
+        artifact: ARTIFACT_FILE,
+        signature: Buffer.from(signature).toString('base64'),
+        keyId: this.options.keyId,
+        best: input.best ?? false,
+        ...(extra !== undefined ? { extra } : {}),
+      };
       for (const [file, bytes] of Object.entries(input.files ?? {})) writeFileDurable(this.io, join(tmp, file), bytes);
       writeFileDurable(this.io, join(tmp, META_FILE), encodeMeta(meta));
       fsyncDir(this.io, tmp);
       // rename(2) would silently replace an *empty* dir; never overwrite a published version.
       if (fs.existsSync(final)) throw Object.assign(new Error(`${final} already exists (another writer?)`), { code: 'EEXIST' });
       this.io.renameSync(tmp, final);
+      published = true;
       fsyncDir(this.io, this.dir);
+      return meta;
     } catch (e) {
-      removeQuietly(this.io, tmp);
-      throw fileError(
-        'checkpoint-write-failed',
-        `Could not write checkpoint ${name} (round ${input.round}) to ${this.dir}; earlier checkpoints are intact`,
-        e,
-      );
+      if (!published) removeQuietly(this.io, tmp);
+      if (e instanceof PatchFedError && !e.cause) throw e; // produce() refused the content, or signing failed
+      throw fileError('checkpoint-write-failed', `Could not write checkpoint ${name} (round ${input.round}) to ${this.dir}; earlier checkpoints are intact`, e);
     }
-    return meta;
+  }
+
+  private sign(signed: Pick<CheckpointMeta, 'experimentId' | 'version' | 'round' | 'sha256' | 'sizeBytes'>, name: string): Uint8Array {
+    let signature: Uint8Array;
+    try {
+      signature = this.options.signer(checkpointSigningPayload(signed));
+    } catch (e) {
+      throw new PatchFedError('checkpoint-sign-failed', `Could not sign checkpoint ${name}: ${(e as Error)?.message ?? String(e)}`);
+    }
+    if (!(signature instanceof Uint8Array) || signature.length === 0) {
+      throw new PatchFedError('checkpoint-sign-failed', `Signer returned no signature for checkpoint ${name}.`);
+    }
+    return signature;
+  }
+
+  /** Whether meta.json's signature verifies (needs a verifier; false without one). */
+  verifySignature(meta: CheckpointMeta): boolean {
+    if (!this.options.verifier) return false;
+    return this.options.verifier(checkpointSigningPayload(meta), Buffer.from(meta.signature, 'base64'), meta.keyId);
+  }
+
+  /** Path of a version's artifact (it may not exist). */
+  artifactPath(version: number): string {
+    return join(this.dir, versionDirName(version), ARTIFACT_FILE);
   }
 
   /** All published checkpoints with a readable meta.json, oldest first. */

@@ -4,7 +4,8 @@
  * sample-weighted streaming mean are identical.
  */
 import { PatchFedError } from '../../shared/errors.ts';
-import type { NamedWeights, WeightRole, WeightSpec } from '../../shared/weights.ts';
+import type { GlobalValues } from '../../shared/codec/index.ts';
+import type { WeightRole, WeightSpec } from '../../shared/weights.ts';
 import { roundRng } from './rng.ts';
 import { checkSamplingOptions, sampleSites, type SamplingOptions } from './sampling.ts';
 import { StreamingWeightedMean } from './streaming-mean.ts';
@@ -43,7 +44,7 @@ export class SampleWeightedStrategy implements Strategy {
     return { round, selected, instructions };
   }
 
-  beginAggregation(round: number, global: NamedWeights): StreamingWeightedMean {
+  beginAggregation(round: number, global: GlobalValues): StreamingWeightedMean {
     checkRound(round);
     return new StreamingWeightedMean(global, {
       keepGlobal: this.localRoles.length > 0 ? (spec) => this.localRoles.includes(spec.role) : undefined,

@@ -1,34 +1,45 @@
 /**
  * Sample-weighted mean of site updates, folded in one update at a time.
  *
- * Memory is one float64 accumulator the size of the averaged part of the model, whatever the
- * number of sites: add() streams the update's values (from memory or from its spool file) into
- * the accumulator and keeps nothing of it. float64 keeps the rounding error of summing thousands
- * of float32 updates far below float32 resolution, so no compensated summation is needed.
+ * It accumulates Σ nᵢ·(wᵢ − g), the sample-weighted sum of each update's difference from the
+ * round's global model g, and finishes with g + Σ nᵢ(wᵢ − g) / Σ nᵢ — algebraically the weighted
+ * mean of the wᵢ. Memory is one accumulator the size of the averaged part of the model, whatever
+ * the number of sites; the global model is read from wherever it lives (its checkpoint file on
+ * the coordinator) a stretch at a time. Summing differences rather than weights keeps the
+ * rounding error relative to the (small) update instead of the weights: a float32 accumulator,
+ * used for large models to keep the coordinator near one model's worth of memory, then adds an
+ * error of about k·2⁻²⁴·|Δ| after k sites, far below float32's resolution of w when |Δ| ≪ |w| as
+ * in training; models up to FLOAT64_MAX_ELEMENTS accumulate in float64.
  *
  * Updates reach add() only after the validation path (shared/codec/weights-checks.ts) accepted
  * them; add() still checks the manifest (cheap: no value is read twice). If reading an update
- * fails half-way, the sum is no longer the sum of whole updates: the aggregation is marked broken
+ * fails half-way, the sum is no longer a sum of whole updates: the aggregation is marked broken
  * and finish() refuses, so a partial update can never reach a checkpoint.
  */
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
-import { checkManifestMatches, finiteCheck, inspectWeights, type WeightRuns } from '../../shared/codec/index.ts';
-import { sizeOf, type NamedWeights, type WeightSpec } from '../../shared/weights.ts';
+import { checkManifestMatches, type GlobalValues, type RunVisitor, type WeightRuns } from '../../shared/codec/index.ts';
+import { sizeOf, type WeightSpec } from '../../shared/weights.ts';
 import type { Aggregator } from './types.ts';
+
+/** Up to this many averaged values (256 MB of float64) the accumulator is float64, above float32. */
+export const FLOAT64_MAX_ELEMENTS = 32 * 1024 * 1024;
+/** Values per block handed to finish()'s sink. */
+const OUTPUT_BLOCK = 256 * 1024;
 
 export interface StreamingMeanOptions {
   /** Tensors for which the result keeps the global's values instead of averaging (FedBN norms). */
   keepGlobal?: (spec: WeightSpec) => boolean;
   /** For error messages, e.g. "round 4". */
   label?: string;
+  /** Force the accumulator's precision (default: by model size, see FLOAT64_MAX_ELEMENTS). */
+  precision?: 'float32' | 'float64';
 }
 
 export class StreamingWeightedMean implements Aggregator {
   private readonly manifest: WeightSpec[];
   /** Offset of each tensor in `sum`, or -1 when the tensor is kept from the global. */
   private readonly offsets: number[];
-  private readonly sum: Float64Array;
-  private readonly kept = new Map<number, Float32Array>();
+  private readonly sum: Float64Array | Float32Array;
   private readonly contributors = new Map<string, number>();
   private readonly label: string;
   private samples = 0;
@@ -36,23 +47,24 @@ export class StreamingWeightedMean implements Aggregator {
   private busy = false;
   private broken: string | null = null;
 
-  constructor(global: NamedWeights, options: StreamingMeanOptions = {}) {
+  constructor(
+    private readonly global: GlobalValues,
+    options: StreamingMeanOptions = {},
+  ) {
     this.label = options.label ?? 'aggregation';
-    validateGlobal(global, this.label);
+    checkUniqueNames(global.manifest, this.label);
     this.manifest = global.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
     this.offsets = [];
     let total = 0;
-    this.manifest.forEach((spec, i) => {
-      const values = global.values[i] ?? new Float32Array(0);
-      if (options.keepGlobal?.(spec)) {
-        this.offsets.push(-1);
-        this.kept.set(i, Float32Array.from(values));
-      } else {
+    for (const spec of this.manifest) {
+      if (options.keepGlobal?.(spec)) this.offsets.push(-1);
+      else {
         this.offsets.push(total);
         total += sizeOf(spec.shape);
       }
-    });
-    this.sum = new Float64Array(total);
+    }
+    const precision = options.precision ?? (total <= FLOAT64_MAX_ELEMENTS ? 'float64' : 'float32');
+    this.sum = precision === 'float64' ? new Float64Array(total) : new Float32Array(total);
   }
 
   get count(): number {
@@ -68,9 +80,9 @@ export class StreamingWeightedMean implements Aggregator {
     return [...this.contributors].map(([siteId, numSamples]) => ({ siteId, numSamples }));
   }
 
-  /** Internal state for memory checks: accumulator buffers and their total float64 elements. */
-  get accumulatorStats(): { buffers: number; elements: number } {
-    return { buffers: 1, elements: this.sum.length };
+  /** Internal state for memory checks: accumulator buffers, elements and bytes per element. */
+  get accumulatorStats(): { buffers: number; elements: number; bytesPerElement: number } {
+    return { buffers: 1, elements: this.sum.length, bytesPerElement: this.sum.BYTES_PER_ELEMENT };
   }
 
   async add(siteId: string, update: WeightRuns, numSamples: number): Promise<void> {
@@ -89,8 +101,9 @@ export class StreamingWeightedMean implements Aggregator {
       await update.forEachRun((tensor, offset, run) => {
         const base = this.offsets[tensor];
         if (base === undefined || base < 0) return;
+        const g = this.global.read(tensor, offset, run.length);
         const at = base + offset;
-        for (let j = 0; j < run.length; j++) sum[at + j] += numSamples * (run[j] ?? 0);
+        for (let j = 0; j < run.length; j++) sum[at + j] += numSamples * ((run[j] ?? 0) - (g[j] ?? 0));
       });
     } catch (e) {
       this.broken = `reading the update from site '${siteId}' failed half-way (${errorMessage(e)})`;
@@ -102,36 +115,32 @@ export class StreamingWeightedMean implements Aggregator {
     this.samples += numSamples;
   }
 
-  finish(): NamedWeights {
+  /** Streams the new global weights, tensor by tensor in blocks, to `sink`; the aggregator is closed afterwards. */
+  finish(sink: RunVisitor): void {
     if (this.finished) throw new PatchFedError('aggregation-closed', `${this.label} was already finished.`);
     if (this.broken) throw new PatchFedError('aggregation-broken', `${this.label} cannot be finished: ${this.broken}.`);
     if (this.count === 0) throw new PatchFedError('no-updates', `${this.label}: no site update was accepted, nothing to aggregate.`);
     this.finished = true;
-    const values = this.manifest.map((spec, i) => {
-      const offset = this.offsets[i] ?? -1;
-      const kept = this.kept.get(i);
-      if (offset < 0 && kept) return kept;
-      const out = new Float32Array(sizeOf(spec.shape));
-      for (let j = 0; j < out.length; j++) out[j] = (this.sum[offset + j] ?? 0) / this.samples;
-      return out;
+    const block = new Float32Array(OUTPUT_BLOCK);
+    this.manifest.forEach((spec, t) => {
+      const size = sizeOf(spec.shape);
+      const base = this.offsets[t] ?? -1;
+      for (let offset = 0; offset < size; offset += OUTPUT_BLOCK) {
+        const n = Math.min(OUTPUT_BLOCK, size - offset);
+        const g = this.global.read(t, offset, n);
+        const out = block.subarray(0, n);
+        if (base < 0) out.set(g);
+        else for (let j = 0; j < n; j++) out[j] = (g[j] ?? 0) + (this.sum[base + offset + j] ?? 0) / this.samples;
+        sink(t, offset, out);
+      }
     });
-    return { manifest: this.manifest, values };
   }
 }
 
-/** The global model is ours, but a bad one would silently poison every round; check it once. */
-function validateGlobal(global: NamedWeights, label: string): void {
-  if (global === null || typeof global !== 'object' || !Array.isArray(global.manifest)) {
-    throw new PatchFedError('invalid-global', `${label}: the global weights are not a {manifest, values} object.`);
-  }
+function checkUniqueNames(manifest: readonly WeightSpec[], label: string): void {
   const names = new Set<string>();
-  for (const s of global.manifest) {
+  for (const s of manifest) {
     if (names.has(s.name)) throw new PatchFedError('invalid-global', `${label}: tensor name '${s.name}' appears twice in the global manifest.`);
     names.add(s.name);
-  }
-  try {
-    inspectWeights(global, [finiteCheck(`${label}: the global weights`)], `${label}: the global weights`);
-  } catch (e) {
-    throw new PatchFedError('invalid-global', errorMessage(e));
   }
 }

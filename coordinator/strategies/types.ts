@@ -7,10 +7,10 @@
  * new implementations of it plus new fields in FitInstructions.
  */
 import type { StrategyName } from '../../shared/config/strategy.ts';
-import type { WeightRuns } from '../../shared/codec/index.ts';
+import type { GlobalValues, RunVisitor, WeightRuns } from '../../shared/codec/index.ts';
 import type { FitInstructions } from '../../shared/protocol/messages.ts';
 import type { Rng } from '../../shared/random.ts';
-import type { NamedWeights, WeightSpec } from '../../shared/weights.ts';
+import type { WeightSpec } from '../../shared/weights.ts';
 
 export type { FitInstructions, Rng, StrategyName };
 
@@ -40,12 +40,17 @@ export interface Aggregator {
   readonly count: number;
   /** Sum of numSamples over accepted updates. */
   readonly totalSamples: number;
-  /** The new global weights; the aggregator is closed afterwards. */
-  finish(): NamedWeights;
+  /**
+   * Streams the new global weights to `sink` (tensor, element offset, values — valid during the
+   * call), in manifest order; the aggregator is closed afterwards. The checkpoint writer is the
+   * usual sink, so the new model never needs to be held whole in memory.
+   */
+  finish(sink: RunVisitor): void;
 }
 
 export interface Strategy {
   readonly name: StrategyName;
   configureFit(round: number, global: { manifest: readonly WeightSpec[] }, sites: readonly SiteInfo[], rng?: Rng): FitPlan;
-  beginAggregation(round: number, global: NamedWeights): Aggregator;
+  /** `global` is the round's global model (on the coordinator: read from its checkpoint file). */
+  beginAggregation(round: number, global: GlobalValues): Aggregator;
 }

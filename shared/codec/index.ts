@@ -3,3 +3,4 @@ export * from './weights-stream.ts';
 export * from './weights-checks.ts';
 export * from './manifest.ts';
 export * from './weight-runs.ts';
+export * from './weights-file.ts';

@@ -6,7 +6,7 @@
  */
 import { open } from 'node:fs/promises';
 import { PatchFedError } from '../errors.ts';
-import type { NamedWeights, WeightSpec } from '../weights.ts';
+import { sizeOf, type NamedWeights, type WeightSpec } from '../weights.ts';
 import { checkManifestMatches } from './manifest.ts';
 import { WeightsStreamParser } from './weights-stream.ts';
 
@@ -58,6 +58,19 @@ export function fileRuns(path: string, manifest: readonly WeightSpec[], source: 
       } finally {
         await file.close();
       }
+    },
+  };
+}
+
+/** Collects streamed runs into whole tensors (tests, small models, the site side). */
+export function collectRuns(manifest: readonly WeightSpec[]): { sink: RunVisitor; weights: NamedWeights } {
+  const weights: NamedWeights = { manifest: manifest.map((s) => ({ ...s, shape: [...s.shape] })), values: manifest.map((s) => new Float32Array(sizeOf(s.shape))) };
+  return {
+    weights,
+    sink: (tensor, offset, run) => {
+      const target = weights.values[tensor];
+      if (!target || offset + run.length > target.length) throw new PatchFedError('weights-write-out-of-range', `No room for values ${offset}..${offset + run.length} in tensor #${tensor}.`);
+      target.set(run, offset);
     },
   };
 }

@@ -17,6 +17,7 @@
 import { PatchFedError } from '../errors.ts';
 import { sizeOf, type NamedWeights, type WeightSpec } from '../weights.ts';
 import { checkManifestMatches } from './manifest.ts';
+import type { GlobalValues } from './weights-file.ts';
 import { WeightsStreamParser, type WeightsStreamOptions } from './weights-stream.ts';
 
 export interface WeightsCheck {
@@ -60,16 +61,15 @@ export function finiteCheck(source: string): WeightsCheck {
  * L2 norm of (weights − reference) over all tensors, in float64, refused above `bound`. The
  * reference is the round's global model: sites send full weights, the update is the difference.
  */
-export function normBoundCheck(reference: NamedWeights, bound: number, source: string): WeightsCheck {
+export function normBoundCheck(reference: GlobalValues, bound: number, source: string): WeightsCheck {
   if (!(bound > 0 && Number.isFinite(bound))) throw new PatchFedError('bad-norm-bound', `update norm bound must be a positive number, got ${bound}.`);
   let sumSquares = 0;
   return {
     name: 'norm-bound',
     values: (tensor, offset, run) => {
-      const ref = reference.values[tensor];
-      if (!ref || ref.length < offset + run.length) throw new PatchFedError('weights-inconsistent', `${source}: the reference model has no values for tensor #${tensor}.`);
+      const ref = reference.read(tensor, offset, run.length);
       for (let i = 0; i < run.length; i++) {
-        const d = (run[i] ?? 0) - (ref[offset + i] ?? 0);
+        const d = (run[i] ?? 0) - (ref[i] ?? 0);
         sumSquares += d * d;
       }
     },
@@ -86,18 +86,28 @@ export interface UpdateCheckOptions {
   /** The manifest every value must follow (the round's global model). */
   expectedManifest: readonly WeightSpec[];
   /** With a bound: the global model the update's distance is measured from. */
-  reference?: NamedWeights;
-  /** L2 bound on (update − reference); 0 or absent = no norm check. */
+  reference?: GlobalValues;
+  /** Absolute L2 bound on (update − reference); 0 or absent = none. */
   normBound?: number;
+  /**
+   * Relative bound: ||update − reference|| ≤ maxNormRatio · referenceNorm (a local training round
+   * moves a model by a fraction of its norm; an update many times larger is a diverged or
+   * malicious one). 0 or absent = none.
+   */
+  maxNormRatio?: number;
+  referenceNorm?: number;
   source: string;
 }
 
 /** The checks every update from a site passes before it may be aggregated. */
 export function updateChecks(o: UpdateCheckOptions): WeightsCheck[] {
   const checks = [manifestCheck(o.expectedManifest, o.source), finiteCheck(o.source)];
-  if (o.normBound !== undefined && o.normBound > 0) {
+  const bounds: number[] = [];
+  if (o.normBound !== undefined && o.normBound > 0) bounds.push(o.normBound);
+  if (o.maxNormRatio !== undefined && o.maxNormRatio > 0 && o.referenceNorm !== undefined && o.referenceNorm > 0) bounds.push(o.maxNormRatio * o.referenceNorm);
+  if (bounds.length > 0) {
     if (!o.reference) throw new PatchFedError('bad-norm-bound', `${o.source}: a norm bound needs the reference model.`);
-    checks.push(normBoundCheck(o.reference, o.normBound, o.source));
+    checks.push(normBoundCheck(o.reference, Math.min(...bounds), o.source));
   }
   return checks;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { assessDashboardToken } from './dashboard-token.ts';
 import { ModelSpecSchema } from './model.ts';
 import { StrategySpecSchema } from './strategy.ts';
 
@@ -30,13 +31,31 @@ export const ExperimentSchema = z
     strategy: StrategySpecSchema.default({ name: 'fedavg' }),
     /** Reject updates whose L2 distance from the global model exceeds this (0 = off). */
     updateNormBound: z.number().min(0).default(0),
-    /** Largest training-sample count a site may claim: its weight in the mean cannot exceed it. */
-    maxSamplesPerSite: z.number().int().min(1).default(1_000_000),
+    /**
+     * Reject an update whose distance from the global model exceeds this multiple of the global
+     * model's own L2 norm (0 = off). Local training moves a model by a fraction of its norm; a
+     * poisoned or diverged update does not.
+     */
+    maxUpdateNormRatio: z.number().min(0).default(10),
+    /** Never publish a new global model whose L2 norm exceeds this multiple of the previous one's (0 = off). */
+    maxGlobalNormGrowth: z.number().min(0).default(5),
+    /** Largest training-sample count a site may claim (its weight in the mean); a site's enrolment may set a lower one. */
+    maxSamplesPerSite: z.number().int().min(1).default(100_000),
     checkpointRetention: z.number().int().positive().default(10),
     seed: z.number().int().default(1),
   })
   .strict();
 export type Experiment = z.infer<typeof ExperimentSchema>;
+
+const LIMIT_DEFAULTS = {
+  maxConnections: 256,
+  maxPreAuthConnections: 64,
+  maxPreAuthConnectionsPerIp: 8,
+  maxMessagesPerSecond: 200,
+  chunkBytes: 2 * 1024 * 1024,
+  handshakeTimeoutSeconds: 5,
+  maxEventRows: 20_000,
+};
 
 export const CoordinatorConfigSchema = z
   .object({
@@ -46,21 +65,42 @@ export const CoordinatorConfigSchema = z
     secretKey: z.string(),
     publicKey: z.string(),
     tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
-    /** Token for the dashboard and admin routes (>= 16 characters). */
-    dashboardToken: z.string().min(16),
+    /** Token for the dashboard and admin routes: >= 128 bits of randomness (`patchfed token`; see dashboard-token.ts). */
+    dashboardToken: z.string().superRefine((token, ctx) => {
+      const verdict = assessDashboardToken(token);
+      if (!verdict.ok) ctx.addIssue({ code: 'custom', message: verdict.reason });
+    }),
     /** Enrolled sites: only these public keys may join. */
-    sites: z.array(z.object({ id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/), publicKey: z.string() }).strict()).min(1),
+    sites: z
+      .array(
+        z
+          .object({
+            id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
+            publicKey: z.string(),
+            /** The training-sample count this site declared at enrolment: larger claims are refused. */
+            maxSamples: z.number().int().min(1).optional(),
+          })
+          .strict(),
+      )
+      .min(1),
     limits: z
       .object({
-        maxConnections: z.number().int().positive().default(256),
-        maxMessagesPerSecond: z.number().positive().default(200),
+        /** Authenticated connections (sites and dashboard viewers); enrolled sites always get in. */
+        maxConnections: z.number().int().positive().default(LIMIT_DEFAULTS.maxConnections),
+        /** Connections that have not authenticated yet, from all addresses together (their own slots). */
+        maxPreAuthConnections: z.number().int().positive().default(LIMIT_DEFAULTS.maxPreAuthConnections),
+        /** Connections that have not authenticated yet, from one IP address. */
+        maxPreAuthConnectionsPerIp: z.number().int().positive().default(LIMIT_DEFAULTS.maxPreAuthConnectionsPerIp),
+        maxMessagesPerSecond: z.number().positive().default(LIMIT_DEFAULTS.maxMessagesPerSecond),
         /** Checkpoint download chunk size; the protocol allows 1-4 MiB (shared/protocol/limits.ts). */
-        chunkBytes: z.number().int().min(1024 * 1024).max(4 * 1024 * 1024).default(2 * 1024 * 1024),
-        /** A connection that has not authenticated within this time is dropped. */
-        handshakeTimeoutSeconds: z.number().positive().max(600).default(15),
+        chunkBytes: z.number().int().min(1024 * 1024).max(4 * 1024 * 1024).default(LIMIT_DEFAULTS.chunkBytes),
+        /** A connection that has not authenticated within this time (from its first byte) is dropped. */
+        handshakeTimeoutSeconds: z.number().positive().max(600).default(LIMIT_DEFAULTS.handshakeTimeoutSeconds),
+        /** Rows kept in the state DB's event log; the oldest are pruned beyond it. */
+        maxEventRows: z.number().int().min(100).default(LIMIT_DEFAULTS.maxEventRows),
       })
       .strict()
-      .default({ maxConnections: 256, maxMessagesPerSecond: 200, chunkBytes: 2 * 1024 * 1024, handshakeTimeoutSeconds: 15 }),
+      .default(LIMIT_DEFAULTS),
     experiment: ExperimentSchema,
   })
   .strict();

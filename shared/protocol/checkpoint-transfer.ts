@@ -15,10 +15,16 @@ import { encodeMessage, makeReply, parseMessage, parseReply, type Message } from
 import type { HandlerTransport, RequestTransport } from './transport.ts';
 import { DEFAULT_REQUEST_TIMEOUT_MS } from './transfer.ts';
 
-/** Coordinator side: answers checkpoint-request from the bytes `lookup` returns. */
+/** A checkpoint's bytes as the server reads them: its size and any range of it. */
+export interface CheckpointBytes {
+  size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+
+/** Coordinator side: answers checkpoint-request from the checkpoint `lookup` returns (a buffer, or bytes read on demand). */
 export function serveCheckpoints(
   handlers: HandlerTransport,
-  lookup: (experimentId: string, version: number) => Uint8Array | undefined,
+  lookup: (experimentId: string, version: number) => Uint8Array | CheckpointBytes | undefined,
   chunkBytes = DEFAULT_CHUNK_BYTES,
 ): () => void {
   if (!Number.isInteger(chunkBytes) || chunkBytes < MIN_CHUNK_BYTES || chunkBytes > MAX_CHUNK_BYTES) {
@@ -26,11 +32,13 @@ export function serveCheckpoints(
   }
   return handlers.handle('checkpoint-request', (payload) => {
     const m = parseMessage('checkpoint-request', payload);
-    const content = lookup(m.experimentId, m.version);
-    if (!content) throw new PatchFedError('unknown-checkpoint', `No checkpoint v${m.version} of experiment '${m.experimentId}' is available.`, { subject: m.experimentId });
-    const chunkCount = Math.ceil(content.length / chunkBytes);
+    const found = lookup(m.experimentId, m.version);
+    if (!found) throw new PatchFedError('unknown-checkpoint', `No checkpoint v${m.version} of experiment '${m.experimentId}' is available.`, { subject: m.experimentId });
+    const content: CheckpointBytes = found instanceof Uint8Array ? { size: found.length, read: (offset, length) => found.subarray(offset, offset + length) } : found;
+    const chunkCount = Math.ceil(content.size / chunkBytes);
     if (m.index >= chunkCount) throw new PatchFedError('chunk-wrong-index', `Checkpoint v${m.version} has ${chunkCount} chunks; chunk ${m.index} does not exist.`, { subject: m.experimentId });
-    const data = content.subarray(m.index * chunkBytes, Math.min((m.index + 1) * chunkBytes, content.length));
+    const start = m.index * chunkBytes;
+    const data = content.read(start, Math.min(chunkBytes, content.size - start));
     return makeReply('checkpoint-chunk', { experimentId: m.experimentId, version: m.version, index: m.index, chunkCount, data });
   });
 }
