@@ -1,0 +1,84 @@
+/**
+ * One compromised site under the default config (issue 11 item 3): an update of all weights =
+ * 3e38 claiming 1e6 samples. The defaults refuse the claim and the update (sample cap, update
+ * norm ratio); with those checks off, the guard on the aggregate still refuses to sign a model
+ * whose norm explodes. Either way no checkpoint with a non-finite or exploded weight is ever
+ * signed, and the honest sites keep the federation going.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { startCoordinator, type CoordinatorEvents, type RunningCoordinator } from '../coordinator/index.ts';
+import { decodeWeightsFile } from '../shared/codec/index.ts';
+import type { NamedWeights } from '../shared/weights.ts';
+import { collect, fakeInitialWeights, fakeManifest, fakeMetrics, fakeUpdate, makeFederation, startSite, testLog, type Federation, type TestSite } from './federation-fixtures.ts';
+
+const SMALL = fakeManifest(20_000);
+let fed: Federation | null = null;
+let coordinator: RunningCoordinator | null = null;
+let sites: TestSite[] = [];
+
+afterEach(async () => {
+  await Promise.all(sites.map((s) => s.client.stop()));
+  await coordinator?.stop();
+  fed?.cleanup();
+  fed = null;
+  coordinator = null;
+  sites = [];
+});
+
+function poisoned(global: NamedWeights): NamedWeights {
+  return { manifest: global.manifest, values: global.values.map((v) => new Float32Array(v.length).fill(3e38)) };
+}
+
+async function everyCheckpointIsSane(c: RunningCoordinator): Promise<number> {
+  let maxAbs = 0;
+  for (const cp of c.checkpoints()) {
+    const w = await decodeWeightsFile(`${fed!.dir}/state/checkpoints/v${String(cp.version).padStart(6, '0')}/weights.pfw`);
+    for (const v of w.values) for (const x of v) maxAbs = Math.max(maxAbs, Math.abs(x));
+  }
+  return maxAbs;
+}
+
+describe('a poisoned update under the default config', () => {
+  it('is refused (sample claim, then update norm), and the next rounds complete with the honest sites', async () => {
+    fed = makeFederation({ experiment: { rounds: 2, minSites: 2, roundDeadlineSeconds: 10 } });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
+    const rejected = collect<CoordinatorEvents['update-rejected']>(coordinator.events, 'update-rejected');
+    const completes = collect<CoordinatorEvents['round-complete']>(coordinator.events, 'round-complete');
+    let attempts = 0;
+    sites = [
+      startSite(fed, coordinator.url, 'site-a'),
+      startSite(fed, coordinator.url, 'site-b'),
+      startSite(fed, coordinator.url, 'site-c', {
+        handler: async (task) => {
+          attempts++;
+          // First a plausible update with a huge sample claim, then a modest claim with exploded weights.
+          if (task.round === 1) return { update: fakeUpdate(task.global, 2, task.round), samples: 1_000_000, metrics: fakeMetrics() };
+          return { update: poisoned(task.global), samples: 10, metrics: fakeMetrics() };
+        },
+      }),
+    ];
+    expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 2 });
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(completes.map((e) => e.accepted)).toEqual([['site-a', 'site-b'], ['site-a', 'site-b']]);
+    const reasons = rejected.filter((r) => r.siteId === 'site-c').map((r) => `${r.round}:${r.code}`);
+    expect(reasons).toEqual(['1:invalid-update', '2:update-norm-exceeded']);
+    expect(rejected.find((r) => r.round === 1)?.message).toMatch(/claims 1000000 training samples, more than the limit of 100000/);
+    expect(await everyCheckpointIsSane(coordinator)).toBeLessThan(10);
+  });
+
+  it('with the update checks off, the aggregate guard refuses to sign the exploded model; the last good checkpoint stays current', async () => {
+    fed = makeFederation({ experiment: { rounds: 1, minSites: 2, startupGraceSeconds: 0, roundDeadlineSeconds: 4, maxRoundAttempts: 1, maxUpdateNormRatio: 0, maxSamplesPerSite: 10_000_000 } });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
+    const failed = collect<CoordinatorEvents['round-failed']>(coordinator.events, 'round-failed');
+    sites = [
+      startSite(fed, coordinator.url, 'site-a', { handler: async (task) => ({ update: fakeUpdate(task.global, 0, task.round), samples: 10, metrics: fakeMetrics() }) }),
+      startSite(fed, coordinator.url, 'site-b', { handler: async (task) => ({ update: poisoned(task.global), samples: 1_000_000, metrics: fakeMetrics() }) }),
+    ];
+    const end = await coordinator.finished;
+    expect(end).toMatchObject({ kind: 'stopped' });
+    expect(failed[0]?.reason).toMatch(/aggregate-norm-jump|L2 norm .* over the limit of 5×/);
+    expect(coordinator.checkpoints().map((c) => c.version)).toEqual([1]); // only the initial model was ever signed
+    expect((await coordinator.globalWeights()).version).toBe(1);
+    expect(await everyCheckpointIsSane(coordinator)).toBeLessThan(10);
+  });
+});
