@@ -9,8 +9,9 @@ import type { Experiment } from '../../shared/config/coordinator.ts';
 import { canonicalJson } from '../../shared/crypto/encoding.ts';
 import type { KeyPairs } from '../../shared/crypto/keys.ts';
 import { experimentDescriptionSchema, experimentSigningBytes, type ExperimentDescription, type Message } from '../../shared/protocol/messages.ts';
-import { experimentLayout, initialGlobalWeights } from '../../shared/model/index.ts';
-import type { NamedWeights } from '../../shared/weights.ts';
+import { experimentLayout, forEachInitialTensor, layoutManifest } from '../../shared/model/index.ts';
+import type { CheckpointMeta } from '../store/index.ts';
+import type { CheckpointService } from './checkpoint-service.ts';
 import { createStrategy, type Strategy } from '../strategies/index.ts';
 import type { StateDb } from '../store/index.ts';
 
@@ -77,7 +78,11 @@ export function ensureExperimentRecord(db: StateDb, experiment: Experiment): 'cr
   return 'existing';
 }
 
-/** The initial global model: the experiment's layout with seeded initial values (pure; no tfjs). */
-export function defaultInitialWeights(experiment: Experiment): NamedWeights {
-  return initialGlobalWeights(experimentLayout(experiment), experiment.seed);
+/**
+ * Writes the initial global model — the experiment's layout with seeded initial values (pure; no
+ * tfjs) — as checkpoint round 0, one tensor at a time (a 1 GB model is never held whole).
+ */
+export function writeInitialModel(checkpoints: CheckpointService, experiment: Experiment): CheckpointMeta {
+  const layout = experimentLayout(experiment);
+  return checkpoints.writeModel(0, layoutManifest(layout), (sink) => forEachInitialTensor(layout, experiment.seed, sink), {});
 }

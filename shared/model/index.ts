@@ -1,6 +1,6 @@
 /** The model contract shared by coordinator and sites: pure data, no tensors, no tfjs. */
 export { STAGES, isStage, isWholeVolumeStage, isPatchWiseStage, thesisIncludeBackground, stagePrefix, stagesForMode, type Stage, type StageInput } from './stage.ts';
-export { experimentLayout, initialGlobalWeights, layoutManifest, roundTrainingSeed, stageManifest, stageSeed, type LayoutSource, type ModelLayout } from './layout.ts';
+export { experimentLayout, forEachInitialTensor, initialGlobalWeights, layoutManifest, roundTrainingSeed, stageManifest, stageSeed, type LayoutSource, type ModelLayout } from './layout.ts';
 export { initialValues } from './init.ts';
 export {
   buildManifest,

@@ -56,6 +56,17 @@ export function layoutManifest(layout: ModelLayout): WeightSpec[] {
   return layout.stages.flatMap((s) => stageManifest(layout, s).map((spec) => ({ ...spec, name: stagePrefix(s.stage) + spec.name })));
 }
 
+/**
+ * The same initial values streamed one tensor at a time, so a 1 GB model is written without
+ * holding it whole: `visit(tensor, 0, values)` in manifest order.
+ */
+export function forEachInitialTensor(layout: ModelLayout, seed: number, visit: (tensor: number, offset: number, values: Float32Array) => void): void {
+  let t = 0;
+  layout.stages.forEach((s, i) => {
+    for (const spec of stageManifest(layout, s)) visit(t++, 0, initialValues(spec, stageSeed(seed, i)));
+  });
+}
+
 /** Freshly initialised global weights (deterministic in `seed`; equal to the tfjs nets' initial values). */
 export function initialGlobalWeights(layout: ModelLayout, seed: number): NamedWeights {
   const out: NamedWeights = { manifest: [], values: [] };

@@ -30,8 +30,8 @@ export const UNET_DEFAULTS = { base: 32, depth: 5, norm: 'batch', seed: 0 } as c
 /** Same presets as model configs use; all run the same code. */
 export const UNET_PRESETS = MODEL_PRESETS;
 
-/** Refuse models whose weights alone would not fit comfortably in memory (400 MB of float32). */
-export const MAX_PARAMETERS = 100_000_000;
+/** Refuse models larger than the protocol can move (2 GiB of float32 per payload). */
+export const MAX_PARAMETERS = 500_000_000;
 
 export function resolveUNetConfig(input: UNetConfigInput): UNetConfig {
   const preset = input.preset === undefined ? undefined : UNET_PRESETS[input.preset];

@@ -14,8 +14,8 @@ export const DEFAULT_CHUNK_BYTES = 2 * MiB;
 export const MAX_CHUNK_BYTES = 4 * MiB;
 /** An update chunk on the wire: plaintext plus the secretbox authenticator. */
 export const MAX_CIPHERTEXT_BYTES = MAX_CHUNK_BYTES + SEAL_OVERHEAD_BYTES;
-/** Largest update or checkpoint payload (the thesis U-Net is ~100 MB as float32). */
-export const MAX_PAYLOAD_BYTES = 1024 * MiB;
+/** Largest update or checkpoint payload (the thesis U-Net is ~90 MB as float32; consortia go to ~1 GB). */
+export const MAX_PAYLOAD_BYTES = 2048 * MiB;
 /** Budget for everything in a message that is not a binary attachment (strings, keys, numbers). */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 /** A whole message including its binary attachment. */
