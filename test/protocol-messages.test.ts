@@ -15,6 +15,7 @@ import {
   type MessageType,
 } from '../shared/protocol/messages.ts';
 import { MAX_CHUNK_BYTES, MAX_CIPHERTEXT_BYTES, PROTOCOL_VERSION, SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/protocol/limits.ts';
+import { SEAL_NONCE_BYTES } from '../shared/crypto/seal.ts';
 
 const bytes = (n: number, fill = 1) => new Uint8Array(n).fill(fill);
 const sha = 'ab'.repeat(32);
@@ -28,10 +29,11 @@ const samples: { [T in MessageType]: Message<T> } = {
   'checkpoint-request': { experimentId: 'liver-2026', version: 3, index: 0 },
   'update-begin': { transferId, round: 2, totalBytes: 5_000_000, chunkBytes: 2 * 1024 * 1024, chunkCount: 3, sha256: sha },
   'update-resume': { transferId },
-  'update-chunk': { transferId, index: 1, nonce: bytes(24), ciphertext: bytes(1000), signature: bytes(64) },
+  'update-chunk': { transferId, index: 1, nonce: bytes(SEAL_NONCE_BYTES), ciphertext: bytes(1000), signature: bytes(64) },
   'update-commit': { transferId, samples: 40, metrics, signature: bytes(64) },
   status: { round: 2, stepsDone: 10, stepsTotal: 100, phase: 'training' },
   error: { code: 'out-of-memory', message: 'training ran out of memory' },
+  'round-decline': { round: 2, attempt: 1, code: 'budget-too-small', reason: 'the 10 MB budget fits no patch', signature: bytes(64) },
   challenge: { protocolVersion: PROTOCOL_VERSION, sessionId: 'a'.repeat(32), nonce: bytes(32), coordinatorSignPublicKey: bytes(32) },
   'auth-ok': { sessionId: 'a'.repeat(32), signature: bytes(64) },
   'auth-fail': { code: 'unknown-site', reason: 'not enrolled' },
@@ -43,6 +45,7 @@ const samples: { [T in MessageType]: Message<T> } = {
     steps: 200,
     deadline: 1_800_000_000_000,
     fit: { proximalMu: 0.01, localTensors: ['enc0/norm1/gamma'] },
+    upload: { chunkBytes: 2 * 1024 * 1024, window: 4 },
     signature: bytes(64),
   },
   'checkpoint-chunk': { experimentId: 'liver-2026', version: 2, index: 0, chunkCount: 48, data: bytes(2048) },
@@ -88,7 +91,7 @@ function rejects(type: string, payload: unknown): PatchFedError {
 describe('protocol messages', () => {
   it('lists exactly the message types a site may send, each with a schema', () => {
     // A tripwire: adding a message type a site may send must be a deliberate change to this list.
-    expect([...SITE_MESSAGE_TYPES].sort()).toEqual(['auth', 'checkpoint-request', 'error', 'hello', 'site-info', 'status', 'update-begin', 'update-chunk', 'update-commit', 'update-resume']);
+    expect([...SITE_MESSAGE_TYPES].sort()).toEqual(['auth', 'checkpoint-request', 'error', 'hello', 'round-decline', 'site-info', 'status', 'update-begin', 'update-chunk', 'update-commit', 'update-resume']);
     for (const t of [...SITE_MESSAGE_TYPES, ...COORDINATOR_MESSAGE_TYPES]) expect(MESSAGE_SCHEMAS[t], t).toBeDefined();
     expect(Object.isFrozen(SITE_MESSAGE_TYPES)).toBe(true);
     // Every request a site sends gets replies only from coordinator message types.
@@ -168,7 +171,7 @@ describe('protocol messages', () => {
   it('refuses Buffers and typed arrays where strings or other binary are expected, and oversize binary', () => {
     const chunk = encodeMessage('update-chunk', samples['update-chunk']) as Record<string, unknown>;
     rejects('update-chunk', { ...chunk, signature: Buffer.alloc(64) });
-    rejects('update-chunk', { ...chunk, nonce: bytes(24) });
+    rejects('update-chunk', { ...chunk, nonce: bytes(SEAL_NONCE_BYTES) });
     rejects('hello', { ...encodeMessage('hello', samples.hello), siteId: Buffer.from('hospital-a') });
     rejects('update-chunk', { ...chunk, ciphertext: new Float32Array(250) });
     rejects('update-chunk', { ...chunk, ciphertext: 'base64 text is not binary' });

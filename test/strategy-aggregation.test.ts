@@ -211,6 +211,7 @@ describe('the update validation path', () => {
   it('runs the norm bound only when one is set, on ||update − global||', () => {
     const names = (checks: WeightsCheck[]) => checks.map((c) => c.name);
     expect(names(updateChecks({ expectedManifest: MANIFEST, source }))).toEqual(['manifest', 'finite']);
+    expect(names(updateChecks({ expectedManifest: MANIFEST, source, normBound: 3, reference: inMemoryValues(global) }))).toEqual(['manifest', 'finite-and-norm-bound']);
     expect(names(updateChecks({ expectedManifest: MANIFEST, source, normBound: 0 }))).toEqual(['manifest', 'finite']);
     const near = { manifest: MANIFEST, values: global.values.map((v) => v.map((x) => x + 0.001)) };
     const far = { manifest: MANIFEST, values: global.values.map((v) => v.map((x) => x + 1)) };

@@ -14,6 +14,7 @@ import type { WeightSpec } from '../../shared/weights.ts';
 import type { RoundSiteState } from '../dashboard/types.ts';
 import type { Aggregator, FitInstructions } from '../strategies/index.ts';
 import type { RoundRecord } from '../store/index.ts';
+import type { UploadPlan } from './upload-plan.ts';
 
 export type RoundOutcome = 'all-resolved' | 'deadline' | 'stopped';
 
@@ -74,6 +75,8 @@ export class LiveRound {
     readonly deadline: number,
     readonly aggregator: Aggregator,
     readonly steps: number,
+    /** Chunk size and window every selected site uploads with (upload-plan.ts). */
+    readonly upload: UploadPlan,
   ) {
     this.outcome = new Promise((resolve) => (this.resolveOutcome = resolve));
     for (const id of record.selectedSites) {

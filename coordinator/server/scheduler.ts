@@ -17,6 +17,7 @@ import type { CheckpointService } from './checkpoint-service.ts';
 import type { EventHub } from './events.ts';
 import type { CoordinatorHealth } from './health.ts';
 import { LiveRound } from './live-round.ts';
+import { uploadPlan } from './upload-plan.ts';
 import type { Log } from './log.ts';
 import type { SiteSessions } from './sessions.ts';
 
@@ -40,6 +41,8 @@ export interface SchedulerContext {
   sessions: () => SiteSessions;
   /** Storage failures are reported here and retried instead of stopping the scheduler. */
   health?: CoordinatorHealth;
+  /** limits.uploadBufferMB in bytes: shared by the sites uploading in a round (default 64 MiB). */
+  uploadBufferBytes?: number;
 }
 
 export type ExperimentEnd = { kind: 'complete'; round: number; checkpointVersion: number } | { kind: 'stopped'; round: number; reason: string };
@@ -137,7 +140,8 @@ export class RoundScheduler {
     const deadline = Date.now() + Math.round(exp.roundDeadlineSeconds * 1000);
     const record = db.openRound({ experimentId: exp.id, round, selectedSites: plan.selected, deadline: new Date(deadline) });
     const global = { manifest: current.manifest, values: current.values, l2Norm: current.l2Norm };
-    const live = new LiveRound(record, global, current.meta.version, plan.instructions, deadline, strategy.beginAggregation(round, current.values), exp.localSteps);
+    const upload = uploadPlan(plan.selected.length, this.ctx.uploadBufferBytes ?? 64 * 1024 * 1024);
+    const live = new LiveRound(record, global, current.meta.version, plan.instructions, deadline, strategy.beginAggregation(round, current.values), exp.localSteps, upload);
     this.live = live;
     for (const [siteId, r] of this.outstanding) {
       if (r !== round || !live.isSelected(siteId)) this.cancel(siteId, r, 'not-selected', `Round ${r} no longer needs this site's update.`);
@@ -164,7 +168,7 @@ export class RoundScheduler {
     const fit = live.fit[siteId];
     if (!fit) return; // not selected
     // Exactly what configureFit decided for this site, signed for its session.
-    const task = { round: live.round, attempt: live.attempt, experimentId: exp.id, checkpoint: current.announcement, steps: live.steps, deadline: live.deadline, fit };
+    const task = { round: live.round, attempt: live.attempt, experimentId: exp.id, checkpoint: current.announcement, steps: live.steps, deadline: live.deadline, fit, upload: live.upload };
     if (!this.ctx.sessions().sendSigned(siteId, 'round-task', task)) return;
     const site = live.sites.get(siteId);
     if (site) site.taskSent = true;

@@ -144,6 +144,9 @@ export class UploadService {
       if (tag !== undefined && tag !== live.record.id) {
         throw this.ignore(siteId, 'stale-update', `transfer ${m.data.transferId} began in an earlier attempt of round ${live.round}; start a new transfer.`, live.round);
       }
+      if (m.data.chunkBytes > live.upload.chunkBytes) {
+        throw new PatchFedError('chunk-too-large', `Site '${siteId}' wants ${m.data.chunkBytes}-byte chunks; this round's task allows ${live.upload.chunkBytes}.`, { subject: siteId });
+      }
       const expected = encodedWeightsSize(live.global.manifest);
       if (m.data.totalBytes !== expected) {
         const reason = `announced a ${m.data.totalBytes}-byte update; this experiment's model encodes to exactly ${expected} bytes.`;

@@ -21,8 +21,12 @@ import { checkManifestMatches, type GlobalValues, type RunVisitor, type WeightRu
 import { sizeOf, type WeightSpec } from '../../shared/weights.ts';
 import type { Aggregator } from './types.ts';
 
-/** Up to this many averaged values (256 MB of float64) the accumulator is float64, above float32. */
-export const FLOAT64_MAX_ELEMENTS = 32 * 1024 * 1024;
+/**
+ * Up to this many averaged values (32 MB of float64: every CPU preset) the accumulator is
+ * float64; above it float32, so the coordinator of a thesis-size model holds about one model's
+ * worth of accumulator rather than two.
+ */
+export const FLOAT64_MAX_ELEMENTS = 4 * 1024 * 1024;
 /** Values per block handed to finish()'s sink. */
 const OUTPUT_BLOCK = 256 * 1024;
 

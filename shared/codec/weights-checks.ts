@@ -60,18 +60,31 @@ export function finiteCheck(source: string): WeightsCheck {
 /**
  * L2 norm of (weights − reference) over all tensors, in float64, refused above `bound`. The
  * reference is the round's global model: sites send full weights, the update is the difference.
+ * It also refuses non-finite values in the same loop (the reference is finite, so the difference
+ * is non-finite exactly when the value is): with a bound, the values are read once, not twice.
  */
 export function normBoundCheck(reference: GlobalValues, bound: number, source: string): WeightsCheck {
   if (!(bound > 0 && Number.isFinite(bound))) throw new PatchFedError('bad-norm-bound', `update norm bound must be a positive number, got ${bound}.`);
   let sumSquares = 0;
+  let specs: readonly WeightSpec[] = [];
   return {
-    name: 'norm-bound',
+    name: 'finite-and-norm-bound',
+    manifest: (m) => {
+      specs = m;
+    },
     values: (tensor, offset, run) => {
       const ref = reference.read(tensor, offset, run.length);
+      let sq = 0;
       for (let i = 0; i < run.length; i++) {
         const d = (run[i] ?? 0) - (ref[i] ?? 0);
-        sumSquares += d * d;
+        sq += d * d;
       }
+      if (sq - sq !== 0) {
+        const bad = firstNonFinite(run);
+        const name = specs[tensor]?.name ?? `#${tensor}`;
+        throw new PatchFedError('weights-not-finite', `${source}: tensor '${name}' has a non-finite value (${run[bad]}) at element ${offset + bad}.`, { subject: name });
+      }
+      sumSquares += sq;
     },
     end: () => {
       const norm = Math.sqrt(sumSquares);
@@ -101,15 +114,13 @@ export interface UpdateCheckOptions {
 
 /** The checks every update from a site passes before it may be aggregated. */
 export function updateChecks(o: UpdateCheckOptions): WeightsCheck[] {
-  const checks = [manifestCheck(o.expectedManifest, o.source), finiteCheck(o.source)];
   const bounds: number[] = [];
   if (o.normBound !== undefined && o.normBound > 0) bounds.push(o.normBound);
   if (o.maxNormRatio !== undefined && o.maxNormRatio > 0 && o.referenceNorm !== undefined && o.referenceNorm > 0) bounds.push(o.maxNormRatio * o.referenceNorm);
-  if (bounds.length > 0) {
-    if (!o.reference) throw new PatchFedError('bad-norm-bound', `${o.source}: a norm bound needs the reference model.`);
-    checks.push(normBoundCheck(o.reference, Math.min(...bounds), o.source));
-  }
-  return checks;
+  if (bounds.length === 0) return [manifestCheck(o.expectedManifest, o.source), finiteCheck(o.source)];
+  if (!o.reference) throw new PatchFedError('bad-norm-bound', `${o.source}: a norm bound needs the reference model.`);
+  // The bound's loop also refuses non-finite values: one pass over the values either way.
+  return [manifestCheck(o.expectedManifest, o.source), normBoundCheck(o.reference, Math.min(...bounds), o.source)];
 }
 
 /** Runs checks as a payload streams in: push() each plaintext chunk, then end(). */

@@ -55,6 +55,7 @@ const LIMIT_DEFAULTS = {
   chunkBytes: 2 * 1024 * 1024,
   handshakeTimeoutSeconds: 5,
   maxEventRows: 20_000,
+  uploadBufferMB: 64,
 };
 
 export const CoordinatorConfigSchema = z
@@ -98,6 +99,12 @@ export const CoordinatorConfigSchema = z
         handshakeTimeoutSeconds: z.number().positive().max(600).default(LIMIT_DEFAULTS.handshakeTimeoutSeconds),
         /** Rows kept in the state DB's event log; the oldest are pruned beyond it. */
         maxEventRows: z.number().int().min(100).default(LIMIT_DEFAULTS.maxEventRows),
+        /**
+         * Update bytes all uploading sites together may have in flight (sent, not yet acknowledged):
+         * each round task sizes the sites' chunks and windows from it, so the coordinator's
+         * buffers stay bounded however many sites upload at once.
+         */
+        uploadBufferMB: z.number().int().min(8).max(4096).default(LIMIT_DEFAULTS.uploadBufferMB),
       })
       .strict()
       .default(LIMIT_DEFAULTS),

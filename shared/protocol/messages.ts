@@ -13,6 +13,7 @@
  *   update-commit      ack commit-ok | error
  *   status, error      (events, no ack)
  *   site-info          (event, no ack: backend and planned patch/batch for the dashboard; no data)
+ *   round-decline      (event, no ack, site-signed: this site cannot take part in the round, and why)
  *   ← experiment       (pushed after auth: the signed experiment description)
  *   ← round-cancel     (pushed: stop working on a round that closed without this site)
  *   ← experiment-complete (pushed after the last round: the final signed checkpoint)
@@ -238,6 +239,18 @@ const siteSchemas = {
     }),
   error: z.strictObject({ code: errorCodeSchema, message: errorTextSchema }),
   'site-info': siteInfoSchema,
+  /**
+   * The site cannot take part in this round attempt (budget fits nothing, checkpoint refused,
+   * training failed): the coordinator records why and stops waiting for it. Signed by the site
+   * over its session (site-signed.ts). `reason` says what, never which case or file.
+   */
+  'round-decline': z.strictObject({
+    round,
+    attempt: z.int().min(1).max(1_000_000),
+    code: errorCodeSchema,
+    reason: errorTextSchema,
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
 } as const;
 
 // ---- messages the coordinator sends ----
@@ -264,6 +277,8 @@ const coordinatorSchemas = {
     deadline: z.int().min(0).max(8.64e15),
     /** What the strategy's configureFit decided for this site. */
     fit: fitInstructionsSchema,
+    /** How to upload: chunk size and chunks in flight, sized so all sites together stay within the coordinator's buffer. */
+    upload: z.strictObject({ chunkBytes: z.int().min(MIN_CHUNK_BYTES).max(MAX_CHUNK_BYTES), window: z.int().min(1).max(16) }),
     signature: base64Bytes(SIGNATURE_BYTES),
   }),
   experiment: z.strictObject({ description: experimentDescriptionSchema, signature: base64Bytes(SIGNATURE_BYTES) }),

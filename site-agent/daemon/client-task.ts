@@ -67,6 +67,8 @@ export interface JobEnvironment {
   ready(signal: AbortSignal): Promise<RequestTransport>;
   sendStatus(status: Message<'status'>): void;
   sendError(code: string, message: string): void;
+  /** Tells the coordinator the site cannot take part in this attempt (signed round-decline); false while offline. */
+  decline(round: number, attempt: number, code: string, reason: string): boolean;
   handler(): TaskHandler | null;
   emit(event: string, payload: unknown): void;
 }
@@ -75,6 +77,18 @@ type JobState = 'downloading' | 'training' | 'uploading' | 'done' | 'failed' | '
 
 /** Minimum time between two progress messages (phase changes and completion always go out). */
 const STATUS_INTERVAL_MS = 1000;
+
+/** Wire codes (lower-case) for the site's own error codes that mean "cannot take part". */
+const DECLINE_CODES: Record<string, string> = { E_BUDGET: 'budget-too-small', E_SCHEMA: 'dataset-mismatch', E_DATASET: 'dataset-unusable' };
+/**
+ * Codes whose message may go to the coordinator as the decline reason: it describes the budget
+ * and the model, never a case or a file. Any other failure is sent as its code only.
+ */
+const SHAREABLE_REASONS = new Set(['E_BUDGET']);
+
+function declineCode(code: string): string {
+  return DECLINE_CODES[code] ?? (code.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+/, '').slice(0, 64) || 'cannot-take-part');
+}
 
 export class TaskJob {
   readonly round: number;
@@ -88,6 +102,8 @@ export class TaskJob {
   private readonly controller = new AbortController();
   private running: Promise<void> | null = null;
   private lastStatus = { at: 0, phase: '', done: -1 };
+  /** Why this job cannot do the round (declined to the coordinator; declined again for a retry). */
+  private failure: { code: string; reason: string } | null = null;
 
   constructor(
     private readonly env: JobEnvironment,
@@ -118,6 +134,11 @@ export class TaskJob {
     const attempt = task.attempt;
     this.latestAttempt = Math.max(this.latestAttempt, attempt);
     this.latestDeadline = task.deadline;
+    if (this.state === 'failed' && this.failure) {
+      // Same round, same global model: the reason still holds; say so instead of going silent.
+      this.env.decline(this.round, attempt, this.failure.code, this.failure.reason);
+      return;
+    }
     if (this.busy || !this.result) return;
     if (this.uploadedAttempt === attempt) return; // already delivered for this attempt
     this.running = this.uploadLoop();
@@ -169,9 +190,11 @@ export class TaskJob {
       );
     } catch (e) {
       if (this.signal.aborted) return;
-      env.log('error', `training for round ${this.round} failed`, { error: errorMessage(e) });
-      // Only the code goes to the coordinator: a message could name local cases or files.
-      this.fail(e instanceof PatchFedError ? e.code : 'training-failed', `Local training for round ${this.round} failed (details in the site log).`, true);
+      const code = e instanceof PatchFedError ? e.code : 'training-failed';
+      env.log('error', `cannot take part in round ${this.round}: ${errorMessage(e)}`, { code });
+      // Only the code goes to the coordinator, unless the message is known to name no case or file.
+      const reason = e instanceof PatchFedError && SHAREABLE_REASONS.has(e.code) ? e.message : `Local training for round ${this.round} failed (${code}; details in the site log).`;
+      this.fail(code, reason, true);
       return;
     }
     if (this.signal.aborted) return;
@@ -243,9 +266,11 @@ export class TaskJob {
     this.fail(err.code, `Checkpoint v${this.task.checkpoint.version} refused: ${err.message}`.slice(0, 900), false);
   }
 
+  /** This attempt cannot be done: tell the coordinator why (a signed decline, so the round need not wait for us). */
   private fail(code: string, message: string, emitTaskFailed: boolean): void {
     this.state = 'failed';
-    this.env.sendError(code, message);
+    this.failure = { code: declineCode(code), reason: message };
+    if (!this.env.decline(this.round, this.latestAttempt, this.failure.code, message)) this.env.sendError(code, message);
     if (emitTaskFailed) this.env.emit('task-failed', { round: this.round, code, message });
   }
 
@@ -256,7 +281,7 @@ export class TaskJob {
     this.state = 'uploading';
     for (;;) {
       const attempt = this.latestAttempt;
-      const sender = new UpdateSender({ payload: result.payload, round: this.round, siteId: env.siteId, keys: { sharedKey: env.sharedKey, signSecretKey: env.keys.signSecretKey }, chunkBytes: env.chunkBytes });
+      const sender = new UpdateSender({ payload: result.payload, round: this.round, siteId: env.siteId, keys: { sharedKey: env.sharedKey, signSecretKey: env.keys.signSecretKey }, chunkBytes: Math.min(env.chunkBytes ?? this.task.upload.chunkBytes, this.task.upload.chunkBytes), window: this.task.upload.window });
       this.status(this.task.steps, this.task.steps, 'uploading', true);
       let outcome: { sha256: string } | PatchFedError | null = null;
       while (outcome === null) {
