@@ -279,7 +279,7 @@ describe('protocol messages', () => {
   it('refuses to put a malformed message on the wire', () => {
     let thrown: unknown;
     try {
-      encodeMessage('update-chunk', { ...samples['update-chunk'], nonce: bytes(12) });
+      encodeMessage('update-chunk', { ...samples['update-chunk'], nonce: bytes(SEAL_NONCE_BYTES + 1) });
     } catch (e) {
       thrown = e;
     }
