@@ -9,7 +9,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startCoordinator, type CoordinatorEvents, type RunningCoordinator } from '../coordinator/index.ts';
 import { decodeWeightsFile } from '../shared/codec/index.ts';
 import type { NamedWeights } from '../shared/weights.ts';
-import { collect, fakeInitialWeights, fakeManifest, fakeMetrics, fakeUpdate, makeFederation, startSite, testLog, type Federation, type TestSite } from './federation-fixtures.ts';
+import { existsSync, readdirSync } from 'node:fs';
+import { deriveSharedKey } from '../shared/crypto/seal.ts';
+import { UpdateSender } from '../shared/protocol/transfer.ts';
+import { socketRequester } from '../shared/protocol/transport.ts';
+import { collect, fakeInitialWeights, fakeManifest, fakeMetrics, fakeUpdate, makeFederation, MiB, startSite, testLog, type Federation, type TestSite } from './federation-fixtures.ts';
 
 const SMALL = fakeManifest(20_000);
 let fed: Federation | null = null;
@@ -80,5 +84,27 @@ describe('a poisoned update under the default config', () => {
     expect(coordinator.checkpoints().map((c) => c.version)).toEqual([1]); // only the initial model was ever signed
     expect((await coordinator.globalWeights()).version).toBe(1);
     expect(await everyCheckpointIsSane(coordinator)).toBeLessThan(10);
+  });
+
+  it('refuses an upload whose announced size is not the model\'s encoded size, before storing a byte', async () => {
+    fed = makeFederation({ experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 0, roundDeadlineSeconds: 10 } });
+    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
+    const rejected = collect<CoordinatorEvents['update-rejected']>(coordinator.events, 'update-rejected');
+    let partsDuringRefusal: string[] | null = null;
+    const oversize: TestSite = startSite(fed, coordinator.url, 'site-a', {
+      handler: async (task) => {
+        const keys = fed!.siteKeys.get('site-a')!;
+        const payload = new Uint8Array(8 * MiB); // announced as 8 MiB for an ~80 KB model
+        const sender = new UpdateSender({ payload, round: task.round, siteId: 'site-a', keys: { sharedKey: deriveSharedKey(fed!.coordinatorKeys.boxPublicKey, keys.boxSecretKey), signSecretKey: keys.signSecretKey }, chunkBytes: MiB });
+        await expect(sender.upload(socketRequester(oversize.socket!), { samples: 10, metrics: fakeMetrics() })).rejects.toMatchObject({ code: 'update-wrong-size' });
+        const uploads = `${fed!.dir}/state/uploads`;
+        partsDuringRefusal = existsSync(uploads) ? readdirSync(uploads) : [];
+        return { update: fakeUpdate(task.global, 0, task.round), samples: 10, metrics: fakeMetrics() };
+      },
+    });
+    sites = [oversize, startSite(fed, coordinator.url, 'site-b')];
+    expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
+    expect(partsDuringRefusal).toEqual([]);
+    expect(rejected.find((r) => r.siteId === 'site-a')?.message).toMatch(/announced a 8388608-byte update; this experiment's model encodes to exactly \d+ bytes/);
   });
 });

@@ -4,15 +4,19 @@
  * site on loopback — with a live per-round table, the dashboard URL and a JSON report.
  */
 import type { Command } from 'commander';
-import { CliError, parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
+import { CliError, hiddenAlias, parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
 
 interface SimulateCliOptions {
   sites: number;
-  rounds: number;
+  rounds?: number;
   task: 'brain' | 'liver';
-  model: 'patch' | 'cascade' | 'full';
+  mode: 'patch' | 'cascade' | 'full';
+  /** Old spelling of --mode (hidden). */
+  model?: 'patch' | 'cascade' | 'full';
   preset?: 'tiny' | 'cpu-small' | 'cpu-medium' | 'thesis';
   steps?: number;
+  learningRate?: number;
+  /** Old spelling of --learning-rate (hidden). */
   lr?: number;
   strategy: 'fedavg' | 'fedprox' | 'fedbn';
   cases?: number;
@@ -44,12 +48,14 @@ export function register(program: Command): void {
         'a coordinator and one site-agent process per site on loopback, a live per-round table, the dashboard, and a JSON report.',
     )
     .option('--sites <n>', 'number of simulated hospitals', parseIntOption('--sites', 1, 26), 3)
-    .option('--rounds <n>', 'federated rounds', parseIntOption('--rounds', 1, 1000), 5)
+    .option('--rounds <n>', 'federated rounds (default 5; 2 with --preset thesis)', parseIntOption('--rounds', 1, 1000))
     .option('--task <task>', 'phantom task: brain | liver', parseChoice('--task', ['brain', 'liver'] as const), 'brain')
-    .option('--model <mode>', 'patch | cascade | full', parseChoice('--model', ['patch', 'cascade', 'full'] as const), 'patch')
+    .option('--mode <mode>', 'patch | cascade | full', parseChoice('--mode', ['patch', 'cascade', 'full'] as const), 'patch')
+    .addOption(hiddenAlias('--model <mode>', '--mode', parseChoice('--model', ['patch', 'cascade', 'full'] as const)))
     .option('--preset <name>', 'U-Net preset: tiny | cpu-small | cpu-medium | thesis (default cpu-small)', parseChoice('--preset', ['tiny', 'cpu-small', 'cpu-medium', 'thesis'] as const))
     .option('--steps <n>', 'local training steps per round (default 60)', parseIntOption('--steps', 1, 1_000_000))
-    .option('--lr <rate>', 'learning rate (default 0.01)', parseFloatOption('--lr', 1e-7, 1))
+    .option('--learning-rate <lr>', 'learning rate (default 0.01)', parseFloatOption('--learning-rate', 1e-7, 1))
+    .addOption(hiddenAlias('--lr <rate>', '--learning-rate', parseFloatOption('--lr', 1e-7, 1)))
     .option('--foreground-rate <f>', 'fraction of training patches forced to contain tumour (default 1)', parseFloatOption('--foreground-rate', 0, 1))
     .option('--strategy <name>', 'fedavg | fedprox | fedbn', parseChoice('--strategy', ['fedavg', 'fedprox', 'fedbn'] as const), 'fedavg')
     .option('--cases <n>', 'labelled phantom cases per site (default 10; split 60/20/20)', parseIntOption('--cases', 3, 1000))
@@ -67,17 +73,19 @@ export function register(program: Command): void {
     .option('--keep-open', 'keep the coordinator and dashboard running after the last round, until Ctrl-C', false)
     .option('--backend <name>', 'auto | tensorflow | wasm | cpu | cpu-fast', parseChoice('--backend', ['auto', 'tensorflow', 'wasm', 'cpu', 'cpu-fast'] as const))
     .action(async (o: SimulateCliOptions) => {
-      const { SIMULATE_DEFAULTS, parseSiteDrop } = await import('../simulate/options.ts');
+      const { SIMULATE_DEFAULTS, parseSiteDrop, presetDefaults } = await import('../simulate/options.ts');
+      // A bigger preset brings the volume, budgets, steps and deadline it needs (explicit options still win).
+      const defaults = { ...SIMULATE_DEFAULTS, ...presetDefaults(o.preset ?? SIMULATE_DEFAULTS.preset) };
       const drop = o.dropSite === undefined ? undefined : parseSiteDrop(o.dropSite);
       if (drop === null) throw new CliError(`--drop-site must look like site-b@2 (a site id, '@', a round number), got '${o.dropSite}'.`);
-      let budgetsMB = SIMULATE_DEFAULTS.budgetsMB;
+      let budgetsMB = defaults.budgetsMB;
       if (o.budgets !== undefined) {
         budgetsMB = o.budgets.split(',').map((s) => Number(s.trim()));
         if (budgetsMB.length === 0 || budgetsMB.some((b) => !Number.isFinite(b) || b <= 0)) {
           throw new CliError(`--budgets must be positive numbers of MB separated by commas (e.g. 64,96,160), got '${o.budgets}'.`);
         }
       }
-      let siteStyles = SIMULATE_DEFAULTS.siteStyles;
+      let siteStyles = defaults.siteStyles;
       if (o.siteStyles !== undefined) {
         siteStyles = o.siteStyles.split(',').map((s) => Number(s.trim()));
         if (siteStyles.length === 0 || siteStyles.some((k) => !Number.isSafeInteger(k) || k < 0 || k > 1_000_000)) {
@@ -97,30 +105,30 @@ export function register(program: Command): void {
       try {
         const { report } = await runSimulation(
           {
-            ...SIMULATE_DEFAULTS,
+            ...defaults,
             sites: o.sites,
-            rounds: o.rounds,
+            rounds: o.rounds ?? defaults.rounds,
             task: o.task,
-            model: o.model,
-            preset: o.preset ?? SIMULATE_DEFAULTS.preset,
+            model: o.model ?? o.mode,
+            preset: o.preset ?? defaults.preset,
             strategy: o.strategy,
-            steps: o.steps ?? SIMULATE_DEFAULTS.steps,
-            learningRate: o.lr ?? SIMULATE_DEFAULTS.learningRate,
-            cases: o.cases ?? SIMULATE_DEFAULTS.cases,
-            shape: (o.shape as [number, number, number] | undefined) ?? SIMULATE_DEFAULTS.shape,
+            steps: o.steps ?? defaults.steps,
+            learningRate: o.learningRate ?? o.lr ?? defaults.learningRate,
+            cases: o.cases ?? defaults.cases,
+            shape: (o.shape as [number, number, number] | undefined) ?? defaults.shape,
             budgetsMB,
             siteStyles,
-            foregroundRate: o.foregroundRate ?? SIMULATE_DEFAULTS.foregroundRate,
+            foregroundRate: o.foregroundRate ?? defaults.foregroundRate,
             runDir: o.runDir ?? `runs/simulate-${timestamp()}`,
             reportPath: o.report,
             port: o.port ?? 0,
             drop,
             restartCoordinatorAt: o.restartCoordinatorAt,
             baselines: o.baselines,
-            roundDeadlineSeconds: o.deadline ?? SIMULATE_DEFAULTS.roundDeadlineSeconds,
-            seed: o.seed ?? SIMULATE_DEFAULTS.seed,
+            roundDeadlineSeconds: o.deadline ?? defaults.roundDeadlineSeconds,
+            seed: o.seed ?? defaults.seed,
             keepOpen: o.keepOpen,
-            backend: o.backend ?? SIMULATE_DEFAULTS.backend,
+            backend: o.backend ?? defaults.backend,
           },
           (line) => process.stdout.write(`${line}\n`),
           controller.signal,

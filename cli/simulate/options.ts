@@ -76,6 +76,18 @@ export const SIMULATE_DEFAULTS: Omit<SimulateOptions, 'runDir'> = {
   backend: 'auto',
 };
 
+/**
+ * Defaults that follow from the model preset. The thesis U-Net (base 32, depth 5: ~22.6M
+ * parameters, a 90 MB model — the size hospitals would send) needs volumes divisible by 16,
+ * budgets in GB and minutes per round on a CPU, so a few local steps are enough to exercise
+ * the federation at its real scale.
+ */
+export function presetDefaults(preset: PresetName): Partial<SimulateOptions> {
+  if (preset === 'thesis') return { shape: [32, 32, 32], budgetsMB: [1536, 2048, 3072], steps: 4, rounds: 2, cases: 6, learningRate: 3e-4, roundDeadlineSeconds: 3600 };
+  if (preset === 'cpu-medium') return { budgetsMB: [192, 256, 320], roundDeadlineSeconds: 600 };
+  return {};
+}
+
 /** Site ids: site-a, site-b, ... site-z, site-27, ... */
 export function simulatedSiteIds(n: number): string[] {
   return Array.from({ length: n }, (_, i) => (i < 26 ? `site-${String.fromCharCode(97 + i)}` : `site-${i + 1}`));
