@@ -1,6 +1,7 @@
 /**
- * `patchfed bench kernels`: stock cpu, stock wasm (forward only: its Conv3D gradients are wrong)
- * and 'cpu-fast' (site-agent/kernels) side by side, in one process, on the same shapes:
+ * `patchfed bench kernels`: stock cpu, stock wasm (forward only: its Conv3D gradients are wrong),
+ * 'cpu-fast' (site-agent/kernels) and, when `patchfed setup tensorflow` built it, 'tensorflow'
+ * (tfjs-node on the TensorFlow C library) side by side, in one process, on the same shapes:
  * Conv3D forward, both backprops, and a full U-Net training step (soft Dice + Adam) for the CPU
  * presets on a 32×32×16×4 patch and for a base-32 stage (the thesis's first-stage width, depth 3)
  * on a 64×64×16×4 patch; the kernels on the shapes of those networks' convolutions.
@@ -17,7 +18,7 @@ import { writeFile } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '../site-agent/backend/gradients/index.ts';
-import { WASM } from '../site-agent/backend/candidates.ts';
+import { TFJS_NODE, WASM } from '../site-agent/backend/candidates.ts';
 import {
   convThreads,
   convWorkspaceBytes,
@@ -59,6 +60,10 @@ export interface KernelRow {
   speedupVsWasm: number | null;
   /** ‖cpu-fast − cpu‖ / ‖cpu‖ of the kernel's output. */
   relErrorVsCpu: number;
+  /** The same for 'tensorflow' (null when it is not set up). */
+  tensorflowRelErrorVsCpu: number | null;
+  /** Stock cpu time / tensorflow time (null when it is not set up). */
+  tensorflowSpeedupVsCpu: number | null;
 }
 
 export interface TrainStepRow {
@@ -74,6 +79,8 @@ export interface TrainStepRow {
   results: Record<string, Timing & { gflops: number; leakedTensors: number | null }>;
   /** null when the stock cpu step was not run (the base-32 stage without stageVsCpu). */
   speedupVsCpu: number | null;
+  /** tensorflow step time / cpu-fast step time (null when tensorflow is not set up). */
+  tensorflowVsFast: number | null;
 }
 
 export interface StepProfile {
@@ -96,12 +103,16 @@ export interface KernelBenchReport {
   machine: { cpu: string; cores: number; loadAverageStart: number[]; loadAverageEnd: number[]; node: string; tfjs: string };
   fastCpu: { available: boolean; notice: string | null; threads: number; workspaceLimitBytes: number; workspaceReservedBytes: number };
   wasm: { available: boolean; notice: string | null };
+  /** The 'tensorflow' backend: package, TensorFlow version, or why it is absent. */
+  tensorflow: { available: boolean; notice: string | null; package: string | null; version: string | null };
   kernels: KernelRow[];
   trainSteps: TrainStepRow[];
   /** Stock cpu step time / cpu-fast step time, CPU-small preset on a 32×32×16×4 patch. */
   trainStepSpeedupVsCpu: number | null;
   /** Largest relative error of cpu-fast gradients vs stock cpu (backprop kernels and a U-Net's weight gradients). */
   maxGradRelError: number | null;
+  /** The same for 'tensorflow' (null when it is not set up). */
+  tensorflowMaxGradRelError: number | null;
   /** Where a cpu-fast training step spends its kernel time (CPU-small preset), by kernel. */
   profile: StepProfile | null;
   /** The same for every training step benchmarked. */
@@ -375,6 +386,14 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
   const wasmLoad = await WASM.load();
   const wasmOk = wasmLoad.ok && (await tf.setBackend('wasm').catch(() => false));
   const wasmNotice = wasmLoad.ok ? (wasmOk ? null : 'wasm backend failed to initialise') : wasmLoad.reason;
+  // 'tensorflow' when `patchfed setup tensorflow` built tfjs-node's binding; the bench runs without it.
+  const tfLoad = await TFJS_NODE.load();
+  const tfOk = tfLoad.ok && (await tf.setBackend('tensorflow').catch(() => false));
+  const tensorflow = tfOk ? 'tensorflow' : null;
+  const tensorflowInfo: KernelBenchReport['tensorflow'] = tfLoad.ok
+    ? { available: tfOk, notice: tfOk ? null : 'tensorflow backend failed to initialise', package: tfLoad.backend.packageName, version: tfLoad.backend.version }
+    : { available: false, notice: tfLoad.reason, package: null, version: null };
+  if (tensorflow === null) log(`tensorflow column skipped: ${tensorflowInfo.notice ?? 'unavailable'}`);
   await tf.setBackend('cpu');
   // The stock cpu backend greets Node users on first use; keep that out of the report.
   (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
@@ -382,6 +401,7 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
   const kernelRuns = quick ? { cpu: 1, fast: 5 } : { cpu: 2, fast: 10 };
   const kernels: KernelRow[] = [];
   let maxGradRelError = 0;
+  let tensorflowMaxGradRelError = 0;
   for (const shape of convShapes(quick)) {
     const big = sizeOf(shape.x) > 1e6;
     for (const kernel of ['Conv3D', 'Conv3DBackpropFilterV2', 'Conv3DBackpropInputV2'] as const) {
@@ -398,6 +418,10 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
       results[fast.backendName] = { ...f.timing, gflops: gflop / (f.timing.bestMs / 1e3) };
       const relErrorVsCpu = relError(f.output, cpu.output);
       if (kernel !== 'Conv3D') maxGradRelError = Math.max(maxGradRelError, relErrorVsCpu);
+      const tfKernel = tensorflow === null ? null : await benchConvKernel(tensorflow, shape, kernel, kernelRuns.fast);
+      if (tensorflow !== null && tfKernel !== null) results[tensorflow] = { ...tfKernel.timing, gflops: gflop / (tfKernel.timing.bestMs / 1e3) };
+      const tensorflowRelErrorVsCpu = tfKernel === null ? null : relError(tfKernel.output, cpu.output);
+      if (tensorflowRelErrorVsCpu !== null && kernel !== 'Conv3D') tensorflowMaxGradRelError = Math.max(tensorflowMaxGradRelError, tensorflowRelErrorVsCpu);
       const row: KernelRow = {
         shape: shape.name,
         kernel,
@@ -406,6 +430,8 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
         speedupVsCpu: cpu.timing.bestMs / f.timing.bestMs,
         speedupVsWasm: results.wasm ? results.wasm.bestMs / f.timing.bestMs : null,
         relErrorVsCpu,
+        tensorflowRelErrorVsCpu,
+        tensorflowSpeedupVsCpu: tfKernel === null ? null : cpu.timing.bestMs / tfKernel.timing.bestMs,
       };
       kernels.push(row);
       log(formatKernelRow(row, fast.backendName));
@@ -419,6 +445,11 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
   const total = Math.sqrt(stockGrads.reduce((s, g) => s + g.reduce((t, v) => t + v * v, 0), 0));
   fastGrads.forEach((g, i) => (maxGradRelError = Math.max(maxGradRelError, relError(g, stockGrads[i]!, 1e-3 * total))));
   log(`U-Net (cpu-small) weight gradients vs stock cpu: max relative error ${maxGradRelError.toExponential(2)}`);
+  if (tensorflow !== null) {
+    const tfGrads = await unetGradients(tensorflow);
+    tfGrads.forEach((g, i) => (tensorflowMaxGradRelError = Math.max(tensorflowMaxGradRelError, relError(g, stockGrads[i]!, 1e-3 * total))));
+    log(`U-Net (cpu-small) weight gradients, tensorflow vs stock cpu: max relative error ${tensorflowMaxGradRelError.toExponential(2)}`);
+  }
 
   const trainSteps: TrainStepRow[] = [];
   const profiles: StepProfile[] = [];
@@ -429,6 +460,7 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
     profiles.push({ preset: spec.preset, stepMs: prof.stepMs, totalKernelMs: rows.reduce((s, r) => s + r.ms, 0), kernels: rows });
     const cpu = spec.stockRuns > 0 ? await benchTrainStep('cpu', spec, spec.stockRuns, spec.stockWarmup) : null;
     const f = await benchTrainStep(fast.backendName, spec, spec.fastRuns, true);
+    const t = tensorflow === null ? null : await benchTrainStep(tensorflow, spec, spec.fastRuns, true);
     const row: TrainStepRow = {
       preset: spec.preset,
       base: spec.base,
@@ -439,8 +471,10 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
       results: {
         ...(cpu && { cpu: { bestMs: cpu.bestMs, medianMs: cpu.medianMs, runs: cpu.runs, gflops: gflop / (cpu.bestMs / 1e3), leakedTensors: cpu.leakedTensors } }),
         [fast.backendName]: { bestMs: f.bestMs, medianMs: f.medianMs, runs: f.runs, gflops: gflop / (f.bestMs / 1e3), leakedTensors: f.leakedTensors },
+        ...(t && tensorflow && { [tensorflow]: { bestMs: t.bestMs, medianMs: t.medianMs, runs: t.runs, gflops: gflop / (t.bestMs / 1e3), leakedTensors: t.leakedTensors } }),
       },
       speedupVsCpu: cpu ? cpu.bestMs / f.bestMs : null,
+      tensorflowVsFast: t ? t.bestMs / f.bestMs : null,
     };
     trainSteps.push(row);
     log(formatTrainRow(row, fast.backendName));
@@ -452,10 +486,12 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadAverageStart, loadAverageEnd: loadavg(), node: process.version, tfjs: tf.version_core },
     fastCpu: { available: true, notice, threads: convThreads(), workspaceLimitBytes: convWorkspaceBytes(), workspaceReservedBytes: convWorkspaceReservedBytes() },
     wasm: { available: wasmOk, notice: wasmNotice },
+    tensorflow: tensorflowInfo,
     kernels,
     trainSteps,
     trainStepSpeedupVsCpu: trainSteps.find((r) => r.preset === 'cpu-small')?.speedupVsCpu ?? null,
     maxGradRelError,
+    tensorflowMaxGradRelError: tensorflow === null ? null : tensorflowMaxGradRelError,
     profile: profiles.find((p) => p.preset === 'cpu-small') ?? null,
     profiles,
   };
@@ -468,13 +504,16 @@ export function formatKernelRow(row: KernelRow, fastName: string): string {
   const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${gflops(r.gflops)} GFLOP/s)`);
   const speedups = [`×${row.speedupVsCpu?.toFixed(1)} vs cpu`];
   if (row.speedupVsWasm !== null) speedups.push(`×${row.speedupVsWasm.toFixed(1)} vs wasm`);
-  return `${row.kernel.padEnd(22)} ${row.shape}: ${parts.join(' | ')} → ${fastName} ${speedups.join(', ')}; rel. error ${row.relErrorVsCpu.toExponential(1)}`;
+  const tf = row.tensorflowSpeedupVsCpu === null ? '' : `; tensorflow ×${row.tensorflowSpeedupVsCpu.toFixed(1)} vs cpu`;
+  const errors = `rel. error ${row.relErrorVsCpu.toExponential(1)}${row.tensorflowRelErrorVsCpu === null ? '' : ` (tensorflow ${row.tensorflowRelErrorVsCpu.toExponential(1)})`}`;
+  return `${row.kernel.padEnd(22)} ${row.shape}: ${parts.join(' | ')} → ${fastName} ${speedups.join(', ')}${tf}; ${errors}`;
 }
 
 export function formatTrainRow(row: TrainStepRow, fastName: string): string {
   const parts = Object.entries(row.results).map(([b, r]) => `${b} ${ms(r.bestMs)} ms (${gflops(r.gflops)} GFLOP/s)`);
   const ratio = row.speedupVsCpu === null ? 'stock cpu not run (--stage-cpu runs it)' : `×${row.speedupVsCpu.toFixed(1)} vs cpu`;
-  return `train step ${row.preset} (base ${row.base}, depth ${row.depth}) [${row.patch.join('×')}] (${row.gflop.toFixed(2)} GFLOP, ${row.parameters} weights): ${parts.join(' | ')} → ${fastName} ${ratio}`;
+  const tf = row.tensorflowVsFast === null ? '' : `; tensorflow takes ×${row.tensorflowVsFast.toFixed(2)} the ${fastName} time`;
+  return `train step ${row.preset} (base ${row.base}, depth ${row.depth}) [${row.patch.join('×')}] (${row.gflop.toFixed(2)} GFLOP, ${row.parameters} weights): ${parts.join(' | ')} → ${fastName} ${ratio}${tf}`;
 }
 
 export function formatProfile(profile: StepProfile, top = 12): string {

@@ -1,4 +1,5 @@
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isPatchFedError } from '../shared/errors.ts';
 
 /**
@@ -12,12 +13,16 @@ const COMMAND_MODULES = [
   'plan',
   'train',
   'predict',
+  'evaluate',
+  'export',
   'compare',
   'keygen',
+  'token',
   'coordinator',
   'site',
   'simulate',
   'bench',
+  'setup',
 ] as const;
 
 export interface CommandModule {
@@ -32,16 +37,112 @@ export async function buildProgram(): Promise<Command> {
       'Federated training of memory-efficient 3D segmentation U-Nets across hospitals.\n' +
         'No image or label leaves a site: only encrypted, signed weight updates do.',
     )
-    .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (str, write) => write(str) })
+    .version(packageVersion(), '--version', 'print the PatchFed version')
+    .configureHelp({ optionDescription: describeOption })
     .exitOverride();
   for (const name of COMMAND_MODULES) {
     const mod = (await import(`./commands/${name}.ts`)) as CommandModule;
     await mod.register(program);
   }
-  // Every subcommand reports errors the same way as the root.
-  for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError('(run with --help for usage)');
+  applyConventions(program);
   return program;
+}
+
+// ---- conventions every command gets (errors, help), applied here so new commands get them too ----
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** `patchfed site`, `patchfed bench kernels`, ... */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/**
+ * Commander's error text as the README promises it: one line, one prefix, the option named,
+ * commander's suggestion kept ("did you mean --config?"), and where to find the usage.
+ */
+export function oneLineError(cmd: Command, raw: string): string {
+  let text = raw.trim().replace(/^error:\s*/i, '');
+  // "option '--x <n>' argument 'abc' is invalid. --x must be an integer, got 'abc'." -> our reason alone
+  const invalid = /^option '[^']+' argument '[\s\S]*' is invalid\.\s*([\s\S]+)$/.exec(text);
+  if (invalid?.[1]) text = invalid[1];
+  text = text.replace(/\s*\n\(Did you mean ([^)]*)\)/, ' (did you mean $1?)').replace(/\?\?\)/, '?)');
+  text = text.replace(/\s*\n\s*/g, ' ').replace(/\.$/, '');
+  return `patchfed: ${text}; run '${commandPath(cmd)} --help' for usage\n`;
+}
+
+/** Help text of an option, the same way for every command: choices, "(default: x)", "(required)". */
+function describeOption(option: Option): string {
+  const text = option.description.replace(/\(default (?!:)/g, '(default: ');
+  const extra: string[] = [];
+  if (option.argChoices && !text.includes('|')) extra.push(`one of ${option.argChoices.join(' | ')}`);
+  const shown = option.defaultValueDescription ?? (Array.isArray(option.defaultValue) ? option.defaultValue.join(',') : option.defaultValue);
+  if (shown !== undefined && shown !== false && !text.includes('(default')) extra.push(`default: ${String(shown)}`);
+  if (option.mandatory) extra.push('required');
+  return extra.length > 0 ? `${text} (${extra.join(', ')})` : text;
+}
+
+/** The first argument commander could not match to an option of `cmd`, if any. */
+function firstUnknownOption(cmd: Command): string | undefined {
+  const known = new Set(cmd.options.flatMap((o) => [o.long, o.short].filter((f): f is string => typeof f === 'string')));
+  for (const arg of cmd.args) {
+    if (arg === '--') return undefined;
+    const flag = arg.split('=')[0] ?? arg;
+    if (flag.startsWith('-') && flag.length > 1 && !known.has(flag)) return flag;
+  }
+  return undefined;
+}
+
+function applyConventions(cmd: Command): void {
+  cmd
+    .exitOverride()
+    .showHelpAfterError(false)
+    .configureOutput({ outputError: (str, write) => write(oneLineError(cmd, str)) });
+  // A mistyped flag (--confg) is the real error, not the required --config it failed to set.
+  // Commander checks required options before unknown ones; these two methods are its (untyped) hooks.
+  const internals = cmd as Command & CommanderErrorHooks;
+  if (typeof internals.missingMandatoryOptionValue === 'function' && typeof internals.unknownOption === 'function') {
+    const missing = internals.missingMandatoryOptionValue.bind(cmd);
+    internals.missingMandatoryOptionValue = (option: Option) => {
+      const unknown = firstUnknownOption(cmd);
+      if (unknown !== undefined) internals.unknownOption(unknown);
+      else missing(option);
+    };
+  }
+  for (const sub of cmd.commands) applyConventions(sub);
+}
+
+/** Methods commander 14 calls to report these errors (public on the class, absent from its typings). */
+interface CommanderErrorHooks {
+  missingMandatoryOptionValue(option: Option): void;
+  unknownOption(flag: string): void;
+}
+
+/** `--log-level` as every long-running command spells it. */
+export function logLevelOption(): Option {
+  return new Option('--log-level <level>', 'least important log lines shown: debug | info | warn | error')
+    .choices(['debug', 'info', 'warn', 'error'])
+    .default('info');
+}
+
+/** `--log-format`: human-readable console lines (default) or JSON lines for log collectors. */
+export function logFormatOption(): Option {
+  return new Option('--log-format <format>', 'console log format: human | json (a --log-file always gets JSON lines)').choices(['human', 'json']).default('human');
+}
+
+/** A second, hidden spelling of an option (kept so old scripts work; help shows the canonical one). */
+export function hiddenAlias(flags: string, canonical: string, parse?: (value: string) => unknown): Option {
+  const option = new Option(flags, `alias of ${canonical}`).hideHelp();
+  return parse ? option.argParser(parse) : option;
 }
 
 /** An error the user caused on the command line: printed without a stack trace. */

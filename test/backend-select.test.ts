@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { PatchFedError } from '../shared/errors.ts';
@@ -16,6 +17,7 @@ import {
 import { assertTrainableBackend, parseBackendChoice, selectBackend, type BackendReport } from '../site-agent/backend/select.ts';
 import type { SelfCheckResult } from '../site-agent/backend/self-check.ts';
 import { loadNativeKernels } from '../site-agent/kernels/native-addon.ts';
+import { bindingPath, findPackageDir } from '../site-agent/backend/tfjs-node-package.ts';
 
 function available(id: string, backend: Partial<LoadedBackend> = {}): BackendCandidate & { loads: number } {
   const c = {
@@ -170,14 +172,17 @@ describe('the real candidate table', () => {
     expect(visibleCudaDevices({ CUDA_VISIBLE_DEVICES: '1' }, () => 2)).toEqual({ visible: true, detail: '2 NVIDIA device(s) found; CUDA_VISIBLE_DEVICES=1' });
   });
 
-  it("auto on this machine (no tfjs-node) ends on a cpu backend that passes the self-check, with notes saying why", async () => {
+  it("auto on this machine ends on tensorflow once `patchfed setup tensorflow` built it, else on a cpu backend, passing the self-check, with notes saying why", async () => {
     const report = await selectBackend('auto');
-    // The native kernels are the default for CPU training whenever they are built.
-    expect(report.name).toBe(loadNativeKernels().ok ? 'cpu-fast' : 'cpu');
+    // tfjs-node is installed without its binding unless the setup ran; then it comes first.
+    const tfjsNode = findPackageDir('@tensorflow/tfjs-node');
+    const tensorflowBuilt = tfjsNode !== null && existsSync(bindingPath(tfjsNode));
+    // Otherwise the native kernels are the default for CPU training whenever they are built.
+    expect(report.name).toBe(tensorflowBuilt ? 'tensorflow' : loadNativeKernels().ok ? 'cpu-fast' : 'cpu');
     expect(tf.getBackend()).toBe(report.name);
     expect(report.gpu).toBe(false);
-    expect(report.notes[0]).toMatch(/^tfjs-node-gpu: @tensorflow\/tfjs-node-gpu is not installed/);
-    expect(report.notes[1]).toMatch(/^tfjs-node: @tensorflow\/tfjs-node is not installed/);
+    expect(report.notes[0]).toMatch(/^tfjs-node-gpu: @tensorflow\/tfjs-node-gpu is (not installed|installed without its native binding)/);
+    if (!tensorflowBuilt) expect(report.notes[1]).toMatch(/^tfjs-node: @tensorflow\/tfjs-node is (not installed|installed without its native binding)/);
     if (report.name === 'cpu') expect(report.notes.some((n) => n.startsWith('cpu-fast: '))).toBe(true);
     expect(report.selfCheck.passed).toBe(true);
     expect(() => assertTrainableBackend(report)).not.toThrow();
@@ -192,7 +197,7 @@ describe('the real candidate table', () => {
     ].join('\n');
     const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       cwd: fileURLToPath(new URL('..', import.meta.url)),
-      env: { ...process.env, PATCHFED_NATIVE_KERNELS: '0' },
+      env: { ...process.env, PATCHFED_NATIVE_KERNELS: '0', PATCHFED_TENSORFLOW: '0' },
       encoding: 'utf8',
     });
     expect(run.status, run.stderr).toBe(0);

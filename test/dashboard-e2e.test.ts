@@ -30,7 +30,7 @@ let fed: Federation;
 let coordinator: RunningCoordinator;
 let browser: Browser;
 const stopDaemons = new AbortController();
-let daemons: Promise<void>[] = [];
+let daemons: Promise<unknown>[] = [];
 let hostile: TestSite;
 
 const launch = launchChromium;
@@ -130,7 +130,8 @@ describe.skipIf(skip)('dashboard of a running federation (chromium)', () => {
         const io = (globalThis as unknown as { io: (ns: string, o: object) => { on(e: string, f: (x?: unknown) => void): void; onAny(f: (e: string) => void): void } }).io;
         const received: string[] = [];
         const socketResult = await new Promise<string>((resolve) => {
-          const socket = io('/dashboard', { reconnection: false });
+          // The coordinator speaks websocket only (connection-gate.ts).
+          const socket = io('/dashboard', { reconnection: false, transports: ['websocket'] });
           socket.onAny((e) => received.push(e));
           socket.on('connect_error', (e) => resolve(`refused: ${(e as Error).message}`));
           socket.on('connect', () => resolve('connected'));

@@ -18,7 +18,7 @@ import type {
   LabelDice,
 } from '../coordinator/dashboard/types.ts';
 
-export const TEST_TOKEN = 'test-dashboard-token-0123456789';
+export const TEST_TOKEN = 'dash-R8vK2mQx7LpZ4wN9cT3yH6bJ1sF5gD0aUeW';
 export const XSS_REASON = '<img src=x onerror="window.__xss=1">update norm 9.1 exceeds bound 5';
 
 function rng(seed: number): () => number {

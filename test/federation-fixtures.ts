@@ -74,7 +74,7 @@ export function makeFederation(options: FederationOptions = {}): Federation {
     stateDir: 'state',
     secretKey: 'coordinator.key',
     publicKey: 'coordinator.pub',
-    dashboardToken: 'test-dashboard-token-0123456789',
+    dashboardToken: 'fed-Jq3xV9sLk2Wm7RtZp4Nc8Hd6Yb1Ge5UfQa0T', // strong enough (shared/config/dashboard-token.ts)
     sites: sites.map((id) => ({ id, publicKey: `${id}.pub` })),
     limits: { chunkBytes: MiB, ...options.limits },
     experiment: {

@@ -78,7 +78,9 @@ export async function learningRun(root: string, model: Record<string, unknown>, 
   const { createStageNets, disposeStageNets } = await import('../site-agent/run/nets.ts');
   const { evaluateCases } = await import('../site-agent/run/evaluate.ts');
   const data = await brainPhantom(root, LEARNING_PHANTOM);
-  const configPath = await writeSiteConfig(root, { dataset: data, model, training });
+  // The backend the test activated (useTrainingBackend: cpu-fast; tensorflow-learning-*.test.ts:
+  // tensorflow), not 'auto', which picks tensorflow wherever `patchfed setup tensorflow` ran.
+  const configPath = await writeSiteConfig(root, { dataset: data, model, training, backend: tf.getBackend() });
   const report = await runLocalTraining({ configPath, progress: null });
 
   // The untrained baseline, planned and split exactly as runLocalTraining did.

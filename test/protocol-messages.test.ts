@@ -71,6 +71,22 @@ const samples: { [T in MessageType]: Message<T> } = {
   },
   'round-cancel': { round: 2, code: 'round-closed', reason: 'the round closed without this site', signature: bytes(64) },
   'experiment-complete': { experimentId: 'liver-2026', round: 20, checkpoint: { version: 20, sha256: sha, size: 1000, signature: bytes(64) }, signature: bytes(64) },
+  // Secure aggregation (shared/secagg).
+  'secagg-keys': { round: 2, attempt: 1, maskPublicKey: bytes(32, 2), sharePublicKey: bytes(32, 3), signature: bytes(64) },
+  'secagg-shares': { round: 2, attempt: 1, envelopes: [{ to: 'hospital-b', box: bytes(176) }], signature: bytes(64) },
+  'secagg-reveal': { round: 2, attempt: 1, selfMaskShares: [{ owner: 'hospital-a', x: 1, y: bytes(66) }], keyShares: [], signature: bytes(64) },
+  'secagg-ack': { round: 2, attempt: 1, step: 'shares' },
+  'secagg-roster': {
+    round: 2,
+    attempt: 1,
+    roster: [
+      { siteId: 'hospital-a', maskPublicKey: bytes(32, 4), sharePublicKey: bytes(32, 5) },
+      { siteId: 'hospital-b', maskPublicKey: bytes(32, 6), sharePublicKey: bytes(32, 7) },
+    ],
+    signature: bytes(64),
+  },
+  'secagg-envelopes': { round: 2, attempt: 1, envelopes: [{ from: 'hospital-b', box: bytes(176) }], signature: bytes(64) },
+  'secagg-unmask': { round: 2, attempt: 1, dropped: ['hospital-c'], survivors: ['hospital-a', 'hospital-b'], signature: bytes(64) },
 };
 
 function rejects(type: string, payload: unknown): PatchFedError {
@@ -91,7 +107,22 @@ function rejects(type: string, payload: unknown): PatchFedError {
 describe('protocol messages', () => {
   it('lists exactly the message types a site may send, each with a schema', () => {
     // A tripwire: adding a message type a site may send must be a deliberate change to this list.
-    expect([...SITE_MESSAGE_TYPES].sort()).toEqual(['auth', 'checkpoint-request', 'error', 'hello', 'round-decline', 'site-info', 'status', 'update-begin', 'update-chunk', 'update-commit', 'update-resume']);
+    expect([...SITE_MESSAGE_TYPES].sort()).toEqual([
+      'auth',
+      'checkpoint-request',
+      'error',
+      'hello',
+      'round-decline',
+      'secagg-keys',
+      'secagg-reveal',
+      'secagg-shares',
+      'site-info',
+      'status',
+      'update-begin',
+      'update-chunk',
+      'update-commit',
+      'update-resume',
+    ]);
     for (const t of [...SITE_MESSAGE_TYPES, ...COORDINATOR_MESSAGE_TYPES]) expect(MESSAGE_SCHEMAS[t], t).toBeDefined();
     expect(Object.isFrozen(SITE_MESSAGE_TYPES)).toBe(true);
     // Every request a site sends gets replies only from coordinator message types.

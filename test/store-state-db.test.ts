@@ -58,7 +58,10 @@ describe('state DB schema', () => {
     expect(err.code).toBe('state-db-too-new');
     expect(err.message).toContain('state.db');
     fs.writeFileSync(join(dir, 'junk.db'), 'this is not sqlite'.repeat(100));
-    expect(errorOf(() => StateDb.open(join(dir, 'junk.db'))).code).toBe('state-db-unreadable');
+    // Not a DB at all is refused like a damaged one, with the way out (--repair).
+    const junk = errorOf(() => StateDb.open(join(dir, 'junk.db')));
+    expect(junk.code).toBe('state-db-corrupt');
+    expect(junk.message).toMatch(/junk\.db.*--repair/);
     db = StateDb.open(':memory:');
   });
 });

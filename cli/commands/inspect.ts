@@ -16,6 +16,7 @@ import { parseIntOption } from '../main.ts';
 interface InspectOptions {
   json?: boolean;
   maxVoxels?: number;
+  maxMemory: number;
 }
 
 export function register(program: Command): void {
@@ -25,6 +26,7 @@ export function register(program: Command): void {
     .argument('<path>', 'a .nii / .nii.gz file, or a dataset folder containing dataset.json')
     .option('--json', 'print a stable machine-readable form (keys: site-agent/data/INSPECT.md)')
     .option('--max-voxels <n>', 'refuse volumes with more voxels than this (all channels)', parseIntOption('--max-voxels', 1))
+    .option('--max-memory <MB>', 'memory budget: volumes whose decoding would need more are refused before anything is allocated (a file\'s statistics are computed in one streaming pass)', parseIntOption('--max-memory', 16), 2048)
     .action(async (target: string, opts: InspectOptions) => {
       await runInspect(target, opts);
     });
@@ -41,7 +43,7 @@ async function runInspect(target: string, opts: InspectOptions): Promise<void> {
   // Loaded lazily: the NIfTI and dataset layers are heavy, and `--help` should be instant.
   const { inspectNiftiFile } = await import('../../shared/nifti/index.ts');
   const { inspectMsdDataset } = await import('../../site-agent/data/inspectDataset.ts');
-  const readOpts = opts.maxVoxels !== undefined ? { maxVoxels: opts.maxVoxels } : undefined;
+  const readOpts = { ...(opts.maxVoxels !== undefined ? { maxVoxels: opts.maxVoxels } : {}), maxMemoryBytes: opts.maxMemory * 2 ** 20 };
   if (!isDir) {
     const report = await inspectNiftiFile(target, readOpts);
     process.stdout.write(opts.json ? `${JSON.stringify({ kind: 'nifti-file', ...report }, null, 2)}\n` : formatFileReport(report));
@@ -50,6 +52,7 @@ async function runInspect(target: string, opts: InspectOptions): Promise<void> {
   const showProgress = !opts.json && process.stderr.isTTY === true;
   const report = await inspectMsdDataset(target, {
     maxVoxels: opts.maxVoxels,
+    maxMemoryMB: opts.maxMemory,
     onProgress: showProgress ? (done, total, id) => process.stderr.write(`\rdecoding ${done + 1}/${total} ${id}\x1b[K`) : undefined,
   });
   if (showProgress) process.stderr.write('\r\x1b[K');

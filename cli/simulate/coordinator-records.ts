@@ -131,6 +131,21 @@ export class CoordinatorRecords {
     }
   }
 
+  /** Events of the given kinds recorded after event id `afterId` (oldest first). */
+  events(afterId: number, kinds: readonly string[]): { id: number; kind: string; message: string }[] {
+    const db = this.open();
+    if (!db || kinds.length === 0) return [];
+    try {
+      const rows = db
+        .prepare(`SELECT id, kind, message FROM events WHERE id > ? AND kind IN (${kinds.map(() => '?').join(', ')}) ORDER BY id`)
+        .all(afterId, ...kinds) as { id: number; kind: string; message: string }[];
+      return rows.map((r) => ({ id: Number(r.id), kind: String(r.kind), message: String(r.message) }));
+    } catch (e) {
+      if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) return [];
+      throw e;
+    }
+  }
+
   sites(): SiteRow[] {
     const db = this.open();
     if (!db) return [];

@@ -83,7 +83,7 @@ export const SIMULATE_DEFAULTS: Omit<SimulateOptions, 'runDir'> = {
  * the federation at its real scale.
  */
 export function presetDefaults(preset: PresetName): Partial<SimulateOptions> {
-  if (preset === 'thesis') return { shape: [32, 32, 32], budgetsMB: [1536, 2048, 3072], steps: 4, rounds: 2, cases: 6, learningRate: 3e-4, roundDeadlineSeconds: 3600 };
+  if (preset === 'thesis') return { shape: [32, 32, 32], budgetsMB: [2560, 3072, 4096], steps: 4, rounds: 2, cases: 6, learningRate: 3e-4, roundDeadlineSeconds: 3600 };
   if (preset === 'cpu-medium') return { budgetsMB: [192, 256, 320], roundDeadlineSeconds: 600 };
   return {};
 }

@@ -7,11 +7,11 @@
  *   coordinator.json, keys/coordinator.{key,pub}, sites/<id>.pub (enrolment), state/, logs/
  *   <id>/site.json, <id>/keys/<id>.{key,pub}, <id>/coordinator.pub (pinned), <id>/data/, <id>/work/
  */
-import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { CoordinatorConfigSchema, type CoordinatorConfig } from '../../shared/config/coordinator.ts';
+import { generateDashboardToken } from '../../shared/config/dashboard-token.ts';
 import { SiteConfigSchema, type SiteConfig } from '../../shared/config/site.ts';
 import { DEFAULT_PROXIMAL_MU } from '../../shared/config/strategy.ts';
 import { generateKeyPairs, writeKeyFiles } from '../../shared/crypto/keys.ts';
@@ -54,8 +54,10 @@ export async function freeLoopbackPort(): Promise<number> {
   });
 }
 
-function writeJson(path: string, value: unknown): void {
-  writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
+/** `mode` 0600 for a file holding a secret (the coordinator config carries the dashboard token). */
+function writeJson(path: string, value: unknown, mode = 0o644): void {
+  writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`, { mode });
+  chmodSync(path, mode); // writeFileSync's mode only applies to new files and is masked by the umask
 }
 
 function ensureEmptyRunDir(dir: string): void {
@@ -80,7 +82,7 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
   ensureEmptyRunDir(dir);
   const port = opts.port === 0 ? await freeLoopbackPort() : opts.port;
   const url = `http://127.0.0.1:${port}`;
-  const token = randomBytes(18).toString('base64url');
+  const token = generateDashboardToken();
   const ids = simulatedSiteIds(opts.sites);
 
   for (const sub of ['keys', 'sites', 'logs']) mkdirSync(join(dir, sub), { recursive: true });
@@ -164,7 +166,7 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
     },
   };
   const coordinatorConfigPath = join(dir, 'coordinator.json');
-  writeJson(coordinatorConfigPath, raw);
+  writeJson(coordinatorConfigPath, raw, 0o600);
   return {
     dir,
     coordinatorConfigPath,

@@ -95,6 +95,7 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
     const printed = new Set<number>();
     const announcedSites = new Set<string>();
     const seenOpen = new Map<number, number>(); // round row id → first seen (ms)
+    let lastEventId = 0;
     /** Prints what is new in the coordinator's records (sites online, rounds opened/completed); returns the rounds. */
     const printProgress = (): RoundRow[] => {
       const rows = records.rounds();
@@ -102,6 +103,11 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
         if (announcedSites.has(site.id) || !site.plannedPatch) continue;
         announcedSites.add(site.id);
         out(`  ${site.id} online: ${site.backend ?? '?'} backend, budget ${site.memoryBudgetMB ?? '?'} MB → planned patch ${site.plannedPatch.join('×')} batch ${site.plannedBatch ?? '?'}`);
+      }
+      // What a site or the coordinator says went wrong, as it happens (not only in the logs).
+      for (const e of records.events(lastEventId, LIVE_EVENT_KINDS)) {
+        lastEventId = e.id;
+        out(`  ! ${e.message}`);
       }
       const done = completedRounds(rows);
       for (const row of rows) {
@@ -135,7 +141,7 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
       if (opts.drop && !dropDone && open && open.round === opts.drop.round && Date.now() - seenOpen.get(open.id)! > 1000) {
         const p = siteProcs.get(opts.drop.siteId);
         if (p && !open.updates.some((u) => u.siteId === opts.drop!.siteId)) {
-          out(`! dropping ${opts.drop.siteId} out of round ${open.round}: SIGKILL to its process (the round closes at its deadline, ${exp.roundDeadlineSeconds} s, with the other sites)`);
+          out(`! dropping ${opts.drop.siteId} out of round ${open.round}: SIGKILL to its process (the round goes on with the other sites and closes once they are done and it has stayed away a while, or at the ${exp.roundDeadlineSeconds} s deadline)`);
           injected.dropSite = { ...opts.drop, killedAt: new Date().toISOString() };
           await supervisor.kill(p);
           dropRejoinAfterRound = open.round;
@@ -226,6 +232,9 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
 }
 
 class Interrupted extends Error {}
+
+/** Coordinator events printed in the live output: a site declining a round, storage trouble, operator actions. */
+const LIVE_EVENT_KINDS = ['round-declined', 'round-failed', 'health', 'experiment-resumed', 'state-repaired'] as const;
 
 function buildReport(
   layout: RunLayout,

@@ -4,15 +4,16 @@
  * `Authorization: Bearer <token>`. The cookie holds an HMAC of the token, not the token itself,
  * so a leaked cookie does not reveal the token and changing the token ends every session.
  * Every comparison hashes both sides first, so timing reveals neither content nor length.
+ * Placeholder and guessable tokens are refused (shared/config/dashboard-token.ts).
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { assessDashboardToken } from '../../shared/config/dashboard-token.ts';
 import { PatchFedError } from '../../shared/errors.ts';
 
 export const SESSION_COOKIE = 'patchfed_dashboard';
 /** Seven days: a projector left on the dashboard should not be logged out overnight. */
 export const SESSION_MAX_AGE_SECONDS = 7 * 24 * 3600;
-export const MIN_TOKEN_LENGTH = 16;
 
 function digest(value: string): Buffer {
   return createHash('sha256').update(value, 'utf8').digest();
@@ -28,12 +29,9 @@ export class DashboardAuth {
   readonly #session: string;
 
   constructor(token: string) {
-    if (typeof token !== 'string' || token.length < MIN_TOKEN_LENGTH) {
-      throw new PatchFedError(
-        'dashboard-token-weak',
-        `dashboard token must be at least ${MIN_TOKEN_LENGTH} characters (config field dashboardToken)`,
-        { subject: 'dashboardToken' },
-      );
+    const verdict = typeof token === 'string' ? assessDashboardToken(token) : { ok: false as const, reason: 'is missing' };
+    if (!verdict.ok) {
+      throw new PatchFedError('dashboard-token-weak', `The dashboard token (config field dashboardToken) ${verdict.reason}.`, { subject: 'dashboardToken' });
     }
     this.#token = token;
     this.#session = createHmac('sha256', token).update('patchfed dashboard session v1').digest('base64url');
@@ -62,6 +60,11 @@ export class DashboardAuth {
 
   static clearedCookie(): string {
     return `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`;
+  }
+
+  /** The token these headers try (a Bearer header), if any: a login attempt when it is wrong. */
+  static bearerAttempt(headers: IncomingHttpHeaders): string | undefined {
+    return bearerToken(headers.authorization);
   }
 
   /** True when the headers carry a valid session cookie or a valid bearer token. */

@@ -12,17 +12,30 @@
  * Socket.io namespace /dashboard: refuses unauthorised handshakes; pushes 'snapshot' (a JSON
  * string of DashboardPayload) and 'event' (a DashboardEvent). Clients cannot send anything that
  * is acted upon: no handler listens.
+ *
+ * Every token attempt (login form, `?token=` link, Bearer header, socket handshake) goes through
+ * the per-address LoginThrottle (429 + Retry-After once an address has failed too often) and
+ * failed ones are logged, one line per address at first and then one summary per interval.
+ * Under TLS every response carries Strict-Transport-Security.
  */
 import { gzipSync } from 'node:zlib';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Server as SocketIoServer } from 'socket.io';
+import { clientKey } from '../server/connection-gate.ts';
+import { RepeatDigest, describeDetails } from '../server/repeat-digest.ts';
 import { DashboardAuth, originMatchesHost } from './auth.ts';
+import { LoginThrottle } from './login-throttle.ts';
 import { escapeHtml, loadStaticAssets, readPage } from './assets.ts';
 import { serializePayload } from './payload.ts';
 import type { DashboardEvent, DashboardHandle, MountDashboardOptions } from './types.ts';
 
 export const DASHBOARD_NAMESPACE = '/dashboard';
 const DEFAULT_PUSH_INTERVAL_MS = 250;
+const DEFAULT_LOG_SUMMARY_INTERVAL_MS = 60_000;
+/** One year, the usual HSTS lifetime; no includeSubDomains: the coordinator does not own its siblings. */
+const HSTS = 'max-age=31536000';
+
+type TokenVerdict = { ok: true } | { ok: false; retryAfter: number };
 
 const PAGE_CSP = [
   "default-src 'none'",
@@ -52,6 +65,44 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
   const loginTemplate = readPage('login.html');
   const onError = opts.onError ?? ((e: unknown) => console.error('dashboard: snapshot push failed:', e));
   const interval = Math.max(0, opts.minPushIntervalMs ?? DEFAULT_PUSH_INTERVAL_MS);
+  const log = opts.log ?? ((level, msg) => (level === 'warn' || level === 'error' ? console.warn(msg) : undefined));
+  const throttle = new LoginThrottle(opts.loginThrottle);
+  const failures = new RepeatDigest(opts.logSummaryIntervalMs ?? DEFAULT_LOG_SUMMARY_INTERVAL_MS, (s) =>
+    log('warn', `dashboard: ${s.count} more ${s.key === 'throttled' ? 'token attempts refused by the throttle' : 'failed logins'} in the last ${Math.round(s.intervalMs / 1000)} s (${describeDetails(s)})`, {
+      event: `dashboard-login-${s.key}`,
+      count: s.count,
+    }),
+  );
+
+  /** One token attempt by `client` through `via`: throttled, compared, counted and logged. */
+  const tryToken = (client: string, candidate: unknown, via: string): TokenVerdict => {
+    const wait = throttle.retryAfterSeconds(client);
+    if (wait > 0) {
+      if (failures.note('throttled', client)) log('warn', `dashboard: refused a token attempt from ${client} (${via}) without checking it: too many failed logins; it may try again in ${wait} s`, { event: 'dashboard-login-throttled', client });
+      return { ok: false, retryAfter: wait };
+    }
+    if (auth.tokenMatches(candidate)) {
+      throttle.succeeded(client);
+      return { ok: true };
+    }
+    throttle.failed(client);
+    if (failures.note('failed', client)) log('warn', `dashboard: failed login from ${client} (${via}: wrong token)`, { event: 'dashboard-login-failed', client });
+    return { ok: false, retryAfter: 0 };
+  };
+  /** A request's credentials: a valid session cookie, else a Bearer header (a token attempt). */
+  const authorise = (req: Request): TokenVerdict | null => {
+    const bearer = DashboardAuth.bearerAttempt(req.headers);
+    if (bearer === undefined) return auth.headersAuthorised(req.headers) ? { ok: true } : null;
+    if (auth.headersAuthorised({ cookie: req.headers.cookie })) return { ok: true };
+    return tryToken(requestClient(req), bearer, 'Bearer header');
+  };
+  const tooMany = (res: Response, retryAfter: number): Response => res.status(429).set({ 'Retry-After': String(retryAfter), 'Cache-Control': 'no-store' });
+
+  // --- transport security ----------------------------------------------------------------------
+  app.use((req, res, next) => {
+    if (req.secure) res.set('Strict-Transport-Security', HSTS);
+    next();
+  });
 
   const loginPage = (message: string | null): string =>
     loginTemplate.replace('<!--MESSAGE-->', message ? `<p class="login-error" role="alert">${escapeHtml(message)}</p>` : '');
@@ -78,12 +129,16 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
   app.get('/', (req, res) => {
     const linkToken = req.query.token;
     if (linkToken !== undefined) {
-      if (!auth.tokenMatches(linkToken)) return sendLogin(res, 401, 'The token in that link is not valid.');
+      const verdict = tryToken(requestClient(req), linkToken, 'link');
+      if (!verdict.ok && verdict.retryAfter > 0) return sendLogin(tooMany(res, verdict.retryAfter), 429, throttledMessage(verdict.retryAfter));
+      if (!verdict.ok) return sendLogin(res, 401, 'The token in that link is not valid.');
       res.set('Set-Cookie', auth.sessionCookie(secureRequest(req)));
       res.set('Referrer-Policy', 'no-referrer');
       return res.redirect(303, withoutTokenParam(req.originalUrl));
     }
-    if (!auth.headersAuthorised(req.headers)) return sendLogin(res, 401, null);
+    const verdict = authorise(req);
+    if (verdict && !verdict.ok && verdict.retryAfter > 0) return sendLogin(tooMany(res, verdict.retryAfter), 429, throttledMessage(verdict.retryAfter));
+    if (!verdict?.ok) return sendLogin(res, 401, null);
     pageHeaders(res);
     res.type('html').send(indexHtml);
   });
@@ -95,7 +150,9 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
 
   app.post('/login', express.urlencoded({ extended: false, limit: '4kb', parameterLimit: 4 }), (req, res) => {
     const token = (req.body as Record<string, unknown> | undefined)?.token;
-    if (!auth.tokenMatches(token)) return sendLogin(res, 401, 'That token is not valid.');
+    const verdict = tryToken(requestClient(req), token, 'login form');
+    if (!verdict.ok && verdict.retryAfter > 0) return sendLogin(tooMany(res, verdict.retryAfter), 429, throttledMessage(verdict.retryAfter));
+    if (!verdict.ok) return sendLogin(res, 401, 'That token is not valid.');
     res.set('Set-Cookie', auth.sessionCookie(secureRequest(req)));
     res.redirect(303, '/');
   });
@@ -108,7 +165,9 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
   // --- API: every /api path needs the token --------------------------------------------------
   const api = express.Router();
   api.use((req, res, next) => {
-    if (auth.headersAuthorised(req.headers)) return next();
+    const verdict = authorise(req);
+    if (verdict?.ok) return next();
+    if (verdict && verdict.retryAfter > 0) return void tooMany(res, verdict.retryAfter).json({ error: 'too-many-attempts', message: throttledMessage(verdict.retryAfter) });
     res.status(401).set({ 'WWW-Authenticate': 'Bearer realm="patchfed-dashboard"', 'Cache-Control': 'no-store' });
     res.json({ error: 'unauthorized', message: 'dashboard token required (log in at /login)' });
   });
@@ -151,9 +210,15 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
   const nsp = io.of(DASHBOARD_NAMESPACE);
   nsp.use((socket, next) => {
     const headers = socket.handshake.headers;
+    if (!originMatchesHost(headers)) return next(new Error('unauthorized'));
     const handshakeToken = (socket.handshake.auth as Record<string, unknown> | undefined)?.token;
-    const ok = originMatchesHost(headers) && (auth.headersAuthorised(headers) || auth.tokenMatches(handshakeToken));
-    next(ok ? undefined : new Error('unauthorized'));
+    const bearer = DashboardAuth.bearerAttempt(headers);
+    let verdict: TokenVerdict = { ok: false, retryAfter: 0 };
+    if (auth.headersAuthorised({ cookie: headers.cookie })) verdict = { ok: true };
+    else if (handshakeToken !== undefined || bearer !== undefined) verdict = tryToken(clientKey(socket.handshake.address), handshakeToken ?? bearer, 'live socket');
+    if (!verdict.ok) return next(new Error(verdict.retryAfter > 0 ? 'too many failed logins; retry later' : 'unauthorized'));
+    if (opts.admitViewer && !opts.admitViewer(socket.conn)) return next(new Error('the dashboard is at its connection limit; retry later'));
+    next();
   });
   nsp.on('connection', (socket) => {
     // Fresh state for a (re)connecting page, which may have missed pushes while away.
@@ -193,8 +258,17 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
     close(): void {
       if (timer) clearTimeout(timer);
       timer = null;
+      failures.close();
     },
   };
+}
+
+function requestClient(req: Request): string {
+  return clientKey(req.socket.remoteAddress);
+}
+
+function throttledMessage(retryAfterSeconds: number): string {
+  return `Too many failed logins from your address; try again in ${retryAfterSeconds} s.`;
 }
 
 function withoutTokenParam(originalUrl: string): string {

@@ -3,9 +3,10 @@
  * builds a DashboardSnapshot on demand; the dashboard only reads it (nothing here can change
  * training). Times are ISO-8601 strings; Dice values are in [0, 1] or null when not measured.
  */
-import type { Server as SocketIoServer } from 'socket.io';
+import type { Server as SocketIoServer, Socket } from 'socket.io';
 import type { Express } from 'express';
 import type { Mode, Norm } from '../../shared/config/model.ts';
+import type { LoginThrottleOptions } from './login-throttle.ts';
 
 export type LabelDice = Record<string, number | null>;
 
@@ -112,6 +113,13 @@ export interface DashboardSnapshot {
   checkpoints: DashboardCheckpoint[];
   /** Newest last; the dashboard keeps only the last MAX_DASHBOARD_EVENTS. */
   events: DashboardEvent[];
+  /** Storage / state DB health: the page shows a banner while `ok` is false. */
+  health?: DashboardHealth;
+}
+
+export interface DashboardHealth {
+  ok: boolean;
+  problems: { component: string; code: string; message: string; since: string }[];
 }
 
 /** What /api/snapshot and the 'snapshot' push carry: the snapshot plus the coordinator's clock,
@@ -126,8 +134,19 @@ export interface CheckpointDownload {
 }
 
 export interface MountDashboardOptions {
-  /** Dashboard token (the coordinator config's dashboardToken, >= 16 characters). */
+  /** Dashboard token (the coordinator config's dashboardToken: >= 128 bits, shared/config/dashboard-token.ts). */
   token: string;
+  /**
+   * Called when a live viewer's socket has shown the token, with its engine connection; false
+   * refuses it (the coordinator's limit of authenticated connections). Default: admit.
+   */
+  admitViewer?: (conn: Socket['conn']) => boolean;
+  /** Failed logins (summarised per interval) and throttling are logged here (default: console). */
+  log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /** Failed-login throttle per client address (login-throttle.ts defaults). */
+  loginThrottle?: Partial<LoginThrottleOptions>;
+  /** Interval of the failed-login summaries in the log (ms; default 60 s). */
+  logSummaryIntervalMs?: number;
   snapshot: () => DashboardSnapshot;
   /** Artifact bytes of a checkpoint version, or null when it does not exist (404). */
   downloadCheckpoint: (version: number) => CheckpointDownload | null;

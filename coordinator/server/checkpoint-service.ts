@@ -10,7 +10,8 @@
  * the next round's checks can compare against it without reading the model again.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import nacl from 'tweetnacl';
 import { PatchFedError } from '../../shared/errors.ts';
 import { WeightsFile, decodeWeightsFile, fileRuns, type RunVisitor } from '../../shared/codec/index.ts';
@@ -21,6 +22,21 @@ import type { Message } from '../../shared/protocol/messages.ts';
 import type { NamedWeights, WeightSpec } from '../../shared/weights.ts';
 import { CheckpointStore, type CheckpointMeta } from '../store/index.ts';
 import { CheckingEncoder, type EncodingGuard } from './weights-encoder.ts';
+
+/** Files a strategy publishes with a checkpoint (the store's rule for extra files: `<name>.json`). */
+const ATTACHMENT_NAME = /^[a-z][a-z0-9-]*\.json$/;
+
+/** What a stateful strategy adds to a checkpoint, and reads back from it (coordinator/strategies/types.ts). */
+export interface CheckpointAttachments {
+  files?: Record<string, Uint8Array>;
+  extra?: Record<string, unknown>;
+}
+export interface SavedCheckpoint {
+  version: number;
+  round: number;
+  extra: Readonly<Record<string, unknown>>;
+  readFile(name: string): Uint8Array | null;
+}
 
 export type CheckpointAnnouncement = Message<'round-task'>['checkpoint'];
 
@@ -85,16 +101,46 @@ export class CheckpointService {
    * checked on the way; `guard` bounds its norm against the previous model's. Not yet current:
    * the DB commit comes first.
    */
-  writeModel(round: number, manifest: readonly WeightSpec[], produce: (sink: RunVisitor) => void, guard: EncodingGuard): CheckpointMeta {
+  writeModel(round: number, manifest: readonly WeightSpec[], produce: (sink: RunVisitor) => void, guard: EncodingGuard, attachments?: () => CheckpointAttachments): CheckpointMeta {
     let encoder: CheckingEncoder | null = null;
+    const files: Record<string, Uint8Array> = { [EXPERIMENT_FILE]: this.experimentFile };
+    let extra: Record<string, unknown> = {};
     return this.store.writeStreaming(
-      { experimentId: this.experimentId, round, files: { [EXPERIMENT_FILE]: this.experimentFile }, extra: () => ({ l2Norm: encoder?.l2Norm ?? 0 }) },
+      { experimentId: this.experimentId, round, files, extra: () => ({ ...extra, l2Norm: encoder?.l2Norm ?? 0 }) },
       (put) => {
         encoder = new CheckingEncoder(manifest, put, `global model of round ${round}`, guard);
         produce(encoder.visit);
         encoder.end();
+        // The strategy's state after producing this model (server-optimiser moments, privacy
+        // ledger) exists only now; the store writes `files` and `extra` after the artifact.
+        const attached = attachments?.() ?? {};
+        for (const [name, bytes] of Object.entries(attached.files ?? {})) {
+          if (!ATTACHMENT_NAME.test(name) || name === 'meta.json' || name in files) throw new PatchFedError('bad-checkpoint', `Checkpoint attachment name '${name}' is not allowed.`, { subject: name });
+          files[name] = bytes;
+        }
+        extra = { ...attached.extra };
       },
     );
+  }
+
+  /** The current version's saved state, for stateful strategies (Strategy.restore). */
+  savedState(): SavedCheckpoint {
+    const meta = this.latest.meta;
+    const dir = dirname(this.store.artifactPath(meta.version));
+    return {
+      version: meta.version,
+      round: meta.round,
+      extra: { ...meta.extra },
+      readFile: (name) => {
+        if (!ATTACHMENT_NAME.test(name)) return null;
+        try {
+          return readFileSync(join(dir, name));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+          throw new PatchFedError('checkpoint-read-failed', `Cannot read ${name} of checkpoint v${meta.version}: ${(e as Error).message}`, { subject: name, cause: e });
+        }
+      },
+    };
   }
 
   /**

@@ -11,6 +11,7 @@
  */
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
 import type { Experiment } from '../../shared/config/coordinator.ts';
+import { PRIVACY_BUDGET_EXHAUSTED } from '../privacy/index.ts';
 import type { Strategy } from '../strategies/index.ts';
 import type { RoundRecord, StateDb } from '../store/index.ts';
 import type { CheckpointService } from './checkpoint-service.ts';
@@ -29,6 +30,8 @@ const RETRY_PAUSE_MS = 1000;
 const MAX_STORAGE_RETRY_PAUSE_MS = 30_000;
 /** What an operator can do about a stopped experiment (README: maxRoundAttempts). */
 export const RESUME_HINT = 'to continue, raise experiment.maxRoundAttempts in the config and restart the coordinator, or restart it with --resume';
+/** What an operator can do about an experiment stopped by its ε budget. */
+export const PRIVACY_STOP_HINT = 'the last checkpoint is final; training on means spending more privacy (a larger strategy.dp.epsilonBudget), a decision for the data owners';
 
 export interface SchedulerContext {
   experiment: Experiment;
@@ -76,6 +79,8 @@ export class RoundScheduler {
       try {
         live = this.open(round);
       } catch (e) {
+        // Privacy: the strategy refuses a round that would take ε above the budget; the experiment ends here.
+        if (e instanceof PatchFedError && e.code === PRIVACY_BUDGET_EXHAUSTED) return this.stopExperiment(round, e.message, PRIVACY_STOP_HINT);
         if (!this.ctx.health?.noteFailure('rounds', `round ${round} could not be opened`, e)) throw e;
         await this.awaitStorage(null);
         continue;
@@ -87,10 +92,12 @@ export class RoundScheduler {
       if (outcome === 'stopped') {
         this.failQuietly(live.record, 'interrupted: the coordinator was stopped');
         this.live = null;
+        this.release(live);
         break;
       }
       const ok = this.closeRound(live);
       this.live = null;
+      this.release(live);
       if (!ok) await this.pause(RETRY_PAUSE_MS);
       if (this.ctx.health?.has('rounds')) await this.awaitStorage(live.record);
     }
@@ -118,9 +125,12 @@ export class RoundScheduler {
     this.wakeUp?.();
   }
 
-  /** How long an offline selected site may take to come back before the round stops waiting for it. */
+  /**
+   * How long an offline selected site may take to come back before the round stops waiting for
+   * it: long enough for a site whose connection dropped during a long training step to reconnect.
+   */
   private offlineGraceMs(): number {
-    return Math.min(30_000, (this.ctx.experiment.roundDeadlineSeconds * 1000) / 4);
+    return Math.min(300_000, (this.ctx.experiment.roundDeadlineSeconds * 1000) / 4);
   }
 
   // ---- round steps --------------------------------------------------------------------------
@@ -130,6 +140,8 @@ export class RoundScheduler {
     const sessions = this.ctx.sessions();
     const current = checkpoints.latest;
     const sites = this.ctx.enrolled.map((id) => ({ id, online: sessions.isOnline(id) }));
+    // Stateful strategies continue from what the current checkpoint saved (optimiser, privacy ledger).
+    strategy.restore?.(checkpoints.savedState());
     let plan;
     try {
       plan = strategy.configureFit(round, { manifest: current.manifest }, sites);
@@ -197,7 +209,7 @@ export class RoundScheduler {
       db.startAggregation(live.record.id);
       // One pass: the aggregate streams through the checks and the hash into the new version's file.
       const guard = { previousNorm: live.global.l2Norm, maxNormGrowth: exp.maxGlobalNormGrowth };
-      written = this.ctx.checkpoints.writeModel(live.round, live.global.manifest, (sink) => live.aggregator.finish(sink), guard);
+      written = this.ctx.checkpoints.writeModel(live.round, live.global.manifest, (sink) => live.aggregator.finish(sink), guard, () => live.aggregator.checkpointAttachments?.() ?? {});
       db.completeRound(live.record.id, written.version); // the durable "round complete"
     } catch (e) {
       const storage = this.ctx.health?.noteFailure('rounds', `round ${live.round} could not be recorded`, e) ?? false;
@@ -270,11 +282,20 @@ export class RoundScheduler {
     this.ctx.sessions().sendSigned(siteId, 'experiment-complete', { experimentId: this.ctx.experiment.id, round: this.end.round, checkpoint: this.ctx.checkpoints.latest.announcement });
   }
 
-  private stopExperiment(round: number, reason: string): ExperimentEnd {
+  private stopExperiment(round: number, reason: string, hint = RESUME_HINT): ExperimentEnd {
     this.end = { kind: 'stopped', round, reason };
     for (const [siteId, r] of this.outstanding) this.cancel(siteId, r, 'experiment-stopped', `The experiment stopped: ${reason}.`);
-    this.ctx.hub.note('experiment-stopped', { round, reason, message: `Experiment '${this.ctx.experiment.id}' stopped at round ${round}: ${reason}; ${RESUME_HINT}.` }, 'round-failed', 'error');
+    this.ctx.hub.note('experiment-stopped', { round, reason, message: `Experiment '${this.ctx.experiment.id}' stopped at round ${round}: ${reason}; ${hint}.` }, 'round-failed', 'error');
     return this.end;
+  }
+
+  /** The round attempt is over: the aggregator lets go of what it keeps on disk (retained updates). */
+  private release(live: LiveRound): void {
+    try {
+      live.aggregator.dispose?.();
+    } catch (e) {
+      this.ctx.log('warn', 'could not release the aggregation of a round', { round: live.round, error: errorMessage(e) });
+    }
   }
 
   private cancel(siteId: string, round: number, code: string, reason: string): void {

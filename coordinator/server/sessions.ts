@@ -1,8 +1,9 @@
 /**
- * Site connections: accounting (connection limit, handshake timeout), the challenge–response
- * handshake against the enrolled keys, and, once a site is authenticated, the services it may
- * use (checkpoint download, update upload, status / error / site-info events). One session per
- * site: a new authenticated connection replaces the old one.
+ * Site connections: the challenge–response handshake against the enrolled keys and, once a site
+ * is authenticated, the services it may use (checkpoint download, update upload, status / error /
+ * site-info events). One session per site: a new authenticated connection replaces the old one.
+ * What an unauthenticated connection may cost (slots, bytes, time) is the ConnectionGate's job;
+ * this module tells it when a site has authenticated.
  */
 import type { Server, Socket } from 'socket.io';
 import { errorMessage } from '../../shared/errors.ts';
@@ -13,8 +14,10 @@ import { signControl, type ControlBody, type SignedControlType } from '../../sha
 import type { HandlerTransport } from '../../shared/protocol/transport.ts';
 import type { StateDb } from '../store/index.ts';
 import type { CheckpointService } from './checkpoint-service.ts';
+import { clientKey, type ConnectionGate } from './connection-gate.ts';
 import type { EventHub } from './events.ts';
 import type { LiveRound } from './live-round.ts';
+import { handleRoundDecline } from './round-decline.ts';
 import type { Log } from './log.ts';
 import type { CoordinatorSetup } from './setup.ts';
 import { SocketRouter } from './socket-router.ts';
@@ -28,6 +31,7 @@ export interface SessionContext {
   uploads: UploadService;
   checkpoints: CheckpointService;
   experimentMessage: Message<'experiment'>;
+  gate: ConnectionGate;
   live(): LiveRound | null;
   /** After authentication and the experiment message (e.g. to send the current task). */
   onSiteOnline(siteId: string): void;
@@ -49,20 +53,11 @@ export interface SiteExtras {
 export class SiteSessions {
   private readonly sessions = new Map<string, SiteSession>();
   readonly extras = new Map<string, SiteExtras>();
-  private connections = 0;
 
   constructor(
     private readonly io: Server,
     private readonly ctx: SessionContext,
   ) {
-    const { limits } = ctx.setup.config;
-    io.use((socket, next) => {
-      if (this.connections >= limits.maxConnections) {
-        ctx.hub.note('connection-refused', { reason: 'connection-limit', message: `Refused a connection from ${socket.handshake.address}: the limit of ${limits.maxConnections} connections is reached.` }, null, 'warn');
-        return next(new Error('the coordinator is at its connection limit; retry later'));
-      }
-      next();
-    });
     io.on('connection', (socket) => this.accept(socket));
   }
 
@@ -99,29 +94,30 @@ export class SiteSessions {
   private accept(socket: Socket): void {
     const { ctx } = this;
     const { config, keys, sites } = ctx.setup;
-    this.connections++;
+    const client = clientKey(socket.handshake.address);
     const router = new SocketRouter(socket, {
       maxMessagesPerSecond: config.limits.maxMessagesPerSecond,
       log: ctx.log,
-      onAbuse: (reason) => ctx.hub.note('connection-refused', { reason, message: `Closed connection ${socket.id} from ${socket.handshake.address}: ${reason}.` }, null, 'warn'),
+      onAbuse: (reason) => ctx.hub.noteRepeated('abuse', 'connection-refused', { reason: 'abuse', message: `Closed connection ${socket.id} from ${client}: ${reason}.` }, null, 'warn', client),
     });
     let session: SiteSession | null = null;
     const detach: (() => void)[] = [];
-    const handshakeTimer = setTimeout(() => {
-      if (!router.isAuthenticated) router.close(`no authentication within ${config.limits.handshakeTimeoutSeconds} s`);
-    }, config.limits.handshakeTimeoutSeconds * 1000);
-    handshakeTimer.unref();
 
     detach.push(
       acceptSiteHandshake(router, {
         coordinatorKeys: keys,
         enrolledKeys: (id) => sites.get(id)?.keys,
         onRejected: (error) => {
-          ctx.hub.note('auth-failed', { siteId: error.subject, code: error.code, message: `Refused ${error.subject ? `site '${error.subject}'` : 'a connection'} from ${socket.handshake.address}: ${error.message}` }, 'enrol-refused', 'warn');
+          // Summarised per code (and per site when it is an enrolled one): an unknown site id is
+          // whatever the client chose, so it is a detail of the summary, not a key of its own.
+          const enrolled = error.subject !== undefined && sites.has(error.subject);
+          const key = enrolled ? `${error.code}|${error.subject}` : error.code;
+          const message = `Refused ${error.subject ? `site '${error.subject.slice(0, 64)}'` : 'a connection'} from ${client}: ${error.message}`;
+          ctx.hub.noteRepeated(key, 'auth-failed', { siteId: error.subject, code: error.code, message }, 'enrol-refused', 'warn', client);
           router.close(`authentication failed (${error.code})`, false);
         },
         onAuthenticated: (site) => {
-          clearTimeout(handshakeTimer);
+          ctx.gate.siteAuthenticated(socket.conn);
           router.markAuthenticated();
           session = { siteId: site.siteId, sessionId: site.sessionId, socket, router };
           const previous = this.sessions.get(site.siteId);
@@ -131,10 +127,12 @@ export class SiteSessions {
             previous.socket.disconnect(true);
           }
           detach.push(ctx.uploads.attach(router, { siteId: site.siteId, siteKeys: site.siteKeys }));
-          detach.push(serveCheckpoints(this.countingDownloads(router), (e, v) => ctx.checkpoints.lookup(e, v), config.limits.chunkBytes));
+          detach.push(serveCheckpoints(this.countingDownloads(router), (e, v) => ctx.checkpoints.source(e, v), config.limits.chunkBytes));
           detach.push(router.onEvent('status', (p) => this.onStatus(site.siteId, p)));
           detach.push(router.onEvent('error', (p) => this.onSiteError(site.siteId, p)));
           detach.push(router.onEvent('site-info', (p) => this.onSiteInfo(site.siteId, p)));
+          // round-decline: the site cannot take part in the open round, and says why (round-decline.ts).
+          detach.push(router.onEvent('round-decline', (p) => handleRoundDecline({ live: () => ctx.live(), hub: ctx.hub }, site, p)));
           try {
             ctx.db.setSiteOnline(site.siteId, true);
           } catch (e) {
@@ -152,8 +150,6 @@ export class SiteSessions {
     );
 
     socket.on('disconnect', (reason: string) => {
-      this.connections--;
-      clearTimeout(handshakeTimer);
       for (const off of detach) off();
       if (session && this.sessions.get(session.siteId) === session) {
         this.sessions.delete(session.siteId);

@@ -9,6 +9,7 @@ import type {
   DashboardCheckpoint,
   DashboardCurrentRound,
   DashboardEvent,
+  DashboardHealth,
   DashboardRoundRecord,
   DashboardSite,
   DashboardSnapshot,
@@ -29,6 +30,8 @@ export interface SnapshotContext {
   checkpoints: CheckpointService;
   sessions: () => SiteSessions;
   live: () => LiveRound | null;
+  /** Storage / DB health for the dashboard banner. */
+  health?: () => DashboardHealth;
 }
 
 interface CachedAttempt {
@@ -54,6 +57,7 @@ export class SnapshotProvider {
       rounds: this.history(attempts),
       checkpoints: this.checkpointList(),
       events: this.recentEvents(),
+      ...(this.ctx.health ? { health: this.ctx.health() } : {}),
     };
   }
 

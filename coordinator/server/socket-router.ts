@@ -5,6 +5,9 @@
  *  - only site message types; unknown names, numeric events and malformed argument lists are refused;
  *  - before authentication only `hello` and `auth` (anything else closes the connection);
  *  - a per-socket token bucket (limits.maxMessagesPerSecond); persistent abuse closes the connection;
+ *  - refusals are logged at warn level for authenticated sites only (a few per socket); for
+ *    unauthenticated sockets at debug level: the caller summarises those (onAbuse), since an
+ *    attacker can open any number of them;
  *  - every handler runs wrapped: a PatchFedError becomes an 'error' reply, anything else an
  *    'internal-error' reply plus a log line. The connection survives both.
  */
@@ -80,7 +83,7 @@ export class SocketRouter implements HandlerTransport {
   close(reason: string, abuse = true): void {
     if (this.closed) return;
     this.closed = true;
-    this.opts.log('warn', 'closing site connection', { socket: this.socket.id, reason });
+    this.opts.log(this.authenticated ? 'warn' : 'debug', 'closing site connection', { socket: this.socket.id, reason });
     if (abuse) this.opts.onAbuse?.(reason);
     setTimeout(() => this.socket.disconnect(true), 50).unref();
   }
@@ -148,7 +151,8 @@ export class SocketRouter implements HandlerTransport {
   }
 
   private noteRefusal(message: string): void {
-    if (this.refusalsLogged++ < MAX_LOGGED_REFUSALS) this.opts.log('warn', 'refused site message', { socket: this.socket.id, reason: message });
+    if (!this.authenticated) this.opts.log('debug', 'refused message before authentication', { socket: this.socket.id, reason: message });
+    else if (this.refusalsLogged++ < MAX_LOGGED_REFUSALS) this.opts.log('warn', 'refused site message', { socket: this.socket.id, reason: message });
   }
 
   private takeToken(): boolean {

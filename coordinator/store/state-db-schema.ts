@@ -83,4 +83,15 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX events_by_kind ON events(kind);
   `,
+  /* 2: operator resumes of a stopped experiment (patchfed coordinator --resume) */ `
+  -- Attempts of a round up to after_attempt no longer count towards maxRoundAttempts.
+  CREATE TABLE round_resumes (
+    id            INTEGER PRIMARY KEY,
+    experiment_id TEXT NOT NULL REFERENCES experiments(id),
+    round         INTEGER NOT NULL CHECK (round >= 1),
+    after_attempt INTEGER NOT NULL CHECK (after_attempt >= 0),
+    at            TEXT NOT NULL,
+    reason        TEXT NOT NULL
+  );
+  `,
 ];

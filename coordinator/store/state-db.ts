@@ -34,7 +34,11 @@ export type EventKind =
   | 'checkpoint-quarantined'
   | 'checkpoint-fallback'
   | 'checkpoint-removed'
-  | 'checkpoint-lost';
+  | 'checkpoint-lost'
+  | 'health'
+  | 'state-repaired'
+  | 'experiment-resumed'
+  | 'round-declined';
 
 export interface ExperimentRecord {
   id: string;
@@ -149,29 +153,62 @@ export interface RoundRetry {
 
 export interface StateDbOptions {
   now?: () => Date;
+  /**
+   * Integrity check of an existing file before using it: 'full' (PRAGMA integrity_check, the
+   * default: the DB is small and this runs once per start), 'quick' (quick_check) or 'none'.
+   */
+  integrityCheck?: 'full' | 'quick' | 'none';
 }
+
+/** Event log rows kept unless the coordinator config says otherwise (limits.maxEventRows). */
+export const DEFAULT_MAX_EVENT_ROWS = 20_000;
+const PRUNE_EVENTS_EVERY = 100;
+
+/** A state DB that failed its integrity check: the coordinator must not run on it. */
+export const STATE_DB_CORRUPT = 'state-db-corrupt';
 
 type Row = Record<string, unknown>;
 
 export class StateDb {
   private readonly db: Database.Database;
   private readonly now: () => Date;
+  /** True when this open created the schema (a new or empty file). */
+  readonly createdNew: boolean;
 
-  private constructor(db: Database.Database, now: () => Date) {
+  private constructor(db: Database.Database, now: () => Date, createdNew: boolean) {
     this.db = db;
     this.now = now;
+    this.createdNew = createdNew;
   }
 
-  /** Opens (creating if needed) and migrates the DB at `path` (':memory:' for tests). */
+  /**
+   * Opens (creating if needed) and migrates the DB at `path` (':memory:' for tests). An
+   * existing file is integrity-checked first: a corrupt one is refused (STATE_DB_CORRUPT) with
+   * the way out, instead of running on it and failing later in ways nobody notices.
+   */
   static open(path: string, options: StateDbOptions = {}): StateDb {
     let db: Database.Database;
     try {
       db = new Database(path);
+    } catch (e) {
+      throw new PatchFedError('state-db-unreadable', `State database ${path} cannot be opened: ${(e as Error).message}.`, { subject: path, cause: e });
+    }
+    let createdNew: boolean;
+    try {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
       db.pragma('foreign_keys = ON');
       db.pragma('busy_timeout = 5000');
+      const version = db.pragma('user_version', { simple: true }) as number;
+      createdNew = version === 0;
+      if (!createdNew && path !== ':memory:') {
+        const problem = integrityProblem(db, options.integrityCheck ?? 'full');
+        if (problem !== null) throw corruptDb(path, problem);
+      }
     } catch (e) {
+      db.close();
+      if (e instanceof PatchFedError) throw e;
+      if (isCorruptionError(e)) throw corruptDb(path, (e as Error).message, e);
       throw new PatchFedError('state-db-unreadable', `State database ${path} cannot be opened: ${(e as Error).message}.`, { subject: path, cause: e });
     }
     try {
@@ -179,9 +216,31 @@ export class StateDb {
     } catch (e) {
       db.close();
       if (e instanceof PatchFedError) throw e;
+      if (isCorruptionError(e)) throw corruptDb(path, (e as Error).message, e);
       throw new PatchFedError('state-db-unreadable', `State database ${path} cannot be migrated: ${(e as Error).message}.`, { subject: path, cause: e });
     }
-    return new StateDb(db, options.now ?? (() => new Date()));
+    return new StateDb(db, options.now ?? (() => new Date()), createdNew);
+  }
+
+  /**
+   * Integrity of the file at `path` read through a fresh read-only connection (so pages cached
+   * by a running connection cannot hide damage on disk): null when intact, else the problem.
+   */
+  static checkIntegrity(path: string, level: 'full' | 'quick' = 'quick'): string | null {
+    let db: Database.Database;
+    try {
+      db = new Database(path, { readonly: true, fileMustExist: true });
+    } catch (e) {
+      return isCorruptionError(e) ? (e as Error).message : null; // missing or locked: not our question
+    }
+    try {
+      return integrityProblem(db, level);
+    } catch (e) {
+      if (isCorruptionError(e)) return (e as Error).message;
+      throw e;
+    } finally {
+      db.close();
+    }
   }
 
   close(): void {
@@ -447,6 +506,57 @@ export class StateDb {
     });
   }
 
+  /**
+   * Repair only (`patchfed coordinator --repair` rebuilding a fresh DB from verified signed
+   * checkpoints): records `round` as complete with `checkpointVersion`. Rounds and versions must
+   * both advance past everything recorded, so the rebuilt history keeps the usual invariants.
+   */
+  restoreCompletedRound(input: { experimentId: string; round: number; checkpointVersion: number; completedAt?: string }): RoundRecord {
+    requireCount(input.round, 'round', 0);
+    requireCount(input.checkpointVersion, 'checkpoint version', 1);
+    return this.transaction(() => {
+      this.requireExperiment(input.experimentId);
+      const active = this.activeRound(input.experimentId);
+      if (active) throw new PatchFedError('round-active', `${describe(active)} is ${active.status}; a restored round cannot follow it.`, { subject: input.experimentId });
+      const last = this.lastCompleted(input.experimentId);
+      if (last && input.round <= last.round) {
+        throw new PatchFedError('round-out-of-order', `Experiment '${input.experimentId}': round ${input.round} does not follow the restored round ${last.round}.`, { subject: input.experimentId });
+      }
+      this.requireVersionAdvances(input.checkpointVersion);
+      const at = input.completedAt ?? this.stamp();
+      const attempt = this.nextAttempt(input.experimentId, input.round);
+      const id = this.db
+        .prepare(
+          `INSERT INTO rounds (experiment_id, round, attempt, status, started_at, ended_at, selected_sites_json, checkpoint_version, duration_ms)
+           VALUES (?, ?, ?, 'complete', ?, ?, '[]', ?, 0)`,
+        )
+        .run(input.experimentId, input.round, attempt, at, at, input.checkpointVersion).lastInsertRowid;
+      return this.getRound(Number(id))!;
+    });
+  }
+
+  /**
+   * An operator's `--resume`: attempts of `round` up to now no longer count towards
+   * maxRoundAttempts. Returns the attempt boundary (the highest attempt so far).
+   */
+  recordResume(experimentId: string, round: number, reason: string): number {
+    requireCount(round, 'round', 1);
+    requireText(reason, 'resume reason');
+    return this.transaction(() => {
+      this.requireExperiment(experimentId);
+      const row = this.db.prepare('SELECT MAX(attempt) AS a FROM rounds WHERE experiment_id = ? AND round = ?').get(experimentId, round) as { a: number | null };
+      const after = row.a ?? 0;
+      this.db.prepare('INSERT INTO round_resumes (experiment_id, round, after_attempt, at, reason) VALUES (?, ?, ?, ?, ?)').run(experimentId, round, after, this.stamp(), reason);
+      return after;
+    });
+  }
+
+  /** Attempts of `round` at or below this number were forgiven by a `--resume` (0 = none). */
+  resumeBoundary(experimentId: string, round: number): number {
+    const row = this.db.prepare('SELECT MAX(after_attempt) AS a FROM round_resumes WHERE experiment_id = ? AND round = ?').get(experimentId, round) as { a: number | null };
+    return row.a ?? 0;
+  }
+
   // ---- site updates and metrics ------------------------------------------------------------
 
   recordSiteUpdate(input: SiteUpdateInput): SiteUpdateRecord {
@@ -512,9 +622,42 @@ export class StateDb {
   }
 
   // ---- events ------------------------------------------------------------------------------
+  // The event log is bounded: at most `maxEventRows` rows (the newest), of which refused
+  // enrolments — what an unauthenticated client can cause — at most a tenth, so a flood of them
+  // never pushes the round history out. Pruned every PRUNE_EVENTS_EVERY inserts.
+
+  private maxEventRows = DEFAULT_MAX_EVENT_ROWS;
+  private eventsSincePrune = 0;
+
+  /** Sets the event log's row cap and prunes to it now. */
+  setEventRetention(maxEventRows: number): void {
+    if (!Number.isSafeInteger(maxEventRows) || maxEventRows < 10) throw new PatchFedError('bad-argument', `maxEventRows must be an integer >= 10, got ${maxEventRows}.`);
+    this.maxEventRows = maxEventRows;
+    this.pruneEvents();
+  }
+
+  /** Deletes the oldest events beyond the caps; returns how many rows went. */
+  pruneEvents(): number {
+    this.eventsSincePrune = 0;
+    const refusalCap = Math.max(1, Math.floor(this.maxEventRows / 10));
+    return this.db.transaction(() => {
+      const refusals = this.db
+        .prepare(`DELETE FROM events WHERE kind = 'enrol-refused' AND id <= (SELECT id FROM events WHERE kind = 'enrol-refused' ORDER BY id DESC LIMIT 1 OFFSET ?)`)
+        .run(refusalCap).changes;
+      const oldest = this.db.prepare('DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)').run(this.maxEventRows).changes;
+      return refusals + oldest;
+    })();
+  }
+
+  /** Rows in the event log (all kinds, or one). */
+  countEvents(kind?: EventKind): number {
+    const row = this.db.prepare('SELECT COUNT(*) AS n FROM events WHERE (? IS NULL OR kind = ?)').get(kind ?? null, kind ?? null) as Row;
+    return Number(row.n);
+  }
 
   recordEvent(input: EventInput): EventRecord {
     requireText(input.message, 'event message');
+    if (++this.eventsSincePrune >= PRUNE_EVENTS_EVERY) this.pruneEvents();
     const id = this.db
       .prepare('INSERT INTO events (at, kind, experiment_id, round, site_id, message) VALUES (?, ?, ?, ?, ?, ?)')
       .run(this.stamp(), input.kind, input.experimentId ?? null, input.round ?? null, input.siteId ?? null, input.message).lastInsertRowid;
@@ -613,6 +756,28 @@ function migrate(db: Database.Database, path: string): void {
       db.pragma(`user_version = ${v + 1}`);
     })();
   }
+}
+
+/** null when intact, else what the check found (first lines). */
+function integrityProblem(db: Database.Database, level: 'full' | 'quick' | 'none'): string | null {
+  if (level === 'none') return null;
+  const rows = db.pragma(level === 'full' ? 'integrity_check(20)' : 'quick_check(20)') as Record<string, unknown>[];
+  const lines = rows.map((r) => String(Object.values(r)[0]));
+  return lines.length === 1 && lines[0] === 'ok' ? null : lines.slice(0, 5).join('; ');
+}
+
+function isCorruptionError(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code === 'SQLITE_CORRUPT' || code.startsWith('SQLITE_CORRUPT_') || code === 'SQLITE_NOTADB');
+}
+
+function corruptDb(path: string, detail: string, cause?: unknown): PatchFedError {
+  return new PatchFedError(
+    STATE_DB_CORRUPT,
+    `State database ${path} is corrupt (${detail.slice(0, 300)}); the coordinator does not run on it. ` +
+      `Run 'patchfed coordinator --config <your config> --repair': it moves the damaged file aside (nothing is deleted) and rebuilds the state from the signed checkpoints.`,
+    { subject: path, cause },
+  );
 }
 
 function describe(r: RoundRecord): string {

@@ -1,9 +1,14 @@
-export type { Aggregator, FitInstructions, FitPlan, Rng, SiteInfo, Strategy, StrategyName } from './types.ts';
+export type { Aggregator, CheckpointAttachments, FitInstructions, FitPlan, Rng, SavedCheckpoint, SiteInfo, Strategy, StrategyName } from './types.ts';
 export { SampleWeightedStrategy, DEFAULT_SAMPLING, type SamplingPolicy } from './sample-weighted.ts';
 export { fedAvg } from './fedavg.ts';
 export { fedProx } from './fedprox.ts';
 export { fedBN, FEDBN_LOCAL_ROLES } from './fedbn.ts';
-export { createStrategy } from './config.ts';
+export { createStrategy, serverOptimizerSpec, type StrategyOptions } from './config.ts';
 export { StreamingWeightedMean, type StreamingMeanOptions } from './streaming-mean.ts';
 export { sampleSites, sampleSize, type SamplingOptions } from './sampling.ts';
 export { roundRng } from './rng.ts';
+export { RobustAggregator, RobustStrategy, DEFAULT_SLICE_BUDGET_BYTES, type RobustRule, type SliceStats } from './robust.ts';
+export { DifferentiallyPrivateStrategy } from './differential-privacy.ts';
+export { DpSumAggregator } from './dp-sum.ts';
+export { ServerOptimizedStrategy, optimisedLayout } from './server-optimized.ts';
+export { SERVER_OPTIMIZER_FILE } from './server-optimizer-file.ts';

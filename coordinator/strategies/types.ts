@@ -46,6 +46,29 @@ export interface Aggregator {
    * usual sink, so the new model never needs to be held whole in memory.
    */
   finish(sink: RunVisitor): void;
+  /**
+   * Stateful strategies: what the checkpoint finish() produced carries besides the weights
+   * (server-optimiser moments, the privacy ledger). Called once, right after finish().
+   */
+  checkpointAttachments?(): CheckpointAttachments;
+  /** Releases what the aggregation holds on disk (retained update files); called when the round attempt ends, whatever its outcome. */
+  dispose?(): void;
+}
+
+/** Files published in the checkpoint's version directory, and entries for its meta.json `extra`. */
+export interface CheckpointAttachments {
+  files?: Record<string, Uint8Array>;
+  extra?: Record<string, unknown>;
+}
+
+/** The checkpoint a round starts from, as a stateful strategy reads its saved state from it. */
+export interface SavedCheckpoint {
+  version: number;
+  round: number;
+  /** meta.json `extra`: l2Norm and whatever CheckpointAttachments.extra added. */
+  extra: Readonly<Record<string, unknown>>;
+  /** A file published with the checkpoint (CheckpointAttachments.files), or null when it has none of that name. */
+  readFile(name: string): Uint8Array | null;
 }
 
 export interface Strategy {
@@ -53,4 +76,11 @@ export interface Strategy {
   configureFit(round: number, global: { manifest: readonly WeightSpec[] }, sites: readonly SiteInfo[], rng?: Rng): FitPlan;
   /** `global` is the round's global model (on the coordinator: read from its checkpoint file). */
   beginAggregation(round: number, global: GlobalValues): Aggregator;
+  /**
+   * Stateful strategies (server optimisers, DP accounting): adopt the state saved with the
+   * checkpoint the next round starts from. The scheduler calls it before every configureFit, so
+   * a restarted coordinator, or a round retried after a failed aggregation, continues exactly
+   * from what was committed.
+   */
+  restore?(checkpoint: SavedCheckpoint): void;
 }

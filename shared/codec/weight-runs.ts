@@ -4,7 +4,9 @@
  * site side) or in a spool file on the coordinator's disk (an upload). Reading a file goes
  * through the one PFW parser with a fixed-size buffer, so memory stays O(buffer), not O(model).
  */
-import { open } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdir, open, rename } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { PatchFedError } from '../errors.ts';
 import { sizeOf, type NamedWeights, type WeightSpec } from '../weights.ts';
 import { checkManifestMatches } from './manifest.ts';
@@ -16,7 +18,17 @@ export interface WeightRuns {
   readonly manifest: readonly WeightSpec[];
   /** Visits every value once, in manifest order; each run is valid only during its call. */
   forEachRun(visit: RunVisitor): Promise<void>;
+  /**
+   * File-backed runs only: hands the file over to the caller, for aggregators that need every
+   * update at once (coordinate-wise median). The file moves into `directory` (default: a
+   * `retained/` directory beside it), so whoever spooled it no longer deletes it; returns the new
+   * path, which forEachRun reads from now on. The caller deletes the file when done.
+   */
+  retain?(directory?: string): Promise<string>;
 }
+
+/** Where retain() moves a spool file by default, beside it (the coordinator's uploads directory is wiped at start). */
+export const RETAINED_DIR = 'retained';
 
 export function inMemoryRuns(weights: NamedWeights): WeightRuns {
   return {
@@ -34,8 +46,20 @@ const READ_BUFFER_BYTES = 1024 * 1024;
  * values were inspected when the file was written). Every pass reads the file once.
  */
 export function fileRuns(path: string, manifest: readonly WeightSpec[], source: string): WeightRuns {
+  let current = path;
   return {
     manifest,
+    retain: async (directory = join(dirname(path), RETAINED_DIR)) => {
+      const target = join(directory, `${basename(path)}-${randomUUID()}.pfw`);
+      try {
+        await mkdir(directory, { recursive: true });
+        await rename(current, target);
+      } catch (e) {
+        throw new PatchFedError('spool-unreadable', `${source}: cannot keep ${current} for aggregation: ${(e as Error).message}`, { subject: current, cause: e });
+      }
+      current = target;
+      return target;
+    },
     forEachRun: async (visit) => {
       const parser = new WeightsStreamParser(
         {
@@ -44,8 +68,8 @@ export function fileRuns(path: string, manifest: readonly WeightSpec[], source: 
         },
         { source },
       );
-      const file = await open(path, 'r').catch((e: unknown) => {
-        throw new PatchFedError('spool-unreadable', `${source}: cannot open ${path}: ${(e as Error).message}`, { subject: path, cause: e });
+      const file = await open(current, 'r').catch((e: unknown) => {
+        throw new PatchFedError('spool-unreadable', `${source}: cannot open ${current}: ${(e as Error).message}`, { subject: current, cause: e });
       });
       try {
         const buffer = new Uint8Array(READ_BUFFER_BYTES);

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { assessDashboardToken } from './dashboard-token.ts';
 import { ModelSpecSchema } from './model.ts';
 import { StrategySpecSchema } from './strategy.ts';
+import { AggregationSpecSchema, secureAggregationProblem } from './aggregation.ts';
 
 /** What the consortium trains: declared once, in the coordinator's config. */
 export const ExperimentSchema = z
@@ -29,6 +30,8 @@ export const ExperimentSchema = z
     maxRoundAttempts: z.number().int().positive().default(3),
     /** Aggregation strategy (shared/config/strategy.ts): fedavg, fedprox (with mu) or fedbn. */
     strategy: StrategySpecSchema.default({ name: 'fedavg' }),
+    /** How updates are combined: `{ secure: { threshold } }` turns on secure aggregation (shared/config/aggregation.ts). */
+    aggregation: AggregationSpecSchema.optional(),
     /** Reject updates whose L2 distance from the global model exceeds this (0 = off). */
     updateNormBound: z.number().min(0).default(0),
     /**
@@ -110,5 +113,11 @@ export const CoordinatorConfigSchema = z
       .default(LIMIT_DEFAULTS),
     experiment: ExperimentSchema,
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Secure aggregation's threshold depends on how many sites are enrolled (aggregation.ts).
+    const secure = c.experiment.aggregation?.secure;
+    const problem = secure ? secureAggregationProblem(secure, c.experiment, c.sites.length) : null;
+    if (problem) ctx.addIssue({ code: 'custom', path: ['experiment', 'aggregation', 'secure'], message: problem });
+  });
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfigSchema>;

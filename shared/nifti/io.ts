@@ -1,17 +1,22 @@
 /**
- * Getting NIfTI bytes off disk: header bytes only, or header + the voxel bytes in one buffer of
- * exactly the promised size. Gzip is detected from content, decompressed as a stream, and never
- * buffered beyond what the header promises, so a lying or hostile file cannot exhaust memory.
+ * Getting NIfTI bytes off disk: header bytes only, header + the voxel bytes in one buffer of
+ * exactly the promised size, or the voxel bytes streamed through a sink chunk by chunk. Gzip is
+ * detected from content, decompressed as a stream, and never buffered beyond what the header
+ * promises; whatever is allocated is checked against the memory budget first (budget.ts), so a
+ * lying or hostile file cannot exhaust memory.
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { open, type FileHandle } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { PatchFedError, isPatchFedError } from '../errors.ts';
+import { checkMemoryBudget } from './budget.ts';
 import { NIFTI2_HEADER_SIZE, parseNiftiHeader } from './header.ts';
 import type { NiftiHeader, NiftiReadOptions } from './types.ts';
 
 const CHUNK_BYTES = 1 << 16;
+/** Read size for uncompressed files when streaming (the sink sees chunks of at most this). */
+const PLAIN_CHUNK_BYTES = 1 << 20;
 /**
  * After the voxels, keep decompressing at most this much to reach the gzip trailer and so
  * detect truncation/CRC errors; beyond it we stop (trailing junk is not worth a decompression bomb).
@@ -54,12 +59,21 @@ function shortData(file: string, header: NiftiHeader, got: number): PatchFedErro
 }
 
 /** The voxel buffer, refused cleanly when it cannot exist. */
-function allocateVoxelBytes(file: string, n: number): Uint8Array {
+export function allocateVoxelBytes(file: string, n: number): Uint8Array {
+  return allocate(file, n, 1, (k) => new Uint8Array(k));
+}
+
+/** `n` float32 values (scaled voxels), refused cleanly when they cannot exist. */
+export function allocateFloat32(file: string, n: number): Float32Array {
+  return allocate(file, n, 4, (k) => new Float32Array(k));
+}
+
+function allocate<T>(file: string, n: number, width: number, make: (n: number) => T): T {
   const tooLarge = () =>
-    new PatchFedError('NIFTI_TOO_LARGE', `${file}: ${n} bytes of voxel data cannot be allocated`, { subject: file });
-  if (n > bufferConstants.MAX_LENGTH) throw tooLarge();
+    new PatchFedError('NIFTI_TOO_LARGE', `${file}: ${n * width} bytes of voxel data cannot be allocated`, { subject: file });
+  if (n * width > bufferConstants.MAX_LENGTH) throw tooLarge();
   try {
-    return new Uint8Array(n);
+    return make(n);
   } catch (e) {
     if (e instanceof RangeError) throw tooLarge();
     throw e;
@@ -150,28 +164,54 @@ export async function readHeaderBytes(file: string): Promise<{ bytes: Uint8Array
   }
 }
 
-async function readPlain(fh: FileHandle, file: string, size: number, opts: NiftiReadOptions): Promise<NiftiBytes> {
+/**
+ * Where the voxel bytes of a file go, in order, as they are read or decompressed. `begin` sees
+ * the validated header before any voxel byte (and may refuse it: nothing has been allocated);
+ * `write` must copy what it keeps, the chunk is reused.
+ */
+export interface VoxelSink {
+  begin(header: NiftiHeader): void;
+  /** Bytes [offset, offset + bytes.length) of the header.dataBytes voxel bytes. */
+  write(bytes: Uint8Array, offset: number): void;
+  /** After the last byte, once the data is known complete. */
+  end?(): void;
+}
+
+export interface PumpResult {
+  header: NiftiHeader;
+  compressed: boolean;
+  fileSizeBytes: number;
+}
+
+/** Header plus the voxel bytes through `sink` in chunks of at most PLAIN_CHUNK_BYTES; refuses truncated data. */
+async function pumpPlain(fh: FileHandle, file: string, size: number, opts: NiftiReadOptions, sink: VoxelSink): Promise<PumpResult> {
   const head = new Uint8Array(Math.min(NIFTI2_HEADER_SIZE, size));
   const headLength = await readAt(fh, file, head, 0);
   const header = parseNiftiHeader(head.subarray(0, headLength), file, opts);
   const available = Math.max(0, size - header.voxOffset);
   if (available < header.dataBytes) throw shortData(file, header, available);
-  const data = allocateVoxelBytes(file, header.dataBytes);
-  const got = await readAt(fh, file, data, header.voxOffset);
-  if (got < header.dataBytes) throw shortData(file, header, got); // file shrank while reading
-  return { header, data, compressed: false, fileSizeBytes: size };
+  sink.begin(header);
+  const chunk = new Uint8Array(Math.min(PLAIN_CHUNK_BYTES, Math.max(1, header.dataBytes)));
+  for (let done = 0; done < header.dataBytes; ) {
+    const part = chunk.subarray(0, Math.min(chunk.length, header.dataBytes - done));
+    const got = await readAt(fh, file, part, header.voxOffset + done);
+    if (got < part.length) throw shortData(file, header, done + got); // file shrank while reading
+    sink.write(part, done);
+    done += got;
+  }
+  sink.end?.();
+  return { header, compressed: false, fileSizeBytes: size };
 }
 
 /**
- * Stream-decompress: parse the header from the first bytes, allocate exactly the promised voxel
- * bytes, copy each decompressed chunk's overlap with [vox_offset, vox_offset + dataBytes) into it.
+ * Stream-decompress: parse the header from the first bytes, then hand each decompressed chunk's
+ * overlap with [vox_offset, vox_offset + dataBytes) to the sink.
  */
-async function readGzip(file: string, size: number, opts: NiftiReadOptions): Promise<NiftiBytes> {
+async function pumpGzip(file: string, size: number, opts: NiftiReadOptions, sink: VoxelSink): Promise<PumpResult> {
   const { gunzip, close } = gunzipFile(file);
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   let header: NiftiHeader | undefined;
-  let data: Uint8Array = new Uint8Array(0);
   let position = 0; // decompressed bytes consumed so far
   let filled = 0;
 
@@ -185,7 +225,7 @@ async function readGzip(file: string, size: number, opts: NiftiReadOptions): Pro
         { subject: file },
       );
     }
-    data = allocateVoxelBytes(file, header.dataBytes);
+    sink.begin(header);
     for (const part of pending) consume(part);
     pending = [];
   };
@@ -194,7 +234,7 @@ async function readGzip(file: string, size: number, opts: NiftiReadOptions): Pro
     const from = Math.max(position, h.voxOffset);
     const to = Math.min(position + chunk.length, h.voxOffset + h.dataBytes);
     if (to > from) {
-      data.set(chunk.subarray(from - position, to - position), from - h.voxOffset);
+      sink.write(chunk.subarray(from - position, to - position), from - h.voxOffset);
       filled += to - from;
     }
     position += chunk.length;
@@ -219,19 +259,41 @@ async function readGzip(file: string, size: number, opts: NiftiReadOptions): Pro
   }
   const h = header as NiftiHeader;
   if (filled < h.dataBytes) throw shortData(file, h, filled);
-  return { header: h, data, compressed: true, fileSizeBytes: size };
+  sink.end?.();
+  return { header: h, compressed: true, fileSizeBytes: size };
 }
 
-/** Header plus exactly the promised voxel bytes; refuses broken files before allocating. */
-export async function readNiftiBytes(file: string, opts: NiftiReadOptions = {}): Promise<NiftiBytes> {
+/**
+ * Reads a .nii / .nii.gz and passes its voxel bytes to `sink` in file order, never holding more
+ * than a chunk: what the sink keeps is the only memory the read costs. Broken files are refused
+ * (truncation, corrupt gzip) like readNiftiBytes does.
+ */
+export async function pumpNiftiVoxels(file: string, opts: NiftiReadOptions, sink: VoxelSink): Promise<PumpResult> {
   const fh = await openFile(file);
   let size: number;
   try {
     const sniffed = await sniff(fh, file);
-    if (!sniffed.compressed) return await readPlain(fh, file, sniffed.size, opts);
+    if (!sniffed.compressed) return await pumpPlain(fh, file, sniffed.size, opts, sink);
     size = sniffed.size;
   } finally {
     await fh.close();
   }
-  return readGzip(file, size, opts);
+  return pumpGzip(file, size, opts, sink);
+}
+
+/**
+ * Header plus exactly the promised voxel bytes; refuses broken files, and files whose decoding
+ * would need more than the memory budget (`need(header)` bytes, default the voxel bytes
+ * themselves), before allocating.
+ */
+export async function readNiftiBytes(file: string, opts: NiftiReadOptions = {}, need: (h: NiftiHeader) => number = (h) => h.dataBytes): Promise<NiftiBytes> {
+  let data: Uint8Array = new Uint8Array(0);
+  const result = await pumpNiftiVoxels(file, opts, {
+    begin: (header) => {
+      checkMemoryBudget(file, header, need(header), opts.maxMemoryBytes, 'decoding it');
+      data = allocateVoxelBytes(file, header.dataBytes);
+    },
+    write: (bytes, offset) => data.set(bytes, offset),
+  });
+  return { ...result, data };
 }

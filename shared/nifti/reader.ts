@@ -1,12 +1,16 @@
 /**
  * Reading NIfTI volumes. Peak memory for one volume: the stored voxels once (byte order fixed in
- * place) plus, when the header asks for scaling, the Float32Array of scaled values.
+ * place), or, when the header asks for scaling, the Float32Array of scaled values alone (raw
+ * values are scaled batch by batch as they stream in). Either is checked against the memory
+ * budget (opts.maxMemoryBytes) before it is allocated.
  */
-import type { Volume } from '../volume.ts';
-import { assertFinite, rawVoxels, scaleToFloat32 } from './decode.ts';
-import { parseNiftiHeader } from './header.ts';
-import { readHeaderBytes, readNiftiBytes } from './io.ts';
+import type { Volume, VoxelArray } from '../volume.ts';
+import { checkMemoryBudget } from './budget.ts';
+import { assertFinite, rawVoxels } from './decode.ts';
+import { effectiveIntercept, parseNiftiHeader } from './header.ts';
+import { allocateFloat32, allocateVoxelBytes, pumpNiftiVoxels, readHeaderBytes } from './io.ts';
 import type { NiftiHeader, NiftiReadOptions, NiftiVolume } from './types.ts';
+import { VALUE_BATCH_VOXELS, voxelValueSink } from './voxel-stream.ts';
 
 /**
  * Header only, validated (shape, datatype, geometry, voxel budget). For .nii.gz only the first
@@ -15,7 +19,9 @@ import type { NiftiHeader, NiftiReadOptions, NiftiVolume } from './types.ts';
  */
 export async function readNiftiHeader(path: string, opts: NiftiReadOptions = {}): Promise<NiftiHeader> {
   const { bytes } = await readHeaderBytes(path);
-  return parseNiftiHeader(bytes, path, opts);
+  const header = parseNiftiHeader(bytes, path, opts);
+  checkMemoryBudget(path, header, decodedBytes(header), opts.maxMemoryBytes, 'decoding it');
+  return header;
 }
 
 /** Bytes readNifti's `data` will occupy for this header: float32 when scaling applies, else the stored type. */
@@ -29,10 +35,37 @@ export function decodedBytes(header: NiftiHeader): number {
  * NiftiVolume). Float data (stored or scaled) containing NaN/Inf is refused.
  */
 export async function readNifti(path: string, opts: NiftiReadOptions = {}): Promise<NiftiVolume> {
-  const { header, data: bytes } = await readNiftiBytes(path, opts);
-  const raw = rawVoxels(header, bytes);
+  let raw: Uint8Array = new Uint8Array(0);
+  let scaledOut: Float32Array | null = null;
+  let slope = 1;
+  let inter = 0;
+  // Scaled files: raw values are scaled batch by batch as they stream in, never held whole.
+  const scaler = voxelValueSink({
+    begin: () => {},
+    values: (values: VoxelArray, first: number) => {
+      const out = scaledOut;
+      if (!out) return;
+      for (let k = 0; k < values.length; k++) out[first + k] = values[k] * slope + inter;
+    },
+  });
+  const { header } = await pumpNiftiVoxels(path, opts, {
+    begin: (h) => {
+      const batch = h.scaling.applied ? Math.min(VALUE_BATCH_VOXELS, h.voxelCount) * 8 : 0;
+      checkMemoryBudget(path, h, decodedBytes(h) + batch, opts.maxMemoryBytes, 'decoding it');
+      if (h.scaling.applied) {
+        slope = h.scaling.slope;
+        inter = effectiveIntercept(h.scaling);
+        scaledOut = allocateFloat32(path, h.voxelCount);
+        scaler.begin(h);
+      } else {
+        raw = allocateVoxelBytes(path, h.dataBytes);
+      }
+    },
+    write: (bytes, offset) => (scaledOut ? scaler.write(bytes, offset) : raw.set(bytes, offset)),
+    end: () => (scaledOut ? scaler.end?.() : undefined),
+  });
   const scaled = header.scaling.applied;
-  const data = scaled ? scaleToFloat32(raw, header.scaling) : raw;
+  const data: VoxelArray = scaledOut ?? rawVoxels(header, raw);
   assertFinite(path, data, header.dims, header.datatype, scaled);
   return {
     data,

@@ -1,12 +1,19 @@
 import type { AffineSource, Geometry, Mat4 } from '../geometry.ts';
 import type { DatatypeName, Volume, VoxelArray } from '../volume.ts';
 
-/** Default ceiling on voxels per file; a header promising more is refused before any allocation. */
+/** Absolute ceiling on voxels per file (whatever the budget); a header promising more is refused before any allocation. */
 export const DEFAULT_MAX_VOXELS = 1.5e9;
+/** Memory a NIfTI read may use when no budget is given: 2 GiB. */
+export const DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024 ** 3;
 
 export interface NiftiReadOptions {
   /** Refuse files whose header promises more voxels than this (all channels). Default 1.5e9. */
   maxVoxels?: number;
+  /**
+   * Memory budget of the read in bytes (default DEFAULT_MEMORY_BUDGET_BYTES): a file whose
+   * decoding needs more (decodedBytes(header)) is refused with NIFTI_TOO_LARGE before allocating.
+   */
+  maxMemoryBytes?: number;
 }
 
 /** Intensity scaling as the header states it; `applied` says whether readNifti scales the voxels. */

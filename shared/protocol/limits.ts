@@ -4,8 +4,12 @@
  */
 import { SEAL_OVERHEAD_BYTES } from '../crypto/seal.ts';
 
-/** 2: signed control messages, fit instructions in round tasks. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * 2: signed control messages, fit instructions in round tasks.
+ * 3: secure aggregation (secagg-* messages, masked ring-vector uploads): a version-2 site would
+ *    send plain weights into a round whose coordinator may only ever see masked vectors.
+ */
+export const PROTOCOL_VERSION = 3;
 
 const MiB = 1024 * 1024;
 /** Chunk sizes for update uploads and checkpoint downloads (plaintext bytes per chunk). */
@@ -30,3 +34,9 @@ export const MAX_MESSAGE_DEPTH = 8;
 export const MAX_ARRAY_LENGTH = 256;
 export const MAX_ERROR_TEXT = 1000;
 export const MAX_DICE_LABELS = 64;
+/**
+ * Sites in one secure-aggregation round: bounds the roster, the share envelopes a site sends or
+ * receives and the shares it reveals (each list is one message; 128 entries of ids, 32-byte keys
+ * and 176-byte envelopes stay far inside MAX_CONTROL_MESSAGE_BYTES and MAX_CIPHERTEXT_BYTES).
+ */
+export const MAX_SECAGG_SITES = 128;

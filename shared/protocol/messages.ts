@@ -17,6 +17,11 @@
  *   ← experiment       (pushed after auth: the signed experiment description)
  *   ← round-cancel     (pushed: stop working on a round that closed without this site)
  *   ← experiment-complete (pushed after the last round: the final signed checkpoint)
+ *   secure aggregation (fit.secureAggregation in the task; signed both ways, bound to round + attempt):
+ *   secagg-keys        ack secagg-ack | error   (step 0: fresh public keys)
+ *   ← secagg-roster    (pushed: every site's keys)        secagg-shares  ack secagg-ack | error
+ *   ← secagg-envelopes (pushed: shares for this site)     then update-* with payload 'secagg-ring'
+ *   ← secagg-unmask    (pushed: who dropped/survived)     secagg-reveal  ack secagg-ack | error
  *
  * Wire vs typed form: keys, nonces and signatures travel as base64 strings, bulk data as binary
  * attachments (Buffer / ArrayBuffer / Uint8Array). `parseMessage` turns the wire form into typed
@@ -27,6 +32,9 @@ import { PatchFedError } from '../errors.ts';
 import { SEAL_NONCE_BYTES, SEAL_OVERHEAD_BYTES, SIGNATURE_BYTES } from '../crypto/seal.ts';
 import { canonicalJson, transcript } from '../crypto/encoding.ts';
 import { StrategySpecSchema } from '../config/strategy.ts';
+import { AggregationSpecSchema } from '../config/aggregation.ts';
+import { ENVELOPE_BYTES } from '../secagg/share-envelope.ts';
+import { FIELD_BYTES } from '../secagg/shamir.ts';
 import { tensorNameSchema } from '../codec/manifest.ts';
 import {
   MAX_ARRAY_LENGTH,
@@ -38,6 +46,7 @@ import {
   MAX_MESSAGE_DEPTH,
   MAX_PAYLOAD_BYTES,
   MIN_CHUNK_BYTES,
+  MAX_SECAGG_SITES,
   PROTOCOL_VERSION,
 } from './limits.ts';
 
@@ -106,11 +115,39 @@ export type Metrics = z.output<typeof metricsSchema>;
  * What one selected site is told to do in a round: exactly what the strategy's configureFit
  * returned for it (Flower's FitIns config). New strategies add their per-site fields here.
  */
+/**
+ * Secure aggregation's parameters for one round (shared/secagg): the site masks its update with
+ * them instead of sending weights. Set by the coordinator's secure strategy wrapper; the site checks
+ * that the sum of maxSites values cannot overflow before it uses them.
+ */
+export const secureAggregationFitSchema = z.strictObject({
+  /** t of the round's Shamir sharing. */
+  threshold: z.int().min(2).max(MAX_SECAGG_SITES),
+  /** Most sites whose sum the fixed-point encoding must hold without overflow (the enrolled sites). */
+  maxSites: z.int().min(2).max(MAX_SECAGG_SITES),
+  /** Fixed-point scale 2^scaleBits. */
+  scaleBits: z.int().min(0).max(30),
+  /** Elements of ω·Δ are clamped to [−clipRange, clipRange]. */
+  clipRange: z.number().min(1).max(1e6),
+  /** ω = min(samples / sampleCap, 1). */
+  sampleCap: z.int().min(1).max(1_000_000_000),
+  /** SecAgg+ neighbours per site (absent: every site of the round). */
+  neighbours: z.int().min(2).max(MAX_SECAGG_SITES).optional(),
+});
+export type SecureAggregationFit = z.output<typeof secureAggregationFitSchema>;
+
 export const fitInstructionsSchema = z.strictObject({
   /** FedProx μ: the site adds (μ/2)·||w − w_global||² to its loss; 0 = plain local training. */
   proximalMu: z.number().min(0).max(1000),
   /** Tensors of the global model the site keeps its own values of (FedBN: every norm tensor). */
   localTensors: z.array(tensorNameSchema).max(MAX_ARRAY_LENGTH),
+  /** Secure aggregation: mask the update with these parameters and upload the masked ring vector. */
+  secureAggregation: secureAggregationFitSchema.optional(),
+  /**
+   * Site-level DP (DP-FedAvg): clip the update delta (every tensor but localTensors) to L2 norm
+   * clipNorm before it is encoded; with noiseStd (distributed DP) then add N(0, noiseStd²) per value.
+   */
+  dp: z.strictObject({ clipNorm: z.number().gt(0).max(1e6), noiseStd: z.number().min(0).max(1e6).optional() }).optional(),
 });
 export type FitInstructions = z.output<typeof fitInstructionsSchema>;
 
@@ -153,6 +190,8 @@ export const experimentDescriptionSchema = z.strictObject({
   localSteps: z.int().min(1).max(10_000_000),
   learningRate: z.number().positive().max(1000),
   strategy: StrategySpecSchema,
+  /** Secure aggregation etc. (absent: plain aggregation); a site refuses a plain task when it says secure. */
+  aggregation: AggregationSpecSchema.optional(),
   seed: z.int(),
 });
 export type ExperimentDescription = z.output<typeof experimentDescriptionSchema>;
@@ -171,6 +210,16 @@ const signedCheckpointSchema = z.strictObject({
   /** Coordinator signature over experimentId, version, size, sha256 (crypto/seal.ts signCheckpoint). */
   signature: base64Bytes(SIGNATURE_BYTES),
 });
+
+// ---- secure aggregation (shared/secagg; README "Secure aggregation") ----
+
+const secaggAttempt = z.int().min(1).max(1_000_000);
+const secaggSiteList = z.array(siteIdSchema).max(MAX_SECAGG_SITES);
+/** A share envelope as it travels: nonce ‖ XSalsa20-Poly1305 ciphertext (share-envelope.ts), opaque to the coordinator. */
+const envelopeBox = binary(ENVELOPE_BYTES, ENVELOPE_BYTES);
+/** One revealed Shamir share of `owner`'s secret: x-coordinate and the 66-byte field element. */
+const revealedShareSchema = z.strictObject({ owner: siteIdSchema, x: z.int().min(1).max(MAX_SECAGG_SITES), y: base64Bytes(FIELD_BYTES) });
+const distinctIds = (ids: readonly string[]) => new Set(ids).size === ids.length;
 
 function chunkCountMatches(m: { totalBytes: number; chunkBytes: number; chunkCount: number }): boolean {
   return m.chunkCount === Math.ceil(m.totalBytes / m.chunkBytes);
@@ -205,6 +254,8 @@ const siteSchemas = {
       chunkCount: z.int().min(1).max(maxChunkCount),
       /** sha256 of the whole plaintext payload, checked at commit. */
       sha256: sha256HexSchema,
+      /** What the payload is: PFW weights (absent) or a masked secure-aggregation ring vector (shared/secagg/ring-payload.ts). */
+      payload: z.enum(['weights', 'secagg-ring']).optional(),
     })
     .refine(chunkCountMatches, { message: 'chunkCount must equal ceil(totalBytes / chunkBytes)', path: ['chunkCount'] }),
   'update-resume': z.strictObject({ transferId: transferIdSchema }),
@@ -249,6 +300,36 @@ const siteSchemas = {
     attempt: z.int().min(1).max(1_000_000),
     code: errorCodeSchema,
     reason: errorTextSchema,
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  /**
+   * Secure aggregation, step 0: the site's fresh X25519 public keys for this round attempt. The
+   * secagg-* requests are signed by the site's enrolled key over experiment, site and content
+   * (shared/secagg/wire-signing.ts), like an update commit, and bound to round and attempt.
+   */
+  'secagg-keys': z.strictObject({
+    round,
+    attempt: secaggAttempt,
+    maskPublicKey: base64Bytes(32),
+    sharePublicKey: base64Bytes(32),
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  /** Step 1: one encrypted share bundle per neighbour, for the coordinator to relay. */
+  'secagg-shares': z.strictObject({
+    round,
+    attempt: secaggAttempt,
+    envelopes: z
+      .array(z.strictObject({ to: siteIdSchema, box: envelopeBox }))
+      .max(MAX_SECAGG_SITES)
+      .refine((e) => distinctIds(e.map((x) => x.to)), 'one envelope per recipient'),
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  /** Step 3: the shares the site's policy allows for the unmasking request (share-policy.ts). */
+  'secagg-reveal': z.strictObject({
+    round,
+    attempt: secaggAttempt,
+    selfMaskShares: z.array(revealedShareSchema).max(MAX_SECAGG_SITES),
+    keyShares: z.array(revealedShareSchema).max(MAX_SECAGG_SITES),
     signature: base64Bytes(SIGNATURE_BYTES),
   }),
 } as const;
@@ -298,6 +379,31 @@ const coordinatorSchemas = {
     .refine((s) => s.nextIndex <= s.chunkCount, { message: 'nextIndex must not exceed chunkCount', path: ['nextIndex'] }),
   'chunk-ack': z.strictObject({ transferId: transferIdSchema, index: count(maxChunkCount - 1) }),
   'commit-ok': z.strictObject({ transferId: transferIdSchema, sha256: sha256HexSchema }),
+  /** Acknowledges a secagg-keys / secagg-shares / secagg-reveal request. */
+  'secagg-ack': z.strictObject({ round, attempt: secaggAttempt, step: z.enum(['keys', 'shares', 'reveal']) }),
+  /** Signed control message, secure aggregation step 1: every site that advertised keys (U1), sorted by id. */
+  'secagg-roster': z.strictObject({
+    round,
+    attempt: secaggAttempt,
+    roster: z
+      .array(z.strictObject({ siteId: siteIdSchema, maskPublicKey: base64Bytes(32), sharePublicKey: base64Bytes(32) }))
+      .min(2)
+      .max(MAX_SECAGG_SITES)
+      .refine((r) => distinctIds(r.map((a) => a.siteId)), 'each site once'),
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  /** Signed control message, step 1 → 2: the envelopes addressed to this site from the sites that shared (U2). */
+  'secagg-envelopes': z.strictObject({
+    round,
+    attempt: secaggAttempt,
+    envelopes: z
+      .array(z.strictObject({ from: siteIdSchema, box: envelopeBox }))
+      .max(MAX_SECAGG_SITES)
+      .refine((e) => distinctIds(e.map((x) => x.from)), 'one envelope per sender'),
+    signature: base64Bytes(SIGNATURE_BYTES),
+  }),
+  /** Signed control message, step 3: which of the site's neighbours dropped (key shares) and survived (self-mask shares). */
+  'secagg-unmask': z.strictObject({ round, attempt: secaggAttempt, dropped: secaggSiteList, survivors: secaggSiteList, signature: base64Bytes(SIGNATURE_BYTES) }),
   error: siteSchemas.error,
 } as const;
 
@@ -327,6 +433,9 @@ export const REPLY_TYPES = {
   'update-resume': ['transfer-status', 'error'],
   'update-chunk': ['chunk-ack', 'error'],
   'update-commit': ['commit-ok', 'error'],
+  'secagg-keys': ['secagg-ack', 'error'],
+  'secagg-shares': ['secagg-ack', 'error'],
+  'secagg-reveal': ['secagg-ack', 'error'],
 } as const satisfies Partial<Record<SiteMessageType, readonly CoordinatorMessageType[]>>;
 export type RequestType = keyof typeof REPLY_TYPES;
 export type ReplyType<R extends RequestType> = (typeof REPLY_TYPES)[R][number];

@@ -13,7 +13,7 @@ import { canonicalJson, transcript } from '../crypto/encoding.ts';
 import { SIGNATURE_BYTES } from '../crypto/seal.ts';
 import type { Message } from './messages.ts';
 
-export const SIGNED_CONTROL_TYPES = ['round-task', 'round-cancel', 'experiment-complete'] as const;
+export const SIGNED_CONTROL_TYPES = ['round-task', 'round-cancel', 'experiment-complete', 'secagg-roster', 'secagg-envelopes', 'secagg-unmask'] as const;
 export type SignedControlType = (typeof SIGNED_CONTROL_TYPES)[number];
 export type ControlBody<T extends SignedControlType> = Omit<Message<T>, 'signature'>;
 

@@ -109,6 +109,11 @@ export interface EncodeOptions {
   clipFactor?: number;
   /** Distributed DP: each element gets ω·f·Δ_j + std·N(0,1), in float64, before rounding. */
   noise?: { std: number; source: NormalSource };
+  /**
+   * Write into this vector of d + 1 elements instead of a new one. It may share memory with
+   * `delta` (a Float32Array view of the same bytes): element j is read before it is written.
+   */
+  into?: Uint32Array;
 }
 
 export interface EncodedUpdate {
@@ -142,7 +147,10 @@ export function encodeWeightedUpdate(delta: Float32Array, params: FixedPointPara
     throw new PatchFedError('secagg-params', `Secure aggregation: weighted encoding needs a clip range ≥ 1 (the weight element), got ${clip}.`);
   }
   const factor = weight * clipFactor;
-  const vector = new Uint32Array(encodedLength(delta.length));
+  if (options.into && options.into.length !== encodedLength(delta.length)) {
+    throw new PatchFedError('secagg-length', `Secure aggregation: the target vector has ${options.into.length} elements, ${encodedLength(delta.length)} expected.`);
+  }
+  const vector = options.into ?? new Uint32Array(encodedLength(delta.length));
   let clamped = 0;
   const source = options.noise?.source;
   for (let j = 0; j < delta.length; j++) {

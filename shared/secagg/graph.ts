@@ -10,6 +10,8 @@
  * of its own secrets too (Bonawitz et al. 2017 share "to all users including u itself").
  */
 import { PatchFedError } from '../errors.ts';
+import { sha256, transcript } from '../crypto/encoding.ts';
+import { contextFields, type SecAggContext } from './key-agreement.ts';
 import { expandMask } from './mask-prg.ts';
 
 export type MaskingGraph = ReadonlyMap<string, readonly string[]>;
@@ -63,4 +65,21 @@ export function neighboursOf(graph: MaskingGraph, siteId: string): readonly stri
   const n = graph.get(siteId);
   if (!n) throw new PatchFedError('secagg-graph', `Secure aggregation: site '${siteId}' is not part of this round.`, { subject: siteId });
   return n;
+}
+
+/**
+ * The round's graph as both ends compute it from the roster: complete without `neighbours`,
+ * else H(n, k) seeded with a hash of the context and every advertised key. No seed travels: the
+ * coordinator cannot pick a graph without changing the keys, which are the sites' own.
+ */
+export function rosterGraph(
+  ctx: SecAggContext,
+  roster: readonly { siteId: string; maskPublicKey: Uint8Array; sharePublicKey: Uint8Array }[],
+  neighbours: number | undefined,
+): MaskingGraph {
+  const ids = roster.map((a) => a.siteId);
+  if (neighbours === undefined) return completeGraph(ids);
+  const sorted = [...roster].sort((a, b) => (a.siteId < b.siteId ? -1 : a.siteId > b.siteId ? 1 : 0));
+  const seed = sha256(transcript('patchfed-secagg-graph-v1', ...contextFields(ctx), ...sorted.flatMap((a) => [a.siteId, a.maskPublicKey, a.sharePublicKey])));
+  return hararyGraph(ids, neighbours, seed);
 }

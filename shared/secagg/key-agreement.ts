@@ -24,10 +24,17 @@ export const X25519_KEY_BYTES = 32;
 const ZERO_KEY = new Uint8Array(X25519_KEY_BYTES);
 const PAIRWISE_SALT = new TextEncoder().encode('patchfed-secagg-pairwise-salt-v1');
 
-/** What binds every derived key to one aggregation: the experiment and the round. */
+/** What binds every derived key to one aggregation: the experiment, the round and (in a federation) its attempt. */
 export interface SecAggContext {
   experiment: string;
   round: number;
+  /** The round attempt; a retried round runs a new aggregation with fresh keys. */
+  attempt?: number;
+}
+
+/** The context's fields for a transcript (the attempt only when there is one, so older contexts keep their bytes). */
+export function contextFields(ctx: SecAggContext): (string | number)[] {
+  return ctx.attempt === undefined ? [ctx.experiment, ctx.round] : [ctx.experiment, ctx.round, ctx.attempt];
 }
 
 export interface X25519KeyPair {
@@ -81,7 +88,7 @@ export function pairwiseMaskSeed(
   if (own.id === peer.id) throw new PatchFedError('secagg-bad-key', `Secure aggregation: site '${own.id}' cannot share a pairwise mask with itself.`, { subject: own.id });
   const shared = x25519SharedSecret(own.secretKey, peer.publicKey, peer.id);
   const [a, b] = own.id < peer.id ? [own, peer] : [peer, own];
-  const info = transcript('patchfed-secagg-pairwise-v1', ctx.experiment, ctx.round, a.id, b.id, a.publicKey, b.publicKey);
+  const info = transcript('patchfed-secagg-pairwise-v1', ...contextFields(ctx), a.id, b.id, a.publicKey, b.publicKey);
   return deriveKey(shared, info, MASK_SEED_BYTES);
 }
 

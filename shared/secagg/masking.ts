@@ -29,9 +29,14 @@ export function pairwiseSign(ownId: string, peerId: string): 1 | -1 {
 /** y = x + PRG(selfSeed) + Σ sign·PRG(seed), mod 2^32; a new vector (x is left as it is). */
 export function maskUpdate(quantised: Uint32Array, selfSeed: Uint8Array, pairwise: readonly SignedSeed[]): Uint32Array {
   const masked = Uint32Array.from(quantised);
-  addMaskInPlace(masked, selfSeed, 1);
-  for (const p of pairwise) addMaskInPlace(masked, p.seed, p.sign);
+  maskInPlace(masked, selfSeed, pairwise);
   return masked;
+}
+
+/** `maskUpdate` without the copy: x becomes y (a 22.6M-parameter model needs no second 90 MB vector). */
+export function maskInPlace(vector: Uint32Array, selfSeed: Uint8Array, pairwise: readonly SignedSeed[]): void {
+  addMaskInPlace(vector, selfSeed, 1);
+  for (const p of pairwise) addMaskInPlace(vector, p.seed, p.sign);
 }
 
 /** sum ← sum + masked mod 2^32 (the coordinator's running sum; equal lengths required). */

@@ -48,6 +48,10 @@ export class SecAggServerRound {
   private readonly inputs = new Set<string>();
   private sum: Uint32Array;
   private readonly responses = new Map<string, UnmaskingResponse>();
+  /** An input is being streamed into the sum (addMaskedInputBlocks). */
+  private adding: string | null = null;
+  /** Set when an input failed half-way: the sum is no longer a sum of whole inputs. */
+  private broken: string | null = null;
 
   constructor(ctx: SecAggContext, threshold: number, vectorLength: number) {
     if (!(Number.isSafeInteger(vectorLength) && vectorLength >= 1)) {
@@ -71,6 +75,37 @@ export class SecAggServerRound {
     this.expect('keys', 'accept keys');
     if (this.adverts.has(ad.siteId)) throw new PatchFedError('secagg-roster', `Secure aggregation: site '${ad.siteId}' advertised keys twice.`, { subject: ad.siteId });
     this.adverts.set(ad.siteId, ad);
+  }
+
+  /** The step the round is in. */
+  get step(): Phase {
+    return this.phase;
+  }
+
+  /** The keys `siteId` advertised, if it did. */
+  advertisementOf(siteId: string): KeyAdvertisement | undefined {
+    return this.adverts.get(siteId);
+  }
+
+  /** Takes back an advertisement before the roster is fixed (the site left the round). */
+  withdrawAdvertisement(siteId: string): void {
+    this.expect('keys', 'withdraw keys');
+    this.adverts.delete(siteId);
+  }
+
+  /** Whether `siteId` is in U2 (its shares were accepted). */
+  hasShared(siteId: string): boolean {
+    return this.sharedKeys.has(siteId);
+  }
+
+  /** Whether `siteId`'s masked input is in the sum (U3). */
+  hasInput(siteId: string): boolean {
+    return this.inputs.has(siteId);
+  }
+
+  /** Whether `siteId` answered the unmasking request. */
+  hasResponded(siteId: string): boolean {
+    return this.responses.has(siteId);
   }
 
   /** U1 is fixed: returns the roster (sorted by id) and the masking graph every site receives. */
@@ -128,9 +163,46 @@ export class SecAggServerRound {
     this.inputs.add(siteId);
   }
 
+  /**
+   * Adds one masked input to the running sum block by block, as `feed` produces the blocks (from
+   * a spool file on the coordinator: no second vector in memory). If feeding fails after a block
+   * was added, the sum is no longer a sum of whole inputs: the round is marked broken and finish()
+   * refuses; a feed that fails before its first block (a bad header) changes nothing.
+   */
+  async addMaskedInputBlocks(siteId: string, feed: (add: (words: Uint32Array, offset: number) => void) => Promise<void>): Promise<void> {
+    this.expect('inputs', 'accept masked inputs');
+    if (!this.sharedKeys.has(siteId)) throw new PatchFedError('secagg-input', `Secure aggregation: '${siteId}' sent a masked input without having shared its keys.`, { subject: siteId });
+    if (this.inputs.has(siteId)) throw new PatchFedError('secagg-input', `Secure aggregation: '${siteId}' sent its masked input twice.`, { subject: siteId });
+    if (this.adding !== null) throw new PatchFedError('secagg-busy', `Secure aggregation: '${siteId}' sent its masked input while '${this.adding}''s is being added; inputs are added one at a time.`, { subject: siteId });
+    if (this.broken) throw new PatchFedError('secagg-broken', `Secure aggregation round ${this.ctx.round}: ${this.broken}.`);
+    this.adding = siteId;
+    let added = 0;
+    const sum = this.sum;
+    try {
+      await feed((words, offset) => {
+        if (offset !== added || offset + words.length > sum.length) {
+          throw new PatchFedError('secagg-length', `Secure aggregation: the masked input of '${siteId}' arrived out of order or too long (block at ${offset}, ${added} added, ${sum.length} expected).`, { subject: siteId });
+        }
+        for (let j = 0; j < words.length; j++) sum[offset + j] = ((sum[offset + j] ?? 0) + (words[j] ?? 0)) >>> 0;
+        added += words.length;
+      });
+      if (added !== sum.length) {
+        throw new PatchFedError('secagg-length', `Secure aggregation: the masked input of '${siteId}' has ${added} elements, ${sum.length} expected.`, { subject: siteId });
+      }
+    } catch (e) {
+      if (added > 0) this.broken = `adding the masked input of '${siteId}' failed half-way (${e instanceof Error ? e.message : String(e)})`;
+      throw e;
+    } finally {
+      this.adding = null;
+    }
+    this.inputs.add(siteId);
+  }
+
   /** U3 is fixed; fewer than t inputs fails the round (their sum would be too revealing). */
   closeMaskedInputs(): string[] {
     this.expect('inputs', 'close the input step');
+    if (this.adding !== null) throw new PatchFedError('secagg-busy', `Secure aggregation round ${this.ctx.round}: the input of '${this.adding}' is still being added.`);
+    if (this.broken) throw new PatchFedError('secagg-broken', `Secure aggregation round ${this.ctx.round} failed: ${this.broken}.`);
     if (this.inputs.size < this.threshold) throw this.tooFew(this.inputs.size, 'sent their masked input');
     this.phase = 'unmasking';
     return [...this.inputs].sort();
@@ -158,6 +230,7 @@ export class SecAggServerRound {
    */
   finish(): UnmaskingOutcome {
     this.expect('unmasking', 'unmask');
+    if (this.broken) throw new PatchFedError('secagg-broken', `Secure aggregation round ${this.ctx.round} failed: ${this.broken}.`);
     if (this.responses.size < this.threshold) throw this.tooFew(this.responses.size, 'answered the unmasking request');
     const selfShares = new Map<string, Share[]>();
     const keyShares = new Map<string, Share[]>();

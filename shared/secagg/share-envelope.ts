@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { PatchFedError } from '../errors.ts';
 import { transcript } from '../crypto/encoding.ts';
-import { deriveKey, x25519SharedSecret, type SecAggContext } from './key-agreement.ts';
+import { contextFields, deriveKey, x25519SharedSecret, type SecAggContext } from './key-agreement.ts';
 import { FIELD_BYTES, shareValueFromBytes, shareValueToBytes, type Share } from './shamir.ts';
 
 const ENVELOPE_SALT = new TextEncoder().encode('patchfed-secagg-share-envelope-salt-v1');
@@ -36,7 +36,7 @@ export interface SharePair {
 export const ENVELOPE_BYTES = nacl.secretbox.nonceLength + PLAINTEXT_BYTES + nacl.secretbox.overheadLength;
 
 function envelopeKey(ctx: SecAggContext, from: { id: string; publicKey: Uint8Array }, to: { id: string; publicKey: Uint8Array }, sharedSecret: Uint8Array): Uint8Array {
-  const info = transcript('patchfed-secagg-share-envelope-v1', ctx.experiment, ctx.round, from.id, to.id, from.publicKey, to.publicKey);
+  const info = transcript('patchfed-secagg-share-envelope-v1', ...contextFields(ctx), from.id, to.id, from.publicKey, to.publicKey);
   return deriveKey(sharedSecret, info, nacl.secretbox.keyLength, ENVELOPE_SALT);
 }
 

@@ -15,7 +15,7 @@
 import { PatchFedError } from '../errors.ts';
 import { bytesEqual } from '../crypto/encoding.ts';
 import { generateX25519KeyPair, newSelfMaskSeed, pairwiseMaskSeed, X25519_KEY_BYTES, type SecAggContext, type X25519KeyPair } from './key-agreement.ts';
-import { maskUpdate, pairwiseSign, type SignedSeed } from './masking.ts';
+import { maskInPlace, maskUpdate, pairwiseSign, type SignedSeed } from './masking.ts';
 import { neighboursOf, type MaskingGraph } from './graph.ts';
 import { openShares, sealShares, type ShareEnvelope, type SharePair } from './share-envelope.ts';
 import { initialRevealState, sharesToReveal, type RevealDecision, type RevealState } from './share-policy.ts';
@@ -164,8 +164,16 @@ export class SecAggSiteRound {
     return [...held.keys()].filter((id) => id !== this.siteId).sort();
   }
 
-  /** Step 2: the masked input, from the already encoded (fixed-point) update. */
-  maskedInput(encoded: Uint32Array): Uint32Array {
+  /** Peers whose shares this site holds after receiveShares (U2 ∩ its neighbours), sorted. */
+  get shareSenders(): string[] {
+    return [...this.held.keys()].filter((id) => id !== this.siteId).sort();
+  }
+
+  /**
+   * Step 2: the masked input, from the already encoded (fixed-point) update: a new vector, or
+   * with `inPlace` the given one masked where it is.
+   */
+  maskedInput(encoded: Uint32Array, options: { inPlace?: boolean } = {}): Uint32Array {
     this.expect('received', 'mask its input');
     const { maskKeys } = this.keys();
     if (!this.selfSeed) throw new PatchFedError('secagg-phase', `Secure aggregation: site '${this.siteId}' has no self-mask seed.`);
@@ -177,7 +185,9 @@ export class SecAggSiteRound {
       if (!peer) continue;
       pairwise.push({ seed: pairwiseMaskSeed(this.ctx, own, { id, publicKey: peer.maskPublicKey }), sign: pairwiseSign(this.siteId, id) });
     }
-    const masked = maskUpdate(encoded, this.selfSeed, pairwise);
+    let masked = encoded;
+    if (options.inPlace) maskInPlace(encoded, this.selfSeed, pairwise);
+    else masked = maskUpdate(encoded, this.selfSeed, pairwise);
     this.reveal = initialRevealState(this.siteId, this.threshold, this.held, true);
     this.phase = 'masked';
     return masked;

@@ -3,12 +3,13 @@
  * its package only when asked (all but the stock cpu backend are optional) and reports why it
  * is unavailable instead of throwing, so selection can fall through to the next one.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { version_cpu } from '@tensorflow/tfjs-backend-cpu';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { errorMessage } from '../../shared/errors.ts';
+import { tfjsNodeCandidate } from './tfjs-node-candidate.ts';
+import { findPackageDir } from './tfjs-node-package.ts';
+
+export { prepareGpuEnvironment, prepareTensorflowEnvironment, visibleCudaDevices } from './tensorflow-environment.ts';
 
 export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu' | 'cpu-fast';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'wasm', 'cpu', 'cpu-fast'];
@@ -20,6 +21,8 @@ export interface LoadedBackend {
   version: string;
   gpu: boolean;
   notes: string[];
+  /** TF_Version of the TensorFlow C library ('tensorflow' backend only). */
+  tensorflowVersion?: string | null;
 }
 
 export type CandidateResult = { ok: true; backend: LoadedBackend } | { ok: false; reason: string };
@@ -29,8 +32,6 @@ export interface BackendCandidate {
   id: string;
   load(): Promise<CandidateResult>;
 }
-
-const require = createRequire(import.meta.url);
 
 /** Which candidates each choice tries, in order. wasm is never automatic: its Conv3D gradients are wrong. */
 export function defaultCandidates(choice: BackendChoice): BackendCandidate[] {
@@ -100,70 +101,8 @@ export function fastCpuCandidate(importKernels: () => Promise<KernelsModule>): B
 const KERNELS_MODULE = '../kernels/index.ts';
 export const FAST_CPU: BackendCandidate = fastCpuCandidate(() => import(KERNELS_MODULE) as Promise<KernelsModule>);
 
-export const TFJS_NODE_GPU: BackendCandidate = { id: 'tfjs-node-gpu', load: () => loadTfjsNode('@tensorflow/tfjs-node-gpu') };
-export const TFJS_NODE: BackendCandidate = { id: 'tfjs-node', load: () => loadTfjsNode('@tensorflow/tfjs-node') };
-
-async function loadTfjsNode(packageName: '@tensorflow/tfjs-node' | '@tensorflow/tfjs-node-gpu'): Promise<CandidateResult> {
-  const packageDir = findPackageDir(packageName);
-  if (packageDir === null) return { ok: false, reason: `${packageName} is not installed (optional dependency)` };
-  const gpuPackage = packageName === '@tensorflow/tfjs-node-gpu';
-  const notes: string[] = [];
-  if (gpuPackage) notes.push(prepareGpuEnvironment(process.env));
-  try {
-    await import(packageName);
-  } catch (e) {
-    return { ok: false, reason: `${packageName} is installed but failed to load: ${errorMessage(e)}` };
-  }
-  if (tf.findBackendFactory('tensorflow') == null) {
-    return { ok: false, reason: `${packageName} loaded but did not register the 'tensorflow' backend` };
-  }
-  let gpu = false;
-  if (gpuPackage) {
-    const devices = visibleCudaDevices();
-    notes.push(devices.detail);
-    gpu = devices.visible;
-  }
-  return { ok: true, backend: { backendName: 'tensorflow', packageName, version: packageVersion(packageDir), gpu, notes } };
-}
-
-/**
- * Must run before TensorFlow initialises: without allow-growth it reserves nearly all GPU memory
- * up front. A value the user set is kept. Returns a note for the report.
- */
-export function prepareGpuEnvironment(env: NodeJS.ProcessEnv): string {
-  if (env.TF_FORCE_GPU_ALLOW_GROWTH === undefined) {
-    env.TF_FORCE_GPU_ALLOW_GROWTH = 'true';
-    return 'set TF_FORCE_GPU_ALLOW_GROWTH=true (GPU memory is allocated as needed)';
-  }
-  return `TF_FORCE_GPU_ALLOW_GROWTH=${env.TF_FORCE_GPU_ALLOW_GROWTH} (kept from the environment)`;
-}
-
-/**
- * Whether a CUDA device is visible to TensorFlow: CUDA_VISIBLE_DEVICES can hide all of them
- * ('' or '-1'), and without an NVIDIA driver there is none (TensorFlow then runs on the CPU).
- */
-export function visibleCudaDevices(env: NodeJS.ProcessEnv = process.env, deviceCount = nvidiaDeviceCount): { visible: boolean; detail: string } {
-  const setting = env.CUDA_VISIBLE_DEVICES;
-  if (setting !== undefined && (setting.trim() === '' || setting.trim() === '-1')) {
-    return { visible: false, detail: `CUDA_VISIBLE_DEVICES='${setting}' hides every GPU: TensorFlow runs on the CPU` };
-  }
-  const driverDevices = deviceCount();
-  if (driverDevices === 0) {
-    return { visible: false, detail: 'no NVIDIA driver or device found: TensorFlow runs on the CPU' };
-  }
-  const which = setting === undefined ? 'CUDA_VISIBLE_DEVICES unset (all devices visible)' : `CUDA_VISIBLE_DEVICES=${setting}`;
-  return { visible: true, detail: `${driverDevices} NVIDIA device(s) found; ${which}` };
-}
-
-function nvidiaDeviceCount(): number {
-  try {
-    const dir = '/proc/driver/nvidia/gpus';
-    if (existsSync(dir)) return readdirSync(dir).length;
-    return existsSync('/dev/nvidia0') ? 1 : 0;
-  } catch {
-    return 0;
-  }
-}
+export const TFJS_NODE_GPU: BackendCandidate = tfjsNodeCandidate('@tensorflow/tfjs-node-gpu');
+export const TFJS_NODE: BackendCandidate = tfjsNodeCandidate('@tensorflow/tfjs-node');
 
 export const WASM: BackendCandidate = {
   id: 'wasm',
@@ -189,30 +128,3 @@ export const WASM: BackendCandidate = {
     }
   },
 };
-
-function findPackageDir(packageName: string): string | null {
-  try {
-    return path.dirname(require.resolve(`${packageName}/package.json`));
-  } catch {
-    // Packages with an "exports" map may hide package.json; resolve the entry and walk up.
-    try {
-      let dir = path.dirname(require.resolve(packageName));
-      while (dir !== path.dirname(dir)) {
-        const pj = path.join(dir, 'package.json');
-        if (existsSync(pj) && (JSON.parse(readFileSync(pj, 'utf8')) as { name?: string }).name === packageName) return dir;
-        dir = path.dirname(dir);
-      }
-    } catch {
-      // not installed
-    }
-    return null;
-  }
-}
-
-function packageVersion(dir: string): string {
-  try {
-    return (JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}

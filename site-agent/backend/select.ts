@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import './gradients/index.ts';
 import { PatchFedError } from '../../shared/errors.ts';
+import { recordActiveBackend } from './active.ts';
 import { BACKEND_CHOICES, defaultCandidates, type BackendCandidate, type BackendChoice, type LoadedBackend } from './candidates.ts';
 import { gradientSelfCheck, type SelfCheckResult } from './self-check.ts';
 
@@ -14,6 +15,8 @@ export interface BackendReport {
   package: string;
   version: string;
   gpu: boolean;
+  /** TF_Version of the TensorFlow C library behind the 'tensorflow' backend; null on the others. */
+  tensorflowVersion: string | null;
   selfCheck: { passed: boolean; maxRelError: number; detail: string };
   notes: string[];
 }
@@ -93,6 +96,8 @@ export async function selectBackend(choice: BackendChoice, log?: BackendLog, dep
     note(`${choice}: using ${candidates[chosenIndex]!.id} because ${skipped} ${chosenIndex > 1 ? 'are' : 'is'} unavailable`);
   }
 
+  const tensorflowVersion = chosen.tensorflowVersion ?? null;
+  recordActiveBackend({ name: chosen.backendName, gpu: chosen.gpu, tensorflowVersion });
   const check = await selfCheck(chosen.backendName);
   note(check.passed ? `gradient self-check passed: ${check.detail}` : `gradient self-check FAILED: ${check.detail}`);
   return {
@@ -101,6 +106,7 @@ export async function selectBackend(choice: BackendChoice, log?: BackendLog, dep
     package: chosen.packageName,
     version: chosen.version,
     gpu: chosen.gpu,
+    tensorflowVersion,
     selfCheck: { passed: check.passed, maxRelError: check.maxRelError, detail: check.detail },
     notes,
   };

@@ -7,6 +7,11 @@
  * Work that needs the coordinator awaits `ready()`, which resolves with a request transport once
  * the connection is authenticated. Everything sent goes through `send` / that transport, and only
  * site message types are ever put on the wire.
+ *
+ * Operators must not be left guessing: every failed attempt is logged at warn level with what
+ * failed and why (refused, TLS verification, HTTP 404, a plain/TLS mix-up) and when the next try
+ * is. A refusal that retrying cannot fix (site not enrolled, wrong pinned key, another protocol
+ * version) is reported as permanent and retried only every PERMANENT_RETRY_MS.
  */
 import { readFileSync } from 'node:fs';
 import { io, type Socket } from 'socket.io-client';
@@ -25,6 +30,61 @@ export interface Backoff {
 }
 
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 1000, maxMs: 60_000 };
+
+/** Authentication refusals that no retry can fix: the configuration on one side must change. */
+export const PERMANENT_AUTH_FAILURES: ReadonlySet<string> = new Set(['unknown-site', 'coordinator-key-mismatch', 'protocol-version-mismatch', 'handshake-bad-signature']);
+/** Retry interval after a permanent refusal (for clients that keep running, e.g. under test). */
+export const PERMANENT_RETRY_MS = 10 * 60_000;
+
+const TLS_VERIFY_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Why a socket.io connect attempt failed, in words an operator can act on. socket.io-client
+ * wraps the cause: `description` is the transport's ErrorEvent, whose `error` carries the errno
+ * or TLS code.
+ */
+export function describeConnectError(e: unknown, url: string): { kind: 'refused' | 'dns' | 'tls' | 'protocol-mismatch' | 'http-status' | 'timeout' | 'other'; reason: string } {
+  const description = (e as { description?: unknown } | null)?.description;
+  const cause = (description as { error?: unknown } | null)?.error ?? description;
+  const code = typeof (cause as { code?: unknown } | null)?.code === 'string' ? String((cause as { code: string }).code) : '';
+  const text = (cause as { message?: unknown } | null)?.message ?? (description as { message?: unknown } | null)?.message ?? (e as { message?: unknown } | null)?.message ?? String(e);
+  const message = String(text).split('\n')[0]!.slice(0, 200);
+  const secure = url.startsWith('https:');
+  if (code === 'ECONNREFUSED') return { kind: 'refused', reason: `connection refused (${message}): is the coordinator running, and is the port right?` };
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return { kind: 'dns', reason: `host not found (${message})` };
+  if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || message === 'timeout') return { kind: 'timeout', reason: `no answer (${message})` };
+  if (TLS_VERIFY_CODES.has(code) || /certificate/i.test(message)) {
+    return { kind: 'tls', reason: `TLS certificate verification failed (${code || 'TLS'}: ${message}): set federation.caCertificate to the coordinator's certificate or its CA` };
+  }
+  if (code === 'EPROTO' || /wrong version number|ssl/i.test(message)) {
+    return { kind: 'protocol-mismatch', reason: secure ? `TLS handshake failed (${message}): does the coordinator serve plain HTTP? try an http:// URL` : `protocol error (${message})` };
+  }
+  if (!secure && (code === 'ECONNRESET' || /socket hang up/i.test(message))) {
+    return { kind: 'protocol-mismatch', reason: `the connection was closed at once (${message}): does the coordinator serve HTTPS? try an https:// URL` };
+  }
+  const status = /Unexpected server response: (\d{3})/.exec(message);
+  if (status) {
+    const hint = status[1] === '404' ? ': something answers there, but not a PatchFed coordinator (wrong port or path?)' : '';
+    return { kind: 'http-status', reason: `HTTP ${status[1]}${hint}` };
+  }
+  if (/connection limit/i.test(message)) return { kind: 'other', reason: message };
+  return { kind: 'other', reason: code ? `${code}: ${message}` : message };
+}
+
+function clock(ms: number): string {
+  return new Date(Date.now() + ms).toISOString().slice(11, 19);
+}
 
 /** "Equal jitter": half the exponential delay fixed, half random, so restarts do not stampede. */
 export function backoffDelay(failures: number, backoff: Backoff, random: () => number = Math.random): number {
@@ -48,7 +108,8 @@ export interface ConnectionOptions {
 export interface ConnectionEvents {
   authenticated(sessionId: string): void;
   disconnected(reason: string): void;
-  authFailed(error: PatchFedError): void;
+  /** `permanent`: retrying cannot help (see PERMANENT_AUTH_FAILURES). */
+  authFailed(error: PatchFedError, permanent: boolean): void;
   /** A coordinator push (experiment, round-task, ...): payload unvalidated; `sessionId` is the session it came on. */
   message(type: string, payload: unknown, sessionId: string): void;
 }
@@ -79,6 +140,11 @@ export class CoordinatorConnection {
     return this.authenticated;
   }
 
+  /** Session of the authenticated connection (site-signed messages are bound to it), or null. */
+  get session(): string | null {
+    return this.authenticated ? this.sessionId : null;
+  }
+
   start(): void {
     if (this.socket || this.stopped) return;
     const ca = this.opts.caCertificate !== undefined ? readCa(this.opts.caCertificate) : undefined;
@@ -101,8 +167,11 @@ export class CoordinatorConnection {
     this.opts.instrumentSocket?.(socket);
     socket.on('connect', () => void this.authenticate(socket));
     socket.on('connect_error', (e: Error) => {
-      this.opts.log('debug', 'cannot reach the coordinator', { url: this.opts.url, error: e.message });
-      this.scheduleReconnect();
+      const { kind, reason } = describeConnectError(e, this.opts.url);
+      const delay = this.scheduleReconnect();
+      if (delay !== null) {
+        this.opts.log('warn', `cannot reach the coordinator at ${this.opts.url}: ${reason} — retrying in ${Math.round(delay / 1000)} s (at ${clock(delay)} UTC)`, { kind });
+      }
     });
     socket.on('disconnect', (reason: string) => {
       const was = this.authenticated;
@@ -190,23 +259,29 @@ export class CoordinatorConnection {
     } catch (e) {
       if (this.stopped) return;
       const error = e instanceof PatchFedError ? e : new PatchFedError('auth-failed', `Authentication with the coordinator failed: ${errorMessage(e)}`, { cause: e });
-      if (error.code !== 'handshake-interrupted') {
-        this.opts.log('error', 'authentication with the coordinator failed', { code: error.code, error: error.message });
-        this.on.authFailed(error);
+      const permanent = PERMANENT_AUTH_FAILURES.has(error.code);
+      const delay = this.scheduleReconnect(permanent ? PERMANENT_RETRY_MS : undefined);
+      if (error.code === 'handshake-interrupted') {
+        if (delay !== null) this.opts.log('warn', `the connection to the coordinator dropped during authentication (${error.message}) — retrying in ${Math.round(delay / 1000)} s`);
+      } else {
+        // Permanent refusals are reported once by the listener (the daemon exits on them).
+        if (!permanent && delay !== null) this.opts.log('warn', `authentication refused by the coordinator (${error.code}): ${error.message} — retrying in ${Math.round(delay / 1000)} s (at ${clock(delay)} UTC)`);
+        this.on.authFailed(error, permanent);
       }
-      socket.disconnect(); // → 'disconnect' → reconnect with backoff
-      this.scheduleReconnect();
+      socket.disconnect(); // the 'disconnect' handler finds the reconnect already scheduled
     }
   }
 
-  private scheduleReconnect(): void {
-    if (this.stopped || this.reconnectTimer || !this.socket) return;
-    const delay = backoffDelay(this.failures++, this.opts.backoff);
+  /** Schedules the next connect attempt (backoff, or `fixedMs`); returns its delay, or null if none was scheduled. */
+  private scheduleReconnect(fixedMs?: number): number | null {
+    if (this.stopped || this.reconnectTimer || !this.socket) return null;
+    const delay = fixedMs ?? backoffDelay(this.failures++, this.opts.backoff);
     this.opts.log('debug', 'reconnecting to the coordinator', { inMs: delay });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       if (!this.stopped && this.socket && !this.socket.connected) this.socket.connect();
     }, delay);
+    return delay;
   }
 }
 

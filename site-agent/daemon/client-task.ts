@@ -86,6 +86,26 @@ const DECLINE_CODES: Record<string, string> = { E_BUDGET: 'budget-too-small', E_
  */
 const SHAREABLE_REASONS = new Set(['E_BUDGET']);
 
+/** Upload refusals that are the coordinator's passing trouble, not the update's: retried with backoff. */
+const TRANSIENT_UPLOAD_CODES = new Set(['internal-error']);
+const MAX_TRANSIENT_UPLOAD_RETRIES = 12;
+
+/** Resolves true after `ms`, or false as soon as `signal` aborts. */
+function pauseUnlessAborted(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 function declineCode(code: string): string {
   return DECLINE_CODES[code] ?? (code.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+/, '').slice(0, 64) || 'cannot-take-part');
 }
@@ -284,6 +304,7 @@ export class TaskJob {
       const sender = new UpdateSender({ payload: result.payload, round: this.round, siteId: env.siteId, keys: { sharedKey: env.sharedKey, signSecretKey: env.keys.signSecretKey }, chunkBytes: Math.min(env.chunkBytes ?? this.task.upload.chunkBytes, this.task.upload.chunkBytes), window: this.task.upload.window });
       this.status(this.task.steps, this.task.steps, 'uploading', true);
       let outcome: { sha256: string } | PatchFedError | null = null;
+      let retries = 0;
       while (outcome === null) {
         let transport: RequestTransport;
         try {
@@ -297,6 +318,13 @@ export class TaskJob {
           if (this.signal.aborted) return;
           if (isTransferInterrupted(e)) continue; // wait for the next connection and resume
           outcome = e instanceof PatchFedError ? e : new PatchFedError('upload-failed', errorMessage(e));
+          // The coordinator's own trouble (e.g. its disk is full): not this update's fault; resume later.
+          if (TRANSIENT_UPLOAD_CODES.has(outcome.code) && retries < MAX_TRANSIENT_UPLOAD_RETRIES) {
+            const pause = Math.min(30_000, 1000 * 2 ** retries++);
+            env.log('warn', `the coordinator could not take the update of round ${this.round} now (${outcome.code}: ${outcome.message}); retrying in ${Math.round(pause / 1000)} s`);
+            outcome = null;
+            if (!(await pauseUnlessAborted(pause, this.signal))) return;
+          }
         }
       }
       if (!(outcome instanceof PatchFedError)) {

@@ -23,12 +23,13 @@ import { MAX_ERROR_TEXT } from '../../shared/protocol/limits.ts';
 import { experimentSigningBytes, safeParseMessage, type ExperimentDescription, type SiteInfoMessage } from '../../shared/protocol/messages.ts';
 import { isTransferInterrupted } from '../../shared/protocol/transfer.ts';
 import { verifyControl, type ControlBody, type SignedControlType } from '../../shared/protocol/signed-control.ts';
+import { signBySite } from '../../shared/protocol/site-signed.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { CoordinatorConnection, DEFAULT_BACKOFF, type Backoff, type ClientLog } from './client-connection.ts';
 import { TaskJob, type TaskHandler } from './client-task.ts';
 
 export type { RoundResult, RoundTask, TaskControl, TaskHandler, TaskPhase } from './client-task.ts';
-export { backoffDelay, type Backoff, type ClientLog, type ClientLogLevel } from './client-connection.ts';
+export { PERMANENT_AUTH_FAILURES, backoffDelay, describeConnectError, type Backoff, type ClientLog, type ClientLogLevel } from './client-connection.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -52,13 +53,16 @@ export interface CoordinatorClientOptions {
 export interface ClientEvents {
   connected: { sessionId: string };
   disconnected: { reason: string };
-  'auth-failed': { code: string; message: string };
+  /** `permanent`: retrying cannot fix it (not enrolled, wrong pinned key, other protocol version). */
+  'auth-failed': { code: string; message: string; permanent: boolean };
   experiment: ExperimentDescription;
   /** The signed experiment description did not verify (or changed experiment): tasks are refused. */
   'experiment-refused': { code: string; message: string };
   task: { round: number; attempt: number; checkpointVersion: number };
   'checkpoint-refused': { round: number; code: string; message: string };
   'task-failed': { round: number; code: string; message: string };
+  /** The site told the coordinator it cannot take part in this round attempt (round-decline). */
+  declined: { round: number; attempt: number; code: string; reason: string };
   uploaded: { round: number; attempt: number; transferId: string; sha256: string; bytes: number };
   rejected: { round: number; attempt: number; code: string; message: string };
   cancelled: { round: number; code: string; reason: string };
@@ -102,7 +106,7 @@ export class CoordinatorClient {
           this.emit('connected', { sessionId });
         },
         disconnected: (reason) => this.emit('disconnected', { reason }),
-        authFailed: (e) => this.emit('auth-failed', { code: e.code, message: e.message }),
+        authFailed: (e, permanent) => this.emit('auth-failed', { code: e.code, message: e.message, permanent }),
         message: (type, payload, sessionId) => this.onMessage(type, payload, sessionId),
       },
     );
@@ -164,6 +168,17 @@ export class CoordinatorClient {
     } catch (e) {
       this.log('error', `a '${name}' listener failed`, { error: errorMessage(e) });
     }
+  }
+
+  /** Tells the coordinator this site cannot take part in a round attempt (signed for the session). */
+  private decline(round: number, attempt: number, code: string, reason: string): boolean {
+    const session = this.connection.session;
+    if (!session) return false; // offline: the coordinator re-sends the task on reconnect and gets the decline then
+    const safeCode = /^[a-z0-9][a-z0-9-]{0,63}$/.test(code) ? code : 'cannot-take-part';
+    const body = { round, attempt, code: safeCode, reason: reason.slice(0, MAX_ERROR_TEXT) };
+    const sent = this.connection.send('round-decline', signBySite('round-decline', body, session, this.opts.keys.signSecretKey));
+    if (sent) this.emit('declined', { round, attempt, code: safeCode, reason: body.reason });
+    return sent;
   }
 
   private sendError(code: string, message: string): void {
@@ -244,6 +259,7 @@ export class CoordinatorClient {
         ready: (signal) => this.connection.ready(signal),
         sendStatus: (s) => this.connection.send('status', s),
         sendError: (code, message) => this.sendError(code, message),
+        decline: (round, attempt, code, reason) => this.decline(round, attempt, code, reason),
         handler: () => this.handler,
         emit: (event, p) => this.emit(event as ClientEventName, p as never),
       },

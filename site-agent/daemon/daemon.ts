@@ -1,48 +1,67 @@
 /**
  * The site agent daemon (`patchfed site --config ...`): proves its backend, connects to the pinned
- * coordinator (reconnecting forever), and for every round task trains the global model on the
+ * coordinator (reconnecting with backoff), and for every round task trains the global model on the
  * local data inside the declared memory budget and sends back the encrypted, signed update.
  * SIGTERM/SIGINT: the running step finishes or is abandoned, the client disconnects cleanly;
  * every file PatchFed writes is written atomically, so nothing is left half-written.
+ *
+ * The console gets one human-readable line per event (also when `logFile` is set; the file gets
+ * JSON lines). Connection trouble is logged at warn with the reason and the next retry; a refusal
+ * no retry can fix (site not enrolled, wrong pinned coordinator key, another protocol version)
+ * stops the daemon with SITE_EXIT.authRefused and the reason.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import pino from 'pino';
-import { assertTrainableBackend, parseBackendChoice, selectBackend } from '../backend/index.ts';
 import { loadPublicKeyFile, loadSecretKeyFile } from '../../shared/crypto/keys.ts';
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import { createProcessLog, type LogFormat, type LogLevel } from '../../shared/process-log.ts';
+import { assertTrainableBackend, parseBackendChoice, selectBackend } from '../backend/index.ts';
 import { FederatedSiteTrainer } from '../run/federated-site.ts';
 import { loadSiteConfig } from '../site-config.ts';
 import { CoordinatorClient } from './client.ts';
+
+/** Exit statuses of `patchfed site` (README: "Site exit codes"). */
+export const SITE_EXIT = {
+  /** Stopped by SIGTERM / SIGINT (or the stop signal). */
+  stopped: 0,
+  /** The coordinator refuses this site for good: fix the enrolment, keys or versions, then restart. */
+  authRefused: 3,
+} as const;
 
 export interface DaemonOptions {
   backend?: string;
   /** Resolve when the daemon should stop (tests); signals are handled regardless. */
   stopSignal?: AbortSignal;
+  logLevel?: LogLevel;
+  logFormat?: LogFormat;
 }
 
-export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}): Promise<void> {
+export interface DaemonExit {
+  exitCode: number;
+  /** One line: why the daemon stopped, when it was not asked to. */
+  reason?: string;
+}
+
+export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}): Promise<DaemonExit> {
   const cfg = loadSiteConfig(configPath);
   if (!cfg.federation) {
     throw new PatchFedError('E_CONFIG', `site config ${configPath} has no "federation" section (coordinatorUrl, secretKey, publicKey, coordinatorPublicKey)`);
   }
-  if (cfg.logFile) mkdirSync(dirname(cfg.logFile), { recursive: true });
-  const logger = pino({ base: { site: cfg.siteId } }, cfg.logFile ? pino.destination({ dest: cfg.logFile, sync: true }) : pino.destination(1));
+  const logger = await createProcessLog({ name: cfg.siteId, level: opts.logLevel ?? 'info', format: opts.logFormat, file: cfg.logFile, base: { site: cfg.siteId } });
+  const log = logger.log;
   const keys = loadSecretKeyFile(cfg.federation.secretKey);
   const coordinatorPublicKey = loadPublicKeyFile(cfg.federation.coordinatorPublicKey);
 
-  const backend = await selectBackend(parseBackendChoice(opts.backend ?? cfg.backend), (m) => logger.info({ backend: true }, m));
+  const backend = await selectBackend(parseBackendChoice(opts.backend ?? cfg.backend), (m) => log('info', m));
   assertTrainableBackend(backend);
-  logger.info({ backend: backend.name, package: backend.package, version: backend.version, gpu: backend.gpu }, `backend ${backend.name} (${backend.package} ${backend.version}), gpu ${backend.gpu}`);
+  log('info', `backend ${backend.name} (${backend.package} ${backend.version}), gpu ${backend.gpu}`, { backend: backend.name, package: backend.package, version: backend.version, gpu: backend.gpu });
 
-  const trainer = new FederatedSiteTrainer(cfg, backend, (m) => logger.info(m));
+  const trainer = new FederatedSiteTrainer(cfg, backend, (m) => log('info', m));
   const client = new CoordinatorClient({
     url: cfg.federation.coordinatorUrl,
     siteId: cfg.siteId,
     keys,
     coordinatorPublicKey,
     caCertificate: cfg.federation.caCertificate,
-    log: (level, msg, fields) => logger[level === 'debug' ? 'debug' : level](fields ?? {}, msg),
+    log,
   });
   client.setSiteInfo(trainer.siteInfo());
 
@@ -50,12 +69,12 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
     trainer
       .prepare(exp)
       .then(() => client.setSiteInfo(trainer.siteInfo()))
-      .catch((e) => logger.error({ err: errorMessage(e) }, `cannot take part in experiment '${exp.id}': ${errorMessage(e)}`));
+      .catch((e) => log('error', `cannot take part in experiment '${exp.id}': ${errorMessage(e)} (each round task will be declined with this reason)`));
   });
   client.onTask(async (task, ctl) => {
     await trainer.prepare(task.experiment);
     client.setSiteInfo(trainer.siteInfo());
-    logger.info({ round: task.round, attempt: task.attempt, steps: task.steps, proximalMu: task.fit.proximalMu, localTensors: task.fit.localTensors.length }, `round ${task.round}: training ${task.steps} steps`);
+    log('info', `round ${task.round}: training ${task.steps} steps`, { round: task.round, attempt: task.attempt, steps: task.steps, proximalMu: task.fit.proximalMu, localTensors: task.fit.localTensors.length });
     const out = await trainer.runRound({
       round: task.round,
       steps: task.steps,
@@ -65,33 +84,42 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
       signal: ctl.signal,
       onProgress: (done, total, phase) => ctl.progress(done, total, phase),
     });
-    logger.info({ round: task.round, loss: out.metrics.loss, dice: out.metrics.dice, timeMs: Math.round(out.metrics.timeMs) }, `round ${task.round}: trained, uploading`);
+    log('info', `round ${task.round}: trained, uploading`, { round: task.round, loss: out.metrics.loss, dice: out.metrics.dice, timeMs: Math.round(out.metrics.timeMs) });
     return out;
   });
-  client.on('connected', () => logger.info('connected and authenticated'));
-  client.on('disconnected', ({ reason }) => logger.warn(`disconnected: ${reason}`));
-  client.on('auth-failed', ({ message }) => logger.error(`authentication failed: ${message}`));
-  client.on('checkpoint-refused', ({ round, message }) => logger.error({ round }, `refused the checkpoint: ${message}`));
-  client.on('rejected', ({ round, message }) => logger.warn({ round }, `update rejected: ${message}`));
-  client.on('complete', ({ round, checkpointSha256 }) => logger.info({ round, sha256: checkpointSha256 }, 'experiment complete'));
+  client.on('connected', () => log('info', `connected and authenticated with ${cfg.federation?.coordinatorUrl}`));
+  client.on('disconnected', ({ reason }) => log('warn', `disconnected from the coordinator: ${reason}; reconnecting`));
+  client.on('checkpoint-refused', ({ round, code, message }) => log('error', `refused the checkpoint of round ${round}: ${message}`, { round, code }));
+  client.on('declined', ({ round, attempt, code, reason }) => log('warn', `told the coordinator this site cannot take part in round ${round} (attempt ${attempt}): ${reason}`, { code }));
+  client.on('rejected', ({ round, message }) => log('warn', `update of round ${round} rejected: ${message}`, { round }));
+  client.on('complete', ({ round, checkpointSha256 }) => log('info', 'experiment complete', { round, sha256: checkpointSha256 }));
 
-  const stopped = new Promise<void>((resolve) => {
-    const stop = (why: string) => {
-      logger.info(`stopping (${why})`);
+  const stopped = new Promise<DaemonExit>((resolve) => {
+    let exit: DaemonExit | null = null;
+    const stop = (why: string, result: DaemonExit) => {
+      if (exit) return;
+      exit = result;
+      log(result.exitCode === SITE_EXIT.stopped ? 'info' : 'error', `stopping (${why})`);
       client
         .stop()
-        .catch((e) => logger.error(errorMessage(e)))
+        .catch((e) => log('error', errorMessage(e)))
         .finally(() => {
           trainer.dispose();
-          logger.flush?.();
-          resolve();
+          logger.flush();
+          resolve(result);
         });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-    opts.stopSignal?.addEventListener('abort', () => stop('stop requested'), { once: true });
+    process.once('SIGTERM', () => stop('SIGTERM', { exitCode: SITE_EXIT.stopped }));
+    process.once('SIGINT', () => stop('SIGINT', { exitCode: SITE_EXIT.stopped }));
+    opts.stopSignal?.addEventListener('abort', () => stop('stop requested', { exitCode: SITE_EXIT.stopped }), { once: true });
+    client.on('auth-failed', ({ code, message, permanent }) => {
+      if (!permanent) return; // logged by the connection with its retry time
+      const reason = `the coordinator at ${cfg.federation?.coordinatorUrl} refuses this site for good (${code}): ${message}`;
+      log('error', reason, { code });
+      stop(`authentication refused: ${code}; retrying cannot fix it`, { exitCode: SITE_EXIT.authRefused, reason });
+    });
   });
   client.start();
-  logger.info(`site ${cfg.siteId} started; coordinator ${cfg.federation.coordinatorUrl}, budget ${cfg.memoryBudgetMB} MB`);
-  await stopped;
+  log('info', `site ${cfg.siteId} started; coordinator ${cfg.federation.coordinatorUrl}, budget ${cfg.memoryBudgetMB} MB${cfg.logFile ? `; JSON log ${cfg.logFile}` : ''}`);
+  return stopped;
 }

@@ -4,7 +4,7 @@
  * into a DatasetProblem so callers can skip the case and report it.
  */
 import { PatchFedError, isPatchFedError } from '../../shared/errors.ts';
-import { readNifti, type NiftiVolume } from '../../shared/nifti/index.ts';
+import { readNifti, type NiftiReadOptions, type NiftiVolume } from '../../shared/nifti/index.ts';
 import type { DatasetProblem, LabelClass } from './manifest.ts';
 import { convertLabel, imageLayout, type LabelConversion } from './preprocess.ts';
 import type { MsdCaseInfo } from './scan.ts';
@@ -31,13 +31,14 @@ export async function asCaseStep<T>(caseId: string, file: string, fn: () => T | 
   }
 }
 
-export async function decodeImage(caseId: string, file: string, maxVoxels: number | undefined): Promise<NiftiVolume> {
-  return asCaseStep(caseId, file, () => readNifti(file, maxVoxels !== undefined ? { maxVoxels } : undefined));
+/** `read`: the reader's limits (maxVoxels, the memory budget; see memory-budget.ts readOptionsFor). */
+export async function decodeImage(caseId: string, file: string, read: NiftiReadOptions = {}): Promise<NiftiVolume> {
+  return asCaseStep(caseId, file, () => readNifti(file, read));
 }
 
 /** Decode and validate the label of a case; the image must already be known to match in shape. */
-export async function decodeLabel(info: MsdCaseInfo, labels: readonly LabelClass[], maxVoxels: number | undefined): Promise<LabelConversion & { volume: NiftiVolume }> {
-  const volume = await decodeImage(info.id, info.labelPath, maxVoxels);
+export async function decodeLabel(info: MsdCaseInfo, labels: readonly LabelClass[], read: NiftiReadOptions = {}): Promise<LabelConversion & { volume: NiftiVolume }> {
+  const volume = await decodeImage(info.id, info.labelPath, read);
   return asCaseStep(info.id, info.labelPath, () => {
     const layout = imageLayout(volume.dims, info.labelPath);
     if (layout.shape.some((v, i) => v !== info.shape[i])) {

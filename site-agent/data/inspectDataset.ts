@@ -8,6 +8,7 @@ import path from 'node:path';
 import { BadCaseError, asCaseStep, decodeImage, decodeLabel } from './decode.ts';
 import type { DatasetProblem, LabelClass } from './manifest.ts';
 import { imageLayout } from './preprocess.ts';
+import { readOptionsFor } from './memory-budget.ts';
 import { scanMsdDataset } from './scan.ts';
 
 export interface InspectedCase {
@@ -56,12 +57,15 @@ export interface DatasetInspection {
 
 export interface InspectDatasetOptions {
   maxVoxels?: number;
+  /** Memory budget in MB; cases whose decoding would need more are reported as problems. */
+  maxMemoryMB?: number;
   /** Progress: called before each file group is decoded. */
   onProgress?: (done: number, total: number, id: string) => void;
 }
 
 export async function inspectMsdDataset(dir: string, opts: InspectDatasetOptions = {}): Promise<DatasetInspection> {
-  const scan = await scanMsdDataset(dir, { maxVoxels: opts.maxVoxels });
+  const scan = await scanMsdDataset(dir, { maxVoxels: opts.maxVoxels, maxMemoryMB: opts.maxMemoryMB });
+  const read = readOptionsFor(opts.maxVoxels, opts.maxMemoryMB);
   const problems: DatasetProblem[] = [...scan.problems];
   const total = scan.cases.length + scan.testImages.length;
   let done = 0;
@@ -74,8 +78,8 @@ export async function inspectMsdDataset(dir: string, opts: InspectDatasetOptions
     opts.onProgress?.(done++, total, info.id);
     let labelCounts: Record<string, number> | null = null;
     try {
-      const label = await decodeLabel(info, scan.labels, opts.maxVoxels);
-      const image = await decodeImage(info.id, info.imagePath, opts.maxVoxels);
+      const label = await decodeLabel(info, scan.labels, read);
+      const image = await decodeImage(info.id, info.imagePath, read);
       await asCaseStep(info.id, info.imagePath, () => {
         const { shape } = imageLayout(image.dims, info.imagePath);
         if (shape.some((v, i) => v !== info.shape[i])) throw new BadCaseError({ caseId: info.id, file: info.imagePath, reason: `decoded shape ${shape.join('x')} differs from the header's ${info.shape.join('x')}` });
@@ -105,7 +109,7 @@ export async function inspectMsdDataset(dir: string, opts: InspectDatasetOptions
     opts.onProgress?.(done++, total, info.id);
     let usable = true;
     try {
-      await decodeImage(info.id, info.imagePath, opts.maxVoxels);
+      await decodeImage(info.id, info.imagePath, read);
     } catch (e) {
       if (!(e instanceof BadCaseError)) throw e;
       problems.push(e.problem);

@@ -10,6 +10,8 @@ import { PatchFedError } from '../../shared/errors.ts';
 import type { DatasetProblem, LabelClass } from './manifest.ts';
 import { BadCaseError, asCaseStep, decodeImage, decodeLabel } from './decode.ts';
 import { ByteLruCache } from './lruCache.ts';
+import { readOptionsFor } from './memory-budget.ts';
+import type { NiftiReadOptions } from '../../shared/nifti/index.ts';
 import { CtForegroundPool, channelSchemes, type ChannelScheme, type CtChannelStats } from './normalize.ts';
 import { imageLayout, preprocessImage, preprocessedBytes, type PreprocessedCase, type PreprocessedImage } from './preprocess.ts';
 import { scanMsdDataset, type MsdCaseInfo, type MsdScan, type MsdTestImageInfo } from './scan.ts';
@@ -22,6 +24,12 @@ export interface OpenMsdDatasetOptions {
   cacheMB?: number;
   /** Refuse volumes promising more voxels than this (all channels). Default: the reader's. */
   maxVoxels?: number;
+  /**
+   * Memory budget in MB (the site's memoryBudgetMB): a case whose decoding and preprocessing
+   * would need more is refused from its header, before any voxel is read. Default: the
+   * reader's 2 GiB per volume.
+   */
+  maxMemoryMB?: number;
   /** Default seed for split(). Default 0. */
   seed?: string | number;
   /**
@@ -60,7 +68,7 @@ export class MsdDataset {
   private readonly bad = new Map<string, DatasetProblem>();
   private readonly cache: ByteLruCache<PreprocessedCase>;
   private readonly inFlight = new Map<string, Promise<PreprocessedCase>>();
-  private readonly maxVoxels?: number;
+  private readonly read: NiftiReadOptions;
   private readonly onProblem?: (p: DatasetProblem) => void;
   private ctStatsPromise?: Promise<(CtChannelStats | undefined)[]>;
   private counters = { hits: 0, misses: 0, decodes: 0 };
@@ -76,7 +84,7 @@ export class MsdDataset {
     this.byId = new Map(this.headerValid.map((c) => [c.id, c]));
     this.found = [...scan.problems];
     this.seed = opts.seed ?? 0;
-    this.maxVoxels = opts.maxVoxels;
+    this.read = readOptionsFor(opts.maxVoxels, opts.maxMemoryMB);
     this.onProblem = opts.onProblem;
     const cacheMB = opts.cacheMB ?? DEFAULT_CACHE_MB;
     if (!(cacheMB >= 0) || !Number.isFinite(cacheMB)) {
@@ -192,7 +200,7 @@ export class MsdDataset {
     const info = this.testImages.find((t) => t.id === id);
     if (!info) throw new PatchFedError('dataset-unknown-case', `dataset '${this.name}' (${this.dir}) has no usable test image '${id}'`, { subject: id });
     const ct = await this.intensityStats();
-    const volume = await decodeImage(id, info.imagePath, this.maxVoxels);
+    const volume = await decodeImage(id, info.imagePath, this.read);
     return asCaseStep(id, info.imagePath, () => preprocessImage(id, volume, this.schemes, ct, info.imagePath));
   }
 
@@ -225,8 +233,8 @@ export class MsdDataset {
     const pool = new CtForegroundPool(this.schemes.length);
     for (const info of this.cases) {
       try {
-        const label = await decodeLabel(info, this.labels, this.maxVoxels);
-        const image = await decodeImage(info.id, info.imagePath, this.maxVoxels);
+        const label = await decodeLabel(info, this.labels, this.read);
+        const image = await decodeImage(info.id, info.imagePath, this.read);
         await asCaseStep(info.id, info.imagePath, () => this.checkImageShape(info, image.dims));
         for (const c of ctChannels) pool.addCase(image.data, label.volume.data, c);
       } catch (e) {
@@ -261,8 +269,8 @@ export class MsdDataset {
     if (known) throw new BadCaseError(known);
     this.counters.decodes++;
     // Label first: it is small, and a bad label spares decoding the image.
-    const label = await decodeLabel(info, this.labels, this.maxVoxels);
-    const volume = await decodeImage(info.id, info.imagePath, this.maxVoxels);
+    const label = await decodeLabel(info, this.labels, this.read);
+    const volume = await decodeImage(info.id, info.imagePath, this.read);
     return asCaseStep(info.id, info.imagePath, () => {
       this.checkImageShape(info, volume.dims);
       const image = preprocessImage(info.id, volume, this.schemes, ct, info.imagePath);
@@ -289,7 +297,7 @@ export function formatProblems(problems: readonly DatasetProblem[]): string {
  * unusable or no training case passes.
  */
 export async function openMsdDataset(dir: string, opts: OpenMsdDatasetOptions = {}): Promise<MsdDataset> {
-  const scan = await scanMsdDataset(dir, { maxVoxels: opts.maxVoxels });
+  const scan = await scanMsdDataset(dir, { maxVoxels: opts.maxVoxels, maxMemoryMB: opts.maxMemoryMB });
   if (scan.cases.length === 0) {
     throw new PatchFedError('dataset-no-usable-case', `dataset '${scan.name}' (${scan.dir}) has no usable training case:\n${formatProblems(scan.problems)}`, { subject: scan.dir });
   }

@@ -7,8 +7,9 @@
 import { stat } from 'node:fs/promises';
 import { isPatchFedError } from '../../shared/errors.ts';
 import type { DatatypeName } from '../../shared/volume.ts';
-import { readNiftiHeader, type NiftiHeader } from '../../shared/nifti/index.ts';
+import { readNiftiHeader, type NiftiHeader, type NiftiReadOptions } from '../../shared/nifti/index.ts';
 import { readDatasetManifest, type DatasetManifest, type DatasetProblem, type ListedTestImage, type ListedTrainingCase } from './manifest.ts';
+import { caseOverBudget, readOptionsFor } from './memory-budget.ts';
 import { imageLayout } from './preprocess.ts';
 
 /** A training case whose headers passed validation. */
@@ -43,13 +44,15 @@ export interface MsdScan extends DatasetManifest {
 export interface ScanOptions {
   /** Refuse volumes promising more voxels than this (all channels); passed to the NIfTI reader. */
   maxVoxels?: number;
+  /** Memory budget (MB): cases whose decoding would need more are refused from their headers. */
+  maxMemoryMB?: number;
   /** Header reads in flight at once (keeps file descriptors bounded on big datasets). */
   concurrency?: number;
 }
 
 type HeaderResult = { ok: true; header: NiftiHeader } | { ok: false; reason: string };
 
-async function headerOf(file: string, maxVoxels: number | undefined): Promise<HeaderResult> {
+async function headerOf(file: string, read: NiftiReadOptions): Promise<HeaderResult> {
   try {
     const s = await stat(file);
     if (!s.isFile()) return { ok: false, reason: 'is not a regular file' };
@@ -58,7 +61,7 @@ async function headerOf(file: string, maxVoxels: number | undefined): Promise<He
     return { ok: false, reason: code === 'ENOENT' ? 'file not found' : `cannot be read (${code ?? String(e)})` };
   }
   try {
-    return { ok: true, header: await readNiftiHeader(file, maxVoxels !== undefined ? { maxVoxels } : undefined) };
+    return { ok: true, header: await readNiftiHeader(file, read) };
   } catch (e) {
     if (isPatchFedError(e)) return { ok: false, reason: stripFilePrefix(e.message, file) };
     throw e;
@@ -84,8 +87,8 @@ function checkImage(header: NiftiHeader, file: string, modalities: readonly stri
   return layout;
 }
 
-async function scanTrainingCase(entry: ListedTrainingCase, modalities: readonly string[], maxVoxels: number | undefined): Promise<MsdCaseInfo | DatasetProblem> {
-  const [img, lab] = await Promise.all([headerOf(entry.imagePath, maxVoxels), headerOf(entry.labelPath, maxVoxels)]);
+async function scanTrainingCase(entry: ListedTrainingCase, modalities: readonly string[], read: NiftiReadOptions): Promise<MsdCaseInfo | DatasetProblem> {
+  const [img, lab] = await Promise.all([headerOf(entry.imagePath, read), headerOf(entry.labelPath, read)]);
   if (!img.ok) return { caseId: entry.id, file: entry.imagePath, reason: img.reason };
   if (!lab.ok) return { caseId: entry.id, file: entry.labelPath, reason: lab.reason };
   const image = checkImage(img.header, entry.imagePath, modalities);
@@ -103,6 +106,8 @@ async function scanTrainingCase(entry: ListedTrainingCase, modalities: readonly 
   if (label.shape.some((v, i) => v !== image.shape[i])) {
     return { caseId: entry.id, file: entry.labelPath, reason: `label shape ${label.shape.join('x')} does not match image shape ${image.shape.join('x')} (${entry.imagePath})` };
   }
+  const overBudget = caseOverBudget(image.shape, image.channels, read);
+  if (overBudget !== null) return { caseId: entry.id, file: entry.imagePath, reason: overBudget };
   return {
     id: entry.id,
     imagePath: entry.imagePath,
@@ -115,8 +120,8 @@ async function scanTrainingCase(entry: ListedTrainingCase, modalities: readonly 
   };
 }
 
-async function scanTestImage(entry: ListedTestImage, modalities: readonly string[], maxVoxels: number | undefined): Promise<MsdTestImageInfo | DatasetProblem> {
-  const img = await headerOf(entry.imagePath, maxVoxels);
+async function scanTestImage(entry: ListedTestImage, modalities: readonly string[], read: NiftiReadOptions): Promise<MsdTestImageInfo | DatasetProblem> {
+  const img = await headerOf(entry.imagePath, read);
   if (!img.ok) return { caseId: entry.id, file: entry.imagePath, reason: img.reason };
   const image = checkImage(img.header, entry.imagePath, modalities);
   if (typeof image === 'string') return { caseId: entry.id, file: entry.imagePath, reason: image };
@@ -156,13 +161,14 @@ export async function scanMsdDataset(dir: string, opts: ScanOptions = {}): Promi
   const manifest = await readDatasetManifest(dir);
   const limit = opts.concurrency ?? 8;
   const problems = [...manifest.problems];
+  const read = readOptionsFor(opts.maxVoxels, opts.maxMemoryMB);
   const cases: MsdCaseInfo[] = [];
-  for (const r of await mapLimited(manifest.training, limit, (e) => scanTrainingCase(e, manifest.modalities, opts.maxVoxels))) {
+  for (const r of await mapLimited(manifest.training, limit, (e) => scanTrainingCase(e, manifest.modalities, read))) {
     if (isProblem(r)) problems.push(r);
     else cases.push(r);
   }
   const testImages: MsdTestImageInfo[] = [];
-  for (const r of await mapLimited(manifest.test, limit, (e) => scanTestImage(e, manifest.modalities, opts.maxVoxels))) {
+  for (const r of await mapLimited(manifest.test, limit, (e) => scanTestImage(e, manifest.modalities, read))) {
     if (isProblem(r)) problems.push(r);
     else testImages.push(r);
   }

@@ -9,17 +9,20 @@ import type { CaseVolume, Shape3 } from '../pipeline/case.ts';
 import { guidedCase, inferenceGuidance } from '../pipeline/guidance.ts';
 import { argmaxChannelsLast } from '../pipeline/patches.ts';
 import { downsampleCase } from '../pipeline/resample.ts';
-import { gridInference, slidingWindowInference, type Weighting } from '../pipeline/sliding-window.ts';
+import { gridInference, slidingWindowInference, type PatchPredictor, type Weighting } from '../pipeline/sliding-window.ts';
 import { roundUpTo } from '../planner/estimate.ts';
 import { isWholeVolumeStage, type Stage } from '../../shared/model/index.ts';
 import type { SegmentationNet } from '../train/net.ts';
 
-export interface StageModel {
-  net: SegmentationNet;
+/**
+ * One stage of a model: a tfjs net, or any predictor of (n, px, py, pz, C) windows (e.g. the
+ * exported ONNX graph run by onnxruntime), so every runtime shares the same windowing code.
+ */
+export type StageModel = {
   stage: Stage;
   /** Window for patch-wise stages; ignored for whole-volume stages. */
   patch: Shape3;
-}
+} & ({ net: SegmentationNet } | { predictor: PatchPredictor });
 
 export interface InferenceOptions {
   numClasses: number;
@@ -37,21 +40,22 @@ export interface StagePrediction {
   method: string;
 }
 
-function netPredictor(net: SegmentationNet) {
-  return (batch: { data: Float32Array; shape: [number, number, number, number, number] }) =>
-    tf.tidy(() => net.forward(tf.tensor5d(batch.data, batch.shape, 'float32'), false));
+function stagePredictor(model: StageModel): PatchPredictor {
+  if ('predictor' in model) return model.predictor;
+  const { net } = model;
+  return (batch) => tf.tidy(() => net.forward(tf.tensor5d(batch.data, batch.shape, 'float32'), false));
 }
 
 export async function predictStage(model: StageModel, c: CaseVolume, opts: InferenceOptions): Promise<StagePrediction> {
   const whole = isWholeVolumeStage(model.stage);
-  const patch: Shape3 = whole ? (c.shape.map((d) => roundUpTo(d, opts.divisor)) as unknown as Shape3) : model.patch;
+  const patch: Shape3 = whole ? [roundUpTo(c.shape[0], opts.divisor), roundUpTo(c.shape[1], opts.divisor), roundUpTo(c.shape[2], opts.divisor)] : model.patch;
   if (!whole && opts.overlap === 0) {
     // Overlap 0 is the thesis's reconstruction: the non-overlapping grid, last patch zero-padded
     // (a sliding window with overlap 0 would instead put the last window flush with the end).
-    const g = await gridInference(c, netPredictor(model.net), { patch, numClasses: opts.numClasses, batchSize: opts.batchSize ?? 1 });
+    const g = await gridInference(c, stagePredictor(model), { patch, numClasses: opts.numClasses, batchSize: opts.batchSize ?? 1 });
     return { probabilities: g.probabilities, method: g.method.description };
   }
-  const r = await slidingWindowInference(c, netPredictor(model.net), {
+  const r = await slidingWindowInference(c, stagePredictor(model), {
     patch,
     numClasses: opts.numClasses,
     overlap: whole ? 0 : opts.overlap,

@@ -6,28 +6,19 @@
  * least one modality, as in real multi-parametric MRI.
  */
 import { Rng } from './prng.ts';
-import { samplingGrid, type SamplingGrid } from './grid.ts';
+import { samplingGrid } from './grid.ts';
 import { blobVoxels, randomBlob, type Vec3 } from './blob.ts';
 import { fractalNoise, smoothNoise } from './smooth-noise.ts';
 import { dilateLabel, labelSet } from './morphology.ts';
 import { flipAxes, siteGeometry } from './orientation.ts';
-import { countLabels, type CaseKey, type PhantomCase } from './types.ts';
+import { countLabels, type CaseFacts, type CaseKey, type PhantomCase } from './types.ts';
+import { paintTumour, placeTumour, Tissue } from './tumour.ts';
+import { beyondSlabVoxels, contextGrid } from './context.ts';
+import { BRAIN_CONTEXT, paintTracts, placeTractCandidates } from './brain-context.ts';
 
 export const BRAIN_MODALITIES = { '0': 'FLAIR', '1': 'T1w', '2': 't1gd', '3': 'T2w' } as const;
 export const BRAIN_LABELS = { '0': 'background', '1': 'edema', '2': 'non-enhancing tumor', '3': 'enhancing tumour' } as const;
 export const BRAIN_CHANNELS = 4;
-
-/** Tissue classes used to paint intensities (labels 1–3 map to EDEMA, CORE, ENHANCING). */
-const enum Tissue {
-  Outside = 0,
-  Scalp,
-  Skull,
-  Csf,
-  Brain,
-  Edema,
-  Core,
-  Enhancing,
-}
 
 /**
  * Mean intensity per tissue and modality [FLAIR, T1w, t1gd, T2w], white matter ≈ 1.1 on T1.
@@ -65,71 +56,12 @@ function profileTable(): Float32Array {
   return t;
 }
 
-interface Tumour {
-  centre: Vec3;
-  /** Oedema radii in mm. */
-  radii: Vec3;
-}
-
-/**
- * Place one tumour: size relative to the brain's semi-axes (so it stays proportionate on any
- * grid), centre far enough inside that the whole oedema stays in the brain.
- */
-function placeTumour(rng: Rng, brainCentre: Vec3, brainAxes: Vec3, tumourScale: number): Tumour {
-  const EDEMA_ROUGHNESS = 0.3;
-  const jitter: Vec3 = [rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)];
-  let frac = tumourScale * rng.uniform(0.3, 0.5);
-  const maxJitter = Math.max(...jitter);
-  // Keep the oedema's reach (in brain-normalised units) below 0.8 of the brain.
-  frac = Math.min(frac, 0.8 / (maxJitter * (1 + EDEMA_ROUGHNESS)));
-  const reach = frac * maxJitter * (1 + EDEMA_ROUGHNESS);
-  const room = Math.max(0, 0.9 - reach);
-  const dir = rng.unitVector();
-  const t = room * Math.cbrt(rng.next());
-  return {
-    centre: [0, 1, 2].map((a) => brainCentre[a]! + dir[a]! * t * brainAxes[a]!) as Vec3,
-    radii: [0, 1, 2].map((a) => frac * jitter[a]! * brainAxes[a]!) as Vec3,
-  };
-}
-
-function paintTumour(rng: Rng, grid: SamplingGrid, labels: Uint8Array, tissue: Uint8Array, tumour: Tumour): void {
-  const edema = randomBlob(rng, tumour.centre, tumour.radii, { roughness: 0.3, waves: 4, maxTilt: Math.PI });
-  const rimFrac = rng.uniform(0.6, 0.8);
-  const offset = (r: Vec3, f: number): Vec3 => [0, 1, 2].map((a) => rng.uniform(-f, f) * r[a]!) as Vec3;
-  const t0 = offset(tumour.radii, 0.12);
-  const rimCentre: Vec3 = [tumour.centre[0] + t0[0], tumour.centre[1] + t0[1], tumour.centre[2] + t0[2]];
-  const rimRadii = tumour.radii.map((r) => r * rimFrac) as Vec3;
-  const rim = randomBlob(rng, rimCentre, rimRadii, { roughness: 0.25, waves: 3, maxTilt: Math.PI });
-  const coreFrac = rng.uniform(0.55, 0.75);
-  const c0 = offset(rimRadii, 0.1);
-  const core = randomBlob(rng, [rimCentre[0] + c0[0], rimCentre[1] + c0[1], rimCentre[2] + c0[2]], rimRadii.map((r) => r * coreFrac) as Vec3, {
-    roughness: 0.2,
-    waves: 3,
-    maxTilt: Math.PI,
-  });
-  // Oedema only invades brain parenchyma and ventricles; each inner shell only where the outer one is.
-  const e = blobVoxels(grid, edema).index;
-  for (let n = 0; n < e.length; n++) {
-    const i = e[n]!;
-    if (labels[i] === 0 && (tissue[i] === Tissue.Brain || tissue[i] === Tissue.Csf)) labels[i] = 1;
-  }
-  const r = blobVoxels(grid, rim).index;
-  for (let n = 0; n < r.length; n++) {
-    const i = r[n]!;
-    if (labels[i] === 1) labels[i] = 3;
-  }
-  const c = blobVoxels(grid, core).index;
-  for (let n = 0; n < c.length; n++) {
-    const i = c[n]!;
-    if (labels[i] === 3) labels[i] = 2;
-  }
-}
-
 export function generateBrainCase(key: CaseKey, shape: [number, number, number]): PhantomCase {
   const { style, seed, caseIndex } = key;
   const rng = Rng.derive('phantom', 'brain', seed, style.k, caseIndex, 'anatomy');
   const noiseRng = Rng.derive('phantom', 'brain', seed, style.k, caseIndex, 'noise');
-  const grid = samplingGrid(shape, style.mri.spacing);
+  const context = key.context ? contextGrid(shape, style.mri.spacing) : null;
+  const grid = context ? context.grid : samplingGrid(shape, style.mri.spacing);
   const [X, Y, Z] = shape;
   const N = grid.voxels;
   const H = grid.half;
@@ -138,7 +70,8 @@ export function generateBrainCase(key: CaseKey, shape: [number, number, number])
   // Head: slightly irregular ellipsoid, a little off-centre and tilted.
   const headScale = rng.uniform(0.9, 1);
   const headCentre: Vec3 = [rng.uniform(-0.03, 0.03) * H[0], rng.uniform(-0.03, 0.03) * H[1], rng.uniform(-0.03, 0.03) * H[2]];
-  const headRadii: Vec3 = [0.72 * H[0] * headScale, 0.78 * H[1] * headScale, 0.7 * H[2] * headScale];
+  const shape0 = context ? BRAIN_CONTEXT.head : ([0.72, 0.78, 0.7] as const);
+  const headRadii: Vec3 = [shape0[0] * H[0] * headScale, shape0[1] * H[1] * headScale, shape0[2] * H[2] * headScale];
   const head = randomBlob(rng, headCentre, headRadii, { roughness: 0.03, waves: 3, maxTilt: 0.08 });
   const headVox = blobVoxels(grid, head);
   const tissue = new Uint8Array(N);
@@ -164,13 +97,19 @@ export function generateBrainCase(key: CaseKey, shape: [number, number, number])
   }
 
   // Tumours, then close the shells: a core never touches healthy tissue, a rim is always wrapped in oedema.
+  // Context phantoms: tumours come from tumour-plus-tract candidates (brain-context.ts), the
+  // tracts are painted after the shells are closed.
   const labels = new Uint8Array(N);
-  const tumours = 1 + (rng.bernoulli(style.caseMix.secondTumourProbability) ? 1 : 0);
+  const candidates = context ? placeTractCandidates(Rng.derive('phantom', 'brain', seed, style.k, caseIndex, 'context'), grid, headCentre, brainAxes, style.caseMix.tumourScale) : null;
+  const tumours = candidates ? candidates.real.length : 1 + (rng.bernoulli(style.caseMix.secondTumourProbability) ? 1 : 0);
   for (let t = 0; t < tumours; t++) {
-    paintTumour(rng, grid, labels, tissue, placeTumour(rng, headCentre, brainAxes, style.caseMix.tumourScale));
+    if (candidates) paintTumour(rng, grid, labels, tissue, candidates.real[t]!.tumour, BRAIN_CONTEXT.rimFraction);
+    else paintTumour(rng, grid, labels, tissue, placeTumour(rng, headCentre, brainAxes, style.caseMix.tumourScale));
   }
   dilateLabel(labels, shape, labelSet(2), labelSet(0, 1), 3);
   dilateLabel(labels, shape, labelSet(3), labelSet(0), 1);
+  const contextMap = candidates ? new Uint8Array(N) : null;
+  const contextFacts = candidates && contextMap ? paintTracts(grid, labels, tissue, contextMap, candidates.real, candidates.lookalikes) : null;
 
   // Textures and the scanner's bias field.
   const wm = fractalNoise(rng, grid, 0.3 * hMean, 2);
@@ -219,13 +158,26 @@ export function generateBrainCase(key: CaseKey, shape: [number, number, number])
   }
 
   const flips = style.flips;
+  const facts: CaseFacts = { lesions: tumours, labelVoxels: countLabels(labels, 4) };
+  if (contextFacts && contextMap) {
+    const far = beyondSlabVoxels(contextMap, shape);
+    facts.context = {
+      connected: contextFacts.tracts,
+      lookalikes: contextFacts.lookalikes,
+      connectedVoxels: contextFacts.tractVoxels,
+      lookalikeVoxels: contextFacts.lookalikeVoxels,
+      connectedBeyondSlab: far.connected,
+      lookalikeBeyondSlab: far.lookalike,
+    };
+  }
   return {
     image: flipAxes(image, [X, Y, Z, C], flips),
     imageDims: [X, Y, Z, C],
     imageDatatype: 'float32',
     label: flipAxes(labels, [X, Y, Z], flips),
     labelDims: [X, Y, Z],
-    geometry: siteGeometry(shape, style.mri.spacing, style),
-    facts: { lesions: tumours, labelVoxels: countLabels(labels, 4) },
+    geometry: siteGeometry(shape, context ? context.spacing : style.mri.spacing, style),
+    facts,
+    ...(contextMap ? { contextMap: flipAxes(contextMap, [X, Y, Z], flips) } : {}),
   };
 }

@@ -10,6 +10,7 @@ import { writeNifti } from '../../shared/nifti/index.ts';
 import { BRAIN_CHANNELS, BRAIN_LABELS, BRAIN_MODALITIES, generateBrainCase } from './brain.ts';
 import { LIVER_LABELS, LIVER_MODALITIES, generateLiverCase } from './liver.ts';
 import { siteStyle, type SiteStyle } from './site-style.ts';
+import { contextGrid } from './context.ts';
 import { PHANTOM_TASKS, type CaseFacts, type PhantomCase, type PhantomTask } from './types.ts';
 
 export const PHANTOM_GENERATOR = 'patchfed-phantom';
@@ -34,6 +35,8 @@ export interface PhantomCaseOptions {
   siteStyle: number;
   /** 0-based: training cases first, then test cases. */
   caseIndex: number;
+  /** Context phantom (context.ts): deep grid, stretched in-plane voxels, context-dependent structures. */
+  context?: boolean;
 }
 
 export interface PhantomDatasetOptions {
@@ -45,6 +48,8 @@ export interface PhantomDatasetOptions {
   shape: [number, number, number];
   seed: number;
   siteStyle: number;
+  /** Context phantom (context.ts; README "Context phantoms"). */
+  context?: boolean;
   /** Output folder; created if missing. */
   out: string;
   /**
@@ -79,6 +84,10 @@ export interface PhantomDatasetResult {
   caseIds: string[];
   testCaseIds: string[];
   style: SiteStyle;
+  /** Voxel spacing written to every header (mm): the style's, or a context phantom's stretched in-plane spacing. */
+  spacing: [number, number, number];
+  /** In-plane voxel stretch of a context phantom (1 for standard phantoms; context.ts). */
+  stretch: number;
   /** What was planted per case id (tumour/lesion counts, voxels per label). */
   facts: Record<string, CaseFacts>;
   marker?: PlantedMarker;
@@ -105,6 +114,11 @@ function checkShape(shape: unknown, channels: number): [number, number, number] 
   return [shape[0], shape[1], shape[2]];
 }
 
+function checkContext(context: unknown): boolean {
+  if (context !== undefined && typeof context !== 'boolean') fail(`context must be true or false, got ${String(context)}.`, 'context');
+  return context === true;
+}
+
 function checkTask(task: unknown): PhantomTask {
   if (!PHANTOM_TASKS.includes(task as PhantomTask)) fail(`task must be one of ${PHANTOM_TASKS.join(', ')}, got '${String(task)}'.`, 'task');
   return task as PhantomTask;
@@ -129,7 +143,7 @@ export function generatePhantomCase(opts: PhantomCaseOptions): PhantomCase {
   const seed = checkInteger('seed', opts.seed, 0, 2 ** 32 - 1);
   const k = checkInteger('siteStyle', opts.siteStyle, 0, Number.MAX_SAFE_INTEGER);
   const caseIndex = checkInteger('caseIndex', opts.caseIndex, 0, 2 * PHANTOM_MAX_CASES);
-  const key = { task, seed, style: siteStyle(k), caseIndex };
+  const key = { task, seed, style: siteStyle(k), caseIndex, context: checkContext(opts.context) };
   return task === 'brain' ? generateBrainCase(key, shape) : generateLiverCase(key, shape);
 }
 
@@ -144,14 +158,19 @@ export function phantomCaseIds(task: PhantomTask, k: number, cases: number, test
   };
 }
 
-function datasetJson(task: PhantomTask, opts: { seed: number; k: number; shape: number[] }, ids: { training: string[]; test: string[] }): object {
+function datasetJson(task: PhantomTask, opts: { seed: number; k: number; shape: number[]; context: boolean }, ids: { training: string[]; test: string[] }): object {
   const brain = task === 'brain';
   const style = siteStyle(opts.k);
+  const context = opts.context
+    ? brain
+      ? '; context phantom: oedema tracts along z and tumour-free look-alike tracts'
+      : '; context phantom: an inferior liver tongue along z and liver-dense look-alike bowel loops'
+    : '';
   return {
     name: brain ? 'BRATS' : 'LiTS',
     description: brain
-      ? `Synthetic gliomas (oedema, non-enhancing core, enhancing rim) in multi-parametric MR phantoms, site style ${opts.k} (${style.orientation})`
-      : `Synthetic liver and liver lesions in abdominal CT phantoms, site style ${opts.k} (${style.orientation})`,
+      ? `Synthetic gliomas (oedema, non-enhancing core, enhancing rim) in multi-parametric MR phantoms, site style ${opts.k} (${style.orientation})${context}`
+      : `Synthetic liver and liver lesions in abdominal CT phantoms, site style ${opts.k} (${style.orientation})${context}`,
     reference: 'PatchFed phantom generator: synthetic, no patient data',
     licence: 'CC0-1.0',
     release: `${PHANTOM_GENERATOR} ${PHANTOM_GENERATOR_VERSION}`,
@@ -162,7 +181,8 @@ function datasetJson(task: PhantomTask, opts: { seed: number; k: number; shape: 
     numTest: ids.test.length,
     training: ids.training.map((id) => ({ image: `./imagesTr/${id}.nii.gz`, label: `./labelsTr/${id}.nii.gz` })),
     test: ids.test.map((id) => `./imagesTs/${id}.nii.gz`),
-    phantom: { generator: PHANTOM_GENERATOR, version: PHANTOM_GENERATOR_VERSION, task, seed: opts.seed, siteStyle: opts.k, shape: opts.shape },
+    // `context` only when set: standard phantoms' dataset.json stays byte-identical.
+    phantom: { generator: PHANTOM_GENERATOR, version: PHANTOM_GENERATOR_VERSION, task, seed: opts.seed, siteStyle: opts.k, shape: opts.shape, ...(opts.context ? { context: true } : {}) },
   };
 }
 
@@ -219,6 +239,7 @@ export async function generatePhantomDataset(opts: PhantomDatasetOptions): Promi
   const testCases = checkInteger('testCases', opts.testCases ?? Math.round(cases * 0.2), 0, PHANTOM_MAX_CASES);
   const seed = checkInteger('seed', opts.seed, 0, 2 ** 32 - 1);
   const k = checkInteger('siteStyle', opts.siteStyle, 0, Number.MAX_SAFE_INTEGER);
+  const context = checkContext(opts.context);
   const marker = opts.marker === undefined ? undefined : storedMarker(task, opts.marker);
   if (typeof opts.out !== 'string' || opts.out.trim() === '') fail('out must name an output folder.', 'out');
   const dir = path.resolve(opts.out);
@@ -236,7 +257,8 @@ export async function generatePhantomDataset(opts: PhantomDatasetOptions): Promi
   for (let i = 0; i < all.length; i++) {
     const id = all[i]!;
     const isTraining = i < cases;
-    const c = task === 'brain' ? generateBrainCase({ task, seed, style, caseIndex: i }, shape) : generateLiverCase({ task, seed, style, caseIndex: i }, shape);
+    const key = { task, seed, style, caseIndex: i, context };
+    const c = task === 'brain' ? generateBrainCase(key, shape) : generateLiverCase(key, shape);
     facts[id] = c.facts;
     const imageFile = path.join(dir, isTraining ? 'imagesTr' : 'imagesTs', `${id}.nii.gz`);
     if (i === 0 && marker !== undefined) planted = { caseId: id, file: imageFile, ...plantMarker(c, marker) };
@@ -255,7 +277,19 @@ export async function generatePhantomDataset(opts: PhantomDatasetOptions): Promi
 
   const jsonPath = path.join(dir, 'dataset.json');
   const temp = `${jsonPath}.tmp`;
-  await writeFile(temp, JSON.stringify(datasetJson(task, { seed, k, shape }, ids), null, 2) + '\n');
+  await writeFile(temp, JSON.stringify(datasetJson(task, { seed, k, shape, context }, ids), null, 2) + '\n');
   await rename(temp, jsonPath);
-  return { dir, datasetJson: jsonPath, caseIds: ids.training, testCaseIds: ids.test, style, facts, ...(planted ? { marker: planted } : {}) };
+  const styleSpacing = task === 'brain' ? style.mri.spacing : style.ct.spacing;
+  const grid = context ? contextGrid(shape, styleSpacing) : { spacing: styleSpacing, stretch: 1 };
+  return {
+    dir,
+    datasetJson: jsonPath,
+    caseIds: ids.training,
+    testCaseIds: ids.test,
+    style,
+    spacing: [...grid.spacing],
+    stretch: grid.stretch,
+    facts,
+    ...(planted ? { marker: planted } : {}),
+  };
 }

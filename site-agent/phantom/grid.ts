@@ -14,7 +14,11 @@ export interface SamplingGrid {
   voxels: number;
 }
 
-export function samplingGrid(shape: [number, number, number], spacing: [number, number, number]): SamplingGrid {
+/**
+ * `half` defaults to shape / 2. Context phantoms (context.ts) pass the half-extent of a grid
+ * stretched in-plane, so anatomy keeps its proportions when in-plane voxels are coarser.
+ */
+export function samplingGrid(shape: [number, number, number], spacing: [number, number, number], half?: [number, number, number]): SamplingGrid {
   const mm = shape.map((n, a) => {
     const c = new Float64Array(n);
     for (let i = 0; i < n; i++) c[i] = (i + 0.5 - n / 2) * spacing[a]!;
@@ -23,7 +27,7 @@ export function samplingGrid(shape: [number, number, number], spacing: [number, 
   return {
     shape,
     spacing,
-    half: [shape[0] / 2, shape[1] / 2, shape[2] / 2],
+    half: half ?? [shape[0] / 2, shape[1] / 2, shape[2] / 2],
     mm,
     voxels: shape[0] * shape[1] * shape[2],
   };

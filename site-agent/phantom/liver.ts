@@ -10,7 +10,9 @@ import { blobVoxels, randomBlob, type Blob, type Vec3 } from './blob.ts';
 import { fractalNoise, smoothNoise } from './smooth-noise.ts';
 import { erode } from './morphology.ts';
 import { flipAxes, siteGeometry } from './orientation.ts';
-import { countLabels, type CaseKey, type PhantomCase } from './types.ts';
+import { countLabels, type CaseFacts, type CaseKey, type PhantomCase } from './types.ts';
+import { beyondSlabVoxels, CONTEXT_ROLE, contextGrid } from './context.ts';
+import { paintLiverTubes, placeLiverTubes } from './liver-context.ts';
 
 export const LIVER_MODALITIES = { '0': 'CT' } as const;
 export const LIVER_LABELS = { '0': 'background', '1': 'liver', '2': 'cancer' } as const;
@@ -93,7 +95,8 @@ export function generateLiverCase(key: CaseKey, shape: [number, number, number])
   const rng = Rng.derive('phantom', 'liver', seed, style.k, caseIndex, 'anatomy');
   const noiseRng = Rng.derive('phantom', 'liver', seed, style.k, caseIndex, 'noise');
   const ct = style.ct;
-  const grid = samplingGrid(shape, ct.spacing);
+  const context = key.context ? contextGrid(shape, ct.spacing) : null;
+  const grid = context ? context.grid : samplingGrid(shape, ct.spacing);
   const [X, Y, Z] = shape;
   const N = grid.voxels;
   const H = grid.half;
@@ -252,12 +255,33 @@ export function generateLiverCase(key: CaseKey, shape: [number, number, number])
     }
   }
 
-  // Liver texture, then labels: liver = region Liver.
+  // Context phantoms: an inferior liver tongue and a liver-dense bowel loop (liver-context.ts).
+  const contextMap = context ? new Uint8Array(N) : null;
+  let contextFacts: CaseFacts['context'];
+  if (contextMap) {
+    const regions = { region, cavity: Region.Cavity, liver: Region.Liver, organ: Region.Organ };
+    const ctxRng = Rng.derive('phantom', 'liver', seed, style.k, caseIndex, 'context');
+    const tubes = placeLiverTubes(ctxRng, grid, regions, { bx, by, bodyCy, hz: H[2] });
+    const f = paintLiverTubes(grid, hu, regions, contextMap, tubes, liverHu);
+    const far = beyondSlabVoxels(contextMap, shape);
+    contextFacts = {
+      connected: f.tongues,
+      lookalikes: f.lookalikes,
+      connectedVoxels: f.tongueVoxels,
+      lookalikeVoxels: f.lookalikeVoxels,
+      connectedBeyondSlab: far.connected,
+      lookalikeBeyondSlab: far.lookalike,
+    };
+  }
+
+  // Liver texture (the look-alike gets it too), then labels: liver = region Liver.
   const tex = smoothNoise(rng, grid, 0.08 * hMean);
   const labels = new Uint8Array(N);
   for (let v = 0; v < N; v++) {
     if (region[v] === Region.Liver) {
       labels[v] = 1;
+      hu[v] += 5 * tex[v]!;
+    } else if (contextMap && contextMap[v] === CONTEXT_ROLE.lookalike) {
       hu[v] += 5 * tex[v]!;
     }
   }
@@ -265,7 +289,8 @@ export function generateLiverCase(key: CaseKey, shape: [number, number, number])
   // Lesions: hypodense (10–25 HU below liver), centred in the liver interior and clipped to it,
   // so every lesion voxel is surrounded by liver. Lesions with no voxel do not count.
   const liverMask = new Uint8Array(N);
-  for (let v = 0; v < N; v++) liverMask[v] = labels[v] === 1 ? 1 : 0;
+  // Lesions stay in the liver's main body (not the context tongue, whose look-alike has none).
+  for (let v = 0; v < N; v++) liverMask[v] = labels[v] === 1 && !(contextMap && contextMap[v] === CONTEXT_ROLE.connected) ? 1 : 0;
   const interior = erode(liverMask, shape);
   let interiorCount = 0;
   for (let v = 0; v < N; v++) interiorCount += interior[v]!;
@@ -318,7 +343,8 @@ export function generateLiverCase(key: CaseKey, shape: [number, number, number])
     imageDatatype: 'int16',
     label: flipAxes(labels, [X, Y, Z], flips),
     labelDims: [X, Y, Z],
-    geometry: siteGeometry(shape, ct.spacing, style),
-    facts: { lesions, labelVoxels: countLabels(labels, 3) },
+    geometry: siteGeometry(shape, context ? context.spacing : ct.spacing, style),
+    facts: { lesions, labelVoxels: countLabels(labels, 3), ...(contextFacts ? { context: contextFacts } : {}) },
+    ...(contextMap ? { contextMap: flipAxes(contextMap, [X, Y, Z], flips) } : {}),
   };
 }

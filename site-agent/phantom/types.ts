@@ -11,6 +11,8 @@ export interface CaseKey {
   style: SiteStyle;
   /** 0-based index over training then test cases. */
   caseIndex: number;
+  /** A context phantom (context.ts): deep grid, stretched in-plane voxels, context-dependent structures. */
+  context?: boolean;
 }
 
 /** One generated case, already in the site's stored voxel order (flips applied). */
@@ -25,6 +27,8 @@ export interface PhantomCase {
   geometry: Geometry;
   /** What was planted (for tests and reports): tumour or lesion counts, voxel counts per label. */
   facts: CaseFacts;
+  /** Context phantoms only: uint8 [X,Y,Z] of CONTEXT_ROLE codes (context.ts), stored order like `label`. */
+  contextMap?: Uint8Array;
 }
 
 export interface CaseFacts {
@@ -32,6 +36,19 @@ export interface CaseFacts {
   lesions: number;
   /** Voxels per label value, index = label. */
   labelVoxels: number[];
+  /**
+   * Context phantoms only: tubes joined to their landmark (brain: oedema tracts; liver: the
+   * inferior liver tongue) and look-alikes that are not (background), with their voxel counts.
+   */
+  context?: {
+    connected: number;
+    lookalikes: number;
+    connectedVoxels: number;
+    lookalikeVoxels: number;
+    /** Of those, the voxels in slices no 16-voxel slab reaches the landmark from (context.ts beyondSlabVoxels). */
+    connectedBeyondSlab: number;
+    lookalikeBeyondSlab: number;
+  };
 }
 
 export function countLabels(label: Uint8Array, classes: number): number[] {

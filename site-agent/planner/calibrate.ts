@@ -30,6 +30,12 @@ export interface CalibrationRow {
   measured: MeasuredPeak;
   /** estimated / measured */
   ratio: number;
+  /**
+   * What the profiled steps add on top of the weights, estimated (engine − weights + workspace),
+   * to compare with measured.rssDeltaBytes: the check that holds on backends whose memory tfjs
+   * does not see (the 'tensorflow' backend's C++ tensors and kernel scratch).
+   */
+  estimatedStepBytes: number;
 }
 
 /**
@@ -69,7 +75,8 @@ export async function calibrate(configs: readonly CalibrationConfig[], onRow?: (
     const workspace = measured.backend === 'cpu-fast' ? est.workspace : 0;
     const estimatedBytes = est.engine + workspace;
     const measuredBytes = measured.engineBytes + measured.workspaceBytes;
-    const row: CalibrationRow = { config, backend: measured.backend, estimatedBytes, measuredBytes, estimatedEngineBytes: est.engine, measured, ratio: estimatedBytes / measuredBytes };
+    const estimatedStepBytes = est.engine - est.weights + workspace;
+    const row: CalibrationRow = { config, backend: measured.backend, estimatedBytes, measuredBytes, estimatedEngineBytes: est.engine, measured, ratio: estimatedBytes / measuredBytes, estimatedStepBytes };
     rows.push(row);
     onRow?.(row);
   }
@@ -79,5 +86,6 @@ export async function calibrate(configs: readonly CalibrationConfig[], onRow?: (
 export function formatCalibrationRow(r: CalibrationRow): string {
   const mb = (b: number) => `${(b / 2 ** 20).toFixed(2)} MB`;
   const c = r.config;
-  return `${c.label.padEnd(40)} ${c.patch.join('x').padEnd(9)} b${c.batch} base ${String(c.arch.base).padEnd(2)} d${c.arch.depth} ${c.arch.norm.padEnd(8)} ${r.backend.padEnd(8)} est ${mb(r.estimatedBytes).padStart(11)}  measured ${mb(r.measuredBytes).padStart(11)} (ws ${mb(r.measured.workspaceBytes)})  ratio ${r.ratio.toFixed(2)}`;
+  const rss = r.measured.rssDeltaBytes === null ? '' : `  RSS Δ ${mb(r.measured.rssDeltaBytes)} vs est. step ${mb(r.estimatedStepBytes)}`;
+  return `${c.label.padEnd(40)} ${c.patch.join('x').padEnd(9)} b${c.batch} base ${String(c.arch.base).padEnd(2)} d${c.arch.depth} ${c.arch.norm.padEnd(8)} ${r.backend.padEnd(8)} est ${mb(r.estimatedBytes).padStart(11)}  measured ${mb(r.measuredBytes).padStart(11)} (ws ${mb(r.measured.workspaceBytes)})  ratio ${r.ratio.toFixed(2)}${rss}`;
 }

@@ -16,6 +16,7 @@ import type { StageData } from '../train/stage-data.ts';
 import type { TrainingBatch } from '../pipeline/sampler.ts';
 import { createRng } from '../pipeline/sampler.ts';
 import type { UNetShape } from './estimate.ts';
+import { measureRssDelta } from './measure-rss.ts';
 
 export interface MeasureRequest extends UNetShape {
   patch: [number, number, number];
@@ -37,6 +38,13 @@ export interface MeasuredPeak {
   workspaceBytes: number;
   /** Process resident set after the steps (everything: JS heap, buffers, freed-but-kept pages). */
   rssBytes: number;
+  /**
+   * Peak RSS during the profiled steps minus RSS before them (the net's weights already exist;
+   * Adam's moments, the tape, gradients and whatever the backend holds outside tfjs are in it).
+   * null where the peak cannot be measured (measure-rss.ts; not Linux). Comparable with the
+   * estimate's engine − weights (+ workspace on cpu-fast).
+   */
+  rssDeltaBytes: number | null;
 }
 
 /** A synthetic batch with a few classes present, so the loss and its gradients are the real ones. */
@@ -85,15 +93,17 @@ export async function measureTrainingPeak(req: MeasureRequest): Promise<Measured
     const batch = syntheticBatch(req);
     const data = { nextBatch: async () => batch } as unknown as StageData;
     const steps = req.steps ?? 2;
-    const r = await trainStage({
-      net,
-      data,
-      steps,
-      profileSteps: steps,
-      learningRate: 3e-4,
-      includeBackground: req.includeBackground ?? true,
-      loss: req.loss ?? 'dice-ce',
-    });
+    const { result: r, rss } = await measureRssDelta(() =>
+      trainStage({
+        net,
+        data,
+        steps,
+        profileSteps: steps,
+        learningRate: 3e-4,
+        includeBackground: req.includeBackground ?? true,
+        loss: req.loss ?? 'dice-ce',
+      }),
+    );
     if (!r.peakMemory) throw new Error('training step was not profiled');
     return {
       backend: tf.getBackend(),
@@ -101,6 +111,7 @@ export async function measureTrainingPeak(req: MeasureRequest): Promise<Measured
       baselineBytes,
       workspaceBytes: nativeWorkspaceBytes(),
       rssBytes: r.peakMemory.rssBytes,
+      rssDeltaBytes: rss?.deltaBytes ?? null,
     };
   } finally {
     net.dispose();
@@ -124,6 +135,7 @@ export async function measureInferencePeak(req: MeasureRequest): Promise<Measure
       baselineBytes,
       workspaceBytes: nativeWorkspaceBytes(),
       rssBytes: process.memoryUsage().rss,
+      rssDeltaBytes: null,
     };
   } finally {
     net.dispose();

@@ -9,6 +9,7 @@
  * src/conv3d.cc and batch_matmul in src/matmul.cc, so the planner can predict the arena instead
  * of charging the whole limit.
  */
+import { activeBackend } from '../backend/active.ts';
 import { loadNativeKernels } from '../kernels/native-addon.ts';
 import type { UNetShape } from './estimate.ts';
 
@@ -20,9 +21,12 @@ const SLACK = 64;
  * The workspace limit that applies to training in this process: the native kernels' limit
  * (default 64 MiB, or PATCHFED_CONV_WORKSPACE_MB) when their addon is built and enabled — training
  * then defaults to 'cpu-fast' — else 0. Loads only the addon, not tfjs, so `patchfed plan` stays fast.
+ * 0 as well once selectBackend chose 'tensorflow': TensorFlow's kernels never touch the arena
+ * (their scratch memory is inside the engine estimate's slack; see README.md).
  * (Explicitly training on the stock 'cpu' backend needs no workspace; the estimate is then conservative.)
  */
 export function kernelWorkspaceBytes(): number {
+  if (activeBackend()?.name === 'tensorflow') return 0;
   const loaded = loadNativeKernels();
   return loaded.ok ? loaded.addon.workspaceLimit() : 0;
 }

@@ -3,18 +3,24 @@
  * modes (full, patch, cascade) trained on the same split with the same model and step count by
  * the ordinary local-training path (runLocalTraining), evaluated on the same test cases; plus the
  * planner's estimates for the real MSD geometries. The report holds the thesis's tables: per-class
- * Dice per mode (Tables 4.1/4.3) and peak memory and inference time per mode (Tables 4.2/4.4).
+ * Dice per mode (Tables 4.1/4.3) and peak memory and inference time per mode (Tables 4.2/4.4),
+ * next to the thesis's own numbers, with HD95/NSD and, on context phantoms, how each mode labels
+ * the structures only context beyond a slab tells apart (compare-evaluate.ts).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Mode, Norm } from '../../shared/config/model.ts';
 import { resolveArchitecture, type Architecture, type PresetName } from '../../shared/config/model.ts';
+import { openMsdDataset } from '../data/index.ts';
 import { generatePhantomDataset, type PhantomTask } from '../phantom/index.ts';
+import type { CompareScale } from './compare-scales.ts';
+export { COMPARE_SCALES, type CompareScale } from './compare-scales.ts';
 import { estimateInferencePeak, estimateTrainingPeak, requiredDivisor, roundUpTo, type UNetShape } from '../planner/estimate.ts';
 import { downsampledShape, planTraining } from '../planner/plan.ts';
 import { kernelWorkspaceBytes } from '../planner/workspace.ts';
 import type { ProgressReporter } from '../train/progress.ts';
 import { runLocalTraining, type LocalTrainingReport } from './local-training.ts';
+import { evaluateSavedMode, type ModeEvaluation } from './compare-evaluate.ts';
 
 export const COMPARE_MODES: readonly Mode[] = ['full', 'patch', 'cascade'];
 
@@ -40,6 +46,25 @@ export const THESIS_GPU_MEMORY_GB: Record<PhantomTask, Record<Mode, string>> = {
   liver: { full: '≥ 325', patch: '10.6', cascade: '12.4' },
 };
 
+/**
+ * The thesis's results on MSD (Tables 4.1–4.4): test Dice (%) per foreground class in the
+ * dataset's label order, GPU memory (GB) and inference time (s) per mode; null where the full
+ * U-Net could not be trained (liver: out of memory).
+ */
+export const THESIS_RESULTS: Record<PhantomTask, { dice: Record<Mode, number[] | null>; memoryGB: Record<Mode, number | null>; inferenceSeconds: Record<Mode, number | null> }> = {
+  brain: {
+    dice: { full: [80.13, 60.8, 75.99], patch: [70.01, 31.02, 55.58], cascade: [77.54, 56.84, 71.18] },
+    memoryGB: { full: 21.5, patch: 2.9, cascade: 2.8 },
+    inferenceSeconds: { full: 0.35, patch: 0.67, cascade: 0.91 },
+  },
+  liver: {
+    dice: { full: null, patch: [87.01, 22.22], cascade: [92.0, 25.05] },
+    memoryGB: { full: null, patch: 10.6, cascade: 12.4 },
+    inferenceSeconds: { full: null, patch: 4.49, cascade: 5.9 },
+  },
+};
+
+
 export interface CompareRequest {
   task: PhantomTask;
   outDir: string;
@@ -48,6 +73,8 @@ export interface CompareRequest {
   /** Labelled phantom cases (split 60/20/20 into train/validation/test). */
   cases: number;
   shape: [number, number, number];
+  /** Context phantom (site-agent/phantom/context.ts): structures only context beyond a slab tells apart. */
+  context?: boolean;
   /** Patch thickness along the last axis (thesis: 16-voxel slabs). */
   slab: number;
   /** Adam learning rate (default 1e-2: the thesis's 3e-4 needs thousands of steps; see test/learning-patch.test.ts). */
@@ -65,6 +92,12 @@ export interface CompareRequest {
   budgetMB?: number;
   seed: number;
   backend: string;
+  /** Modes to train (default all three, in the thesis's order). */
+  modes?: readonly Mode[];
+  /** Preset the other settings came from (reported only). */
+  scale?: CompareScale;
+  /** NSD tolerance in mm (default: the largest voxel spacing, one voxel in every direction). */
+  nsdToleranceMm?: number;
   progress?: ProgressReporter | null;
   /** One line per finished phase (dataset, each mode). */
   log?: (line: string) => void;
@@ -100,6 +133,8 @@ export interface CompareMode {
   estimatedInferencePeakBytes: number;
   inferenceMethod: string[];
   modelDir: string;
+  /** compare's own pass over the test cases: HD95/NSD, stage-1 guidance, context breakdown. */
+  evaluation: ModeEvaluation;
 }
 
 export interface MsdModeEstimate {
@@ -115,7 +150,8 @@ export interface MsdModeEstimate {
 
 export interface CompareReport {
   task: PhantomTask;
-  dataset: { dir: string; cases: number; shape: number[]; split: { train: number; validation: number; test: number } };
+  scale: CompareScale | null;
+  dataset: { dir: string; cases: number; shape: number[]; spacing: number[]; context: boolean; siteStyle: number; split: { train: number; validation: number; test: number } };
   backend: LocalTrainingReport['backend'];
   model: Architecture;
   stepsPerStage: number;
@@ -126,6 +162,9 @@ export interface CompareReport {
   budgetMB: number;
   labels: string[];
   modes: CompareMode[];
+  nsdToleranceMm: number;
+  /** What the thesis measured on MSD, for the side-by-side tables. */
+  thesis: (typeof THESIS_RESULTS)[PhantomTask];
   msd: { geometry: string; shape: number[]; channels: number; classes: number; model: Architecture; modes: MsdModeEstimate[] };
   runtimeMs: number;
 }
@@ -192,8 +231,11 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
   const outDir = resolve(req.outDir);
   const datasetDir = join(outDir, 'dataset');
   mkdirSync(outDir, { recursive: true });
-  await generatePhantomDataset({ task: req.task, out: datasetDir, cases: req.cases, testCases: 0, shape: req.shape, seed: req.seed, siteStyle: req.siteStyle ?? 2, overwrite: true });
-  log(`phantom ${req.task} dataset: ${req.cases} cases of ${req.shape.join('x')} in ${datasetDir}`);
+  const siteStyle = req.siteStyle ?? 2;
+  const context = req.context ?? false;
+  const phantom = await generatePhantomDataset({ task: req.task, out: datasetDir, cases: req.cases, testCases: 0, shape: req.shape, seed: req.seed, siteStyle, context, overwrite: true });
+  log(`phantom ${req.task} dataset${context ? ' (context phantom)' : ''}: ${req.cases} cases of ${req.shape.join('x')}, spacing ${phantom.spacing.map((v) => +v.toFixed(3)).join('x')} mm, in ${datasetDir}`);
+  const nsdToleranceMm = req.nsdToleranceMm ?? Math.max(...phantom.spacing);
 
   const norm: Norm = req.norm ?? 'instance';
   const arch = resolveArchitecture({ preset: req.preset ?? 'cpu-small', base: req.base, depth: req.depth, norm });
@@ -213,7 +255,7 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
 
   const modes: CompareMode[] = [];
   let first: LocalTrainingReport | null = null;
-  for (const mode of COMPARE_MODES) {
+  for (const mode of req.modes ?? COMPARE_MODES) {
     const configPath = join(outDir, `site-${mode}.json`);
     writeSiteConfig(configPath, {
       siteId: `compare-${mode}`,
@@ -226,8 +268,19 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
       // Same slabs for patch and cascade stage 2; batch 1 everywhere (thesis: one image or patch per step).
       training: { steps: req.steps, learningRate, foregroundRate, patch: slab, batch: 1 },
     });
-    const report = await runLocalTraining({ configPath, steps: req.steps, backend: req.backend, outDir: join(outDir, mode), progress: req.progress });
+    // checkpointEvery 0: compare does not resume, so no periodic resumable state.
+    const report = await runLocalTraining({ configPath, steps: req.steps, backend: req.backend, outDir: join(outDir, mode), progress: req.progress, checkpointEvery: 0 });
     first ??= report;
+    const dataset = await openMsdDataset(datasetDir, { seed: req.seed });
+    const split = dataset.split(req.seed);
+    const evaluation = await evaluateSavedMode({
+      modelDir: join(outDir, mode),
+      dataset,
+      testIds: split.test.length > 0 ? split.test : split.validation,
+      numClasses: task.classes,
+      nsdToleranceMm,
+      ...(context ? { phantom: { task: req.task, seed: req.seed, siteStyle, shape: req.shape, cases: req.cases, contextClass: 1, slab: req.slab } } : {}),
+    });
     const stageSetups = modeStages(mode, req.shape, task.channels, task.classes, arch, req.slab, factor);
     const stages: CompareStage[] = report.stages.map((s, i) => {
       const inChannels = stageSetups[i]!.inChannels;
@@ -258,13 +311,16 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
       estimatedInferencePeakBytes: modeInferenceBytes(inferStages, task.classes, arch, 0).engine,
       inferenceMethod: report.test.method,
       modelDir: join(outDir, mode),
+      evaluation,
     });
     log(`${mode}: mean test Dice ${report.test.meanDice?.toFixed(3) ?? 'n/a'}, ${report.test.meanInferenceMs.toFixed(0)} ms/volume`);
   }
+  if (!first) throw new Error('compare: no mode was trained');
   const report: CompareReport = {
     task: req.task,
-    dataset: { dir: datasetDir, cases: req.cases, shape: [...req.shape], split: first!.split },
-    backend: first!.backend,
+    scale: req.scale ?? null,
+    dataset: { dir: datasetDir, cases: req.cases, shape: [...req.shape], spacing: [...phantom.spacing], context, siteStyle, split: first.split },
+    backend: first.backend,
     model: arch,
     stepsPerStage: req.steps,
     slab: req.slab,
@@ -272,8 +328,10 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
     learningRate,
     foregroundRate,
     budgetMB,
-    labels: first!.labels.slice(1),
+    labels: first.labels.slice(1),
     modes,
+    nsdToleranceMm,
+    thesis: THESIS_RESULTS[req.task],
     msd: msdEstimates(req.task),
     runtimeMs: performance.now() - t0,
   };

@@ -102,7 +102,7 @@ export class FederatedSiteTrainer {
   private async prepareNow(exp: ExperimentModel): Promise<void> {
     if (this.experimentId === exp.id) return;
     this.dispose();
-    this.dataset = await openMsdDataset(this.cfg.dataset, { cacheMB: this.cfg.cacheMB, seed: this.cfg.seed });
+    this.dataset = await openMsdDataset(this.cfg.dataset, { cacheMB: this.cfg.cacheMB, seed: this.cfg.seed, maxMemoryMB: this.cfg.memoryBudgetMB });
     const want = namesByIndex(exp.modalities);
     if (this.dataset.modalities.length !== want.length) {
       throw new PatchFedError(

@@ -74,7 +74,7 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
   const saved = loadSavedTraining(outDir, req.resume ?? false);
   const backend = await selectBackend(parseBackendChoice(req.backend ?? cfg.backend), (m) => process.stderr.write(`backend: ${m}\n`));
   assertTrainableBackend(backend);
-  const dataset = await openMsdDataset(cfg.dataset, { cacheMB: cfg.cacheMB, seed: cfg.seed });
+  const dataset = await openMsdDataset(cfg.dataset, { cacheMB: cfg.cacheMB, seed: cfg.seed, maxMemoryMB: cfg.memoryBudgetMB });
   for (const p of dataset.problems) process.stderr.write(`dataset problem: ${p.file}: ${p.reason}\n`);
   const split = dataset.split(cfg.seed);
   const channels = dataset.modalities.length;

@@ -1,9 +1,10 @@
 /**
  * `patchfed bench kernels [--json FILE] [--quick]`
  *
- * Stock cpu, stock wasm (forward only) and the native 'cpu-fast' kernels side by side in one
- * process: Conv3D forward and both backprops, and a full U-Net training step, with effective
- * GFLOP/s, speed-ups, the fast kernels' gradient error against stock cpu and a per-kernel
+ * Stock cpu, stock wasm (forward only), the native 'cpu-fast' kernels and — when `patchfed setup
+ * tensorflow` built it — the 'tensorflow' backend side by side in one process: Conv3D forward and
+ * both backprops, and a full U-Net training step for every preset and the base-32 stage, with
+ * effective GFLOP/s, speed-ups, each backend's gradient error against stock cpu and a per-kernel
  * profile of a cpu-fast step. Exit 1 when the native kernels are not built.
  */
 import type { Command } from 'commander';
@@ -17,7 +18,7 @@ interface KernelsOptions {
 export function register(bench: Command): void {
   bench
     .command('kernels')
-    .description('Conv3D kernels and a U-Net training step: stock cpu vs stock wasm vs native cpu-fast, in one run.')
+    .description('Conv3D kernels and U-Net training steps: stock cpu vs stock wasm vs native cpu-fast vs tensorflow (when set up), in one run.')
     .option('--json <file>', 'also write the full report (timings, speed-ups, gradient error, profile) as JSON')
     .option('--quick', 'fewer shapes and repetitions (CPU-small preset only, about a minute)')
     .option('--stage-cpu', "also run the base-32 stage's training step on stock cpu for its ratio (minutes: off by default)")
@@ -29,6 +30,7 @@ export function register(bench: Command): void {
       process.stdout.write(
         `summary: training step ×${speedup === null ? '?' : speedup.toFixed(1)} vs stock cpu (cpu-small, ${report.trainSteps[0]?.patch.join('×') ?? ''}); ` +
           `max gradient rel. error ${report.maxGradRelError?.toExponential(2) ?? '?'}; ${report.fastCpu.threads} threads; ` +
+          `tensorflow: ${report.tensorflow.available ? `${report.tensorflow.package} ${report.tensorflow.version}, max gradient rel. error ${report.tensorflowMaxGradRelError?.toExponential(2) ?? '?'}` : 'not set up (npx patchfed setup tensorflow)'}; ` +
           `load average ${report.machine.loadAverageStart.map((l) => l.toFixed(1)).join('/')} at start, ` +
           `${report.machine.loadAverageEnd.map((l) => l.toFixed(1)).join('/')} at end\n`,
       );

@@ -57,6 +57,13 @@ function scheduleRender() {
   });
 }
 
+/** Storage / state DB trouble (disk full, I/O errors): a banner until the coordinator recovers. */
+function renderHealth(el, health) {
+  const problems = health && !health.ok ? health.problems ?? [] : [];
+  el.hidden = problems.length === 0;
+  el.textContent = problems.length === 0 ? '' : `Coordinator unhealthy: ${problems.map((p) => `${p.message} (since ${p.since})`).join('; ')}`;
+}
+
 function render() {
   const s = state.snapshot;
   if (!s) return;
@@ -65,6 +72,7 @@ function render() {
   const online = s.sites.filter((x) => x.online).length;
   const roundText = s.currentRound ? `round ${s.currentRound.round} of ${e.rounds} running` : `${s.rounds.length} of ${e.rounds} rounds done`;
   $('summary').textContent = `${e.task} · ${e.mode} · ${e.strategy} · ${roundText} · ${online}/${s.sites.length} sites online`;
+  renderHealth($('health-banner'), s.health);
   timed('sites', () => renderSites($('sites-table'), s));
   timed('round', () => renderCurrentRound($('current-round'), s));
   renderExperiment($('experiment'), s);
@@ -149,7 +157,9 @@ async function connectLive() {
     setConnection('offline', 'Live updates unavailable');
     return;
   }
-  const socket = io('/dashboard', { withCredentials: true });
+  // Websocket only: the coordinator accepts no long-polling (one TCP socket per connection keeps
+  // what an unauthenticated client can make it buffer bounded; see connection-gate.ts).
+  const socket = io('/dashboard', { withCredentials: true, transports: ['websocket'] });
   socket.on('connect', () => {
     setConnection('live', 'Live');
     $('load-error').hidden = true;
