@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ByteLruCache } from '../site-agent/data/lruCache.ts';
-import { openMsdDataset, type MsdDataset } from '../site-agent/data/msdDataset.ts';
+import { ByteLruCache } from '../site-agent/data/lru-cache.ts';
+import { openMsdDataset, type MsdDataset } from '../site-agent/data/msd-dataset.ts';
 import { goodCase, tempDir, writeDataset, type FixtureDataset } from './dataset-fixtures.ts';
 
 let ds: FixtureDataset | undefined;

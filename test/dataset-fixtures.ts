@@ -5,6 +5,7 @@ import path from 'node:path';
 import { identityAffine, type Geometry } from '../shared/geometry.ts';
 import { writeNifti } from '../shared/nifti/index.ts';
 import type { DatatypeName, VoxelArray } from '../shared/volume.ts';
+import { mulberry32 } from '../shared/random.ts';
 
 export function geometryFor(shape: [number, number, number], spacing: [number, number, number] = [1, 1, 1]): Geometry {
   return { shape, spacing, qformCode: 1, sformCode: 1, affine: identityAffine(spacing), affineSource: 'sform', qfac: 1, xyztUnits: 2 };
@@ -24,16 +25,9 @@ export async function writeVolume(file: string, v: FixtureVolume): Promise<void>
   await writeNifti(file, { data: v.data, dims: v.dims, datatype: v.datatype }, geometryFor(shape, v.spacing));
 }
 
-/** Deterministic pseudo-random numbers (mulberry32), so fixtures are identical on every run. */
+/** Deterministic pseudo-random numbers (the project's mulberry32), so fixtures are identical on every run. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 /** An MRI-like image: zero border (background), positive noisy interior, C channels. */

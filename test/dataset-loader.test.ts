@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PatchFedError } from '../shared/errors.ts';
 import { BadCaseError } from '../site-agent/data/decode.ts';
-import { openMsdDataset } from '../site-agent/data/msdDataset.ts';
+import { openMsdDataset } from '../site-agent/data/msd-dataset.ts';
 import { splitCaseIds } from '../site-agent/data/split.ts';
 import { blockLabel, goodCase, mriImage, tempDir, writeDataset, type FixtureDataset } from './dataset-fixtures.ts';
 

@@ -10,7 +10,7 @@ import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { PatchFedError } from '../../shared/errors.ts';
 import type { NiftiFileReport, NiftiValueStats } from '../../shared/nifti/index.ts';
-import type { DatasetInspection } from '../../site-agent/data/inspectDataset.ts';
+import type { DatasetInspection } from '../../site-agent/data/inspect-dataset.ts';
 import { parseIntOption } from '../main.ts';
 
 interface InspectOptions {
@@ -42,7 +42,7 @@ async function runInspect(target: string, opts: InspectOptions): Promise<void> {
   }
   // Loaded lazily: the NIfTI and dataset layers are heavy, and `--help` should be instant.
   const { inspectNiftiFile } = await import('../../shared/nifti/index.ts');
-  const { inspectMsdDataset } = await import('../../site-agent/data/inspectDataset.ts');
+  const { inspectMsdDataset } = await import('../../site-agent/data/inspect-dataset.ts');
   const readOpts = { ...(opts.maxVoxels !== undefined ? { maxVoxels: opts.maxVoxels } : {}), maxMemoryBytes: opts.maxMemory * 2 ** 20 };
   if (!isDir) {
     const report = await inspectNiftiFile(target, readOpts);

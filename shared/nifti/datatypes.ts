@@ -30,10 +30,6 @@ export function bytesPerVoxel(datatype: DatatypeName): number {
   return ARRAY_OF[datatype].BYTES_PER_ELEMENT;
 }
 
-export function isFloatDatatype(datatype: DatatypeName): boolean {
-  return datatype === 'float32' || datatype === 'float64';
-}
-
 /** Typed array view of `length` voxels over `buffer` (no copy; byteOffset must be aligned). */
 export function voxelView(datatype: DatatypeName, buffer: ArrayBufferLike, byteOffset: number, length: number): VoxelArray {
   return new ARRAY_OF[datatype](buffer, byteOffset, length);

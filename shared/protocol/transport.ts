@@ -24,8 +24,10 @@ export interface HandlerTransport {
 /** What we use of a socket.io Socket (server- or client-side). */
 export interface SocketLike {
   timeout(ms: number): { emitWithAck(event: string, ...args: unknown[]): Promise<unknown> };
-  on(event: string, listener: (...args: any[]) => void): unknown;
-  off(event: string, listener: (...args: any[]) => void): unknown;
+  // Method syntax: its parameters compare bivariantly, so socket.io's per-event listener types and
+  // our handlers with concrete argument types both fit `unknown[]` without resorting to `any`.
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  off(event: string, listener: (...args: unknown[]) => void): unknown;
 }
 
 export function socketRequester(socket: SocketLike): RequestTransport {

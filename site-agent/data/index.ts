@@ -3,8 +3,8 @@
  * labelsTr/, imagesTs/), validated from headers, decoded lazily, preprocessed nnU-Net style,
  * cached within a byte bound. tfjs helpers live in ./tensors.ts (import them directly).
  */
-export { openMsdDataset, MsdDataset, DEFAULT_CACHE_MB, formatProblems } from './msdDataset.ts';
-export type { OpenMsdDatasetOptions, DatasetCacheStats } from './msdDataset.ts';
+export { openMsdDataset, MsdDataset, DEFAULT_CACHE_MB, formatProblems } from './msd-dataset.ts';
+export type { OpenMsdDatasetOptions, DatasetCacheStats } from './msd-dataset.ts';
 export { scanMsdDataset } from './scan.ts';
 export type { MsdScan, MsdCaseInfo, MsdTestImageInfo, ScanOptions } from './scan.ts';
 export { readDatasetManifest, parseDatasetJson, datasetJsonSchema, caseIdFromPath } from './manifest.ts';
@@ -26,6 +26,6 @@ export {
 export type { ChannelScheme, ChannelTransform, CtChannelStats } from './normalize.ts';
 export { preprocessCase, preprocessImage, convertLabel, imageLayout, preprocessedBytes } from './preprocess.ts';
 export type { PreprocessedCase, PreprocessedImage, LabelConversion } from './preprocess.ts';
-export { inspectMsdDataset } from './inspectDataset.ts';
-export type { DatasetInspection, InspectedCase, InspectedTestImage, InspectDatasetOptions } from './inspectDataset.ts';
-export { ByteLruCache } from './lruCache.ts';
+export { inspectMsdDataset } from './inspect-dataset.ts';
+export type { DatasetInspection, InspectedCase, InspectedTestImage, InspectDatasetOptions } from './inspect-dataset.ts';
+export { ByteLruCache } from './lru-cache.ts';

@@ -79,11 +79,6 @@ export function blobReach(blob: Blob, rhoMax = 1): number {
   return Math.max(...blob.radii) * (1 + a) * rhoMax;
 }
 
-/** Copy of `blob` with radii scaled (same shape, same waves): nested shells of one blob. */
-export function scaledBlob(blob: Blob, factor: number): Blob {
-  return { ...blob, radii: [blob.radii[0] * factor, blob.radii[1] * factor, blob.radii[2] * factor] };
-}
-
 export function blobVoxels(grid: SamplingGrid, blob: Blob, rhoMax = 1): BlobVoxels {
   const [X, Y] = grid.shape;
   const reach = blobReach(blob, rhoMax);

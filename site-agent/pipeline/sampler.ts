@@ -7,21 +7,15 @@
  * `gridPatches` + `patchHasForeground` from patches.ts.
  */
 import { PatchFedError } from '../../shared/errors.ts';
+import { mulberry32 } from '../../shared/random.ts';
 import { allocFloat32, allocUint8, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, type CaseVolume, type Origin3, type Shape3 } from './case.ts';
 import { extractPatchInto, patchHasForeground } from './patches.ts';
 import { labelsToOneHot } from './tensors.ts';
 
-/** mulberry32: a 32-bit-state PRNG; returns floats in [0, 1). Plenty for picking patch origins. */
+/** The project's PRNG (shared/random.ts) over an integer seed; floats in [0, 1). */
 export function createRng(seed: number): () => number {
   if (!Number.isInteger(seed)) throw new PatchFedError('pipeline-seed', `sampler seed must be an integer; got ${seed}`);
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 /** Uniform integer in [0, n). */

@@ -9,7 +9,7 @@
 import { PatchFedError } from '../../shared/errors.ts';
 import type { DatasetProblem, LabelClass } from './manifest.ts';
 import { BadCaseError, asCaseStep, decodeImage, decodeLabel } from './decode.ts';
-import { ByteLruCache } from './lruCache.ts';
+import { ByteLruCache } from './lru-cache.ts';
 import { readOptionsFor } from './memory-budget.ts';
 import type { NiftiReadOptions } from '../../shared/nifti/index.ts';
 import { CtForegroundPool, channelSchemes, type ChannelScheme, type CtChannelStats } from './normalize.ts';
