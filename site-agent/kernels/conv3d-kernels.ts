@@ -8,11 +8,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { NativeConvAddon } from './native-addon.ts';
+import { inputsOf, attrsOf, type KernelArgs } from './kernel-args.ts';
 
 type Conv3DInfo = tf.backend_util.Conv3DInfo;
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-/** A kernel's named inputs (tfjs types them as possibly missing). */
-export type In<K extends string> = Record<K, tf.TensorInfo>;
 
 /** The 18 ints the addon reads, in ConvGeometry order (src/conv3d.h). */
 export function conv3dGeometry(info: Conv3DInfo): Int32Array {
@@ -59,8 +57,8 @@ export function nativeConv3DKernels(
 ): tf.KernelConfig[] {
   const forward = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { x, filter } = args.inputs as unknown as In<'x' | 'filter'>;
-    const { strides, pad, dilations, dataFormat } = args.attrs as unknown as tf.Conv3DAttrs;
+    const { x, filter } = inputsOf(args, 'x', 'filter');
+    const { strides, pad, dilations, dataFormat } = attrsOf<tf.Conv3DAttrs>(args.attrs);
     const xv = float32Values(backend, x);
     const wv = float32Values(backend, filter);
     if (xv === null || wv === null || !isOne(dilations) || (dataFormat !== undefined && dataFormat !== 'NDHWC')) {
@@ -80,8 +78,8 @@ export function nativeConv3DKernels(
 
   const backpropFilter = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { x, dy } = args.inputs as unknown as In<'x' | 'dy'>;
-    const { strides, pad, filterShape } = args.attrs as unknown as tf.Conv3DBackpropFilterV2Attrs;
+    const { x, dy } = inputsOf(args, 'x', 'dy');
+    const { strides, pad, filterShape } = attrsOf<tf.Conv3DBackpropFilterV2Attrs>(args.attrs);
     const xv = float32Values(backend, x);
     const dyv = float32Values(backend, dy);
     if (xv === null || dyv === null) return stock(tf.Conv3DBackpropFilterV2)(args) as tf.TensorInfo;
@@ -99,8 +97,8 @@ export function nativeConv3DKernels(
 
   const backpropInput = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { dy, filter } = args.inputs as unknown as In<'dy' | 'filter'>;
-    const { strides, pad, inputShape } = args.attrs as unknown as tf.Conv3DBackpropInputV2Attrs;
+    const { dy, filter } = inputsOf(args, 'dy', 'filter');
+    const { strides, pad, inputShape } = attrsOf<tf.Conv3DBackpropInputV2Attrs>(args.attrs);
     const dyv = float32Values(backend, dy);
     const wv = float32Values(backend, filter);
     if (dyv === null || wv === null) return stock(tf.Conv3DBackpropInputV2)(args) as tf.TensorInfo;
@@ -117,8 +115,8 @@ export function nativeConv3DKernels(
   };
 
   return [
-    { kernelName: tf.Conv3D, backendName, kernelFunc: forward as unknown as tf.KernelFunc },
-    { kernelName: tf.Conv3DBackpropFilterV2, backendName, kernelFunc: backpropFilter as unknown as tf.KernelFunc },
-    { kernelName: tf.Conv3DBackpropInputV2, backendName, kernelFunc: backpropInput as unknown as tf.KernelFunc },
+    { kernelName: tf.Conv3D, backendName, kernelFunc: forward },
+    { kernelName: tf.Conv3DBackpropFilterV2, backendName, kernelFunc: backpropFilter },
+    { kernelName: tf.Conv3DBackpropInputV2, backendName, kernelFunc: backpropInput },
   ];
 }

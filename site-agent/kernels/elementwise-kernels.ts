@@ -11,10 +11,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { float32Values } from './conv3d-kernels.ts';
 import type { NativeConvAddon } from './native-addon.ts';
+import { inputsOf, inputList, attrsOf, type KernelArgs } from './kernel-args.ts';
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-/** A kernel's named inputs (tfjs types them as possibly missing). */
-type In<K extends string> = Record<K, tf.TensorInfo>;
 type Stock = (kernelName: string) => tf.KernelFunc;
 
 const size = (shape: readonly number[]) => tf.util.sizeFromShape(shape as number[]);
@@ -33,7 +31,7 @@ export function contiguousAxes(shape: readonly number[], axes: readonly number[]
 export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: string, stock: Stock): tf.KernelConfig[] {
   const binary = (kernelName: string, op: 0 | 1 | 2 | 3) => (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { a, b } = args.inputs as unknown as In<'a' | 'b'>;
+    const { a, b } = inputsOf(args, 'a', 'b');
     const av = float32Values(backend, a);
     const bv = float32Values(backend, b);
     if (av === null || bv === null || size(a.shape) === 0 || size(b.shape) === 0) return stock(kernelName)(args) as tf.TensorInfo;
@@ -45,10 +43,10 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const unary = (kernelName: string, op: 0 | 1 | 2 | 3) => (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { x } = args.inputs as unknown as In<'x'>;
+    const { x } = inputsOf(args, 'x');
     const xv = float32Values(backend, x);
     if (xv === null || xv.length === 0) return stock(kernelName)(args) as tf.TensorInfo;
-    const alpha = op === 1 ? ((args.attrs as unknown as tf.StepAttrs | undefined)?.alpha ?? 0) : 0;
+    const alpha = op === 1 ? (attrsOf<Partial<tf.StepAttrs>>(args.attrs).alpha ?? 0) : 0;
     const out = new Float32Array(xv.length);
     addon.unaryOp(op, xv, alpha, out);
     return backend.makeTensorInfo(x.shape, 'float32', out);
@@ -56,8 +54,8 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const batchMatMul = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { a, b } = args.inputs as unknown as In<'a' | 'b'>;
-    const { transposeA, transposeB } = args.attrs as unknown as tf.BatchMatMulAttrs;
+    const { a, b } = inputsOf(args, 'a', 'b');
+    const { transposeA, transposeB } = attrsOf<tf.BatchMatMulAttrs>(args.attrs);
     const av = float32Values(backend, a);
     const bv = float32Values(backend, b);
     const rankA = a.shape.length;
@@ -82,8 +80,8 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const reduction = (kernelName: string, mean: boolean) => (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { x } = args.inputs as unknown as In<'x'>;
-    const { axis, keepDims } = args.attrs as unknown as tf.SumAttrs;
+    const { x } = inputsOf(args, 'x');
+    const { axis, keepDims } = attrsOf<tf.SumAttrs>(args.attrs);
     const xv = float32Values(backend, x);
     const axes = tf.util.parseAxisParam(axis, x.shape);
     const block = xv === null || size(x.shape) === 0 ? null : contiguousAxes(x.shape, axes);
@@ -98,8 +96,8 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const slice = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { x } = args.inputs as unknown as In<'x'>;
-    const { begin, size: sliceSize } = args.attrs as unknown as tf.SliceAttrs;
+    const { x } = inputsOf(args, 'x');
+    const { begin, size: sliceSize } = attrsOf<tf.SliceAttrs>(args.attrs);
     const xv = float32Values(backend, x);
     const [$begin, $size] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, sliceSize);
     tf.slice_util.assertParamsValid(x as tf.Tensor, $begin, $size);
@@ -113,12 +111,15 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const splitV = (args: KernelArgs): tf.TensorInfo[] => {
     const backend = args.backend as MathBackendCPU;
-    const { x } = args.inputs as unknown as In<'x'>;
-    const { numOrSizeSplits, axis } = args.attrs as unknown as tf.SplitVAttrs;
+    const { x } = inputsOf(args, 'x');
+    const { numOrSizeSplits, axis } = attrsOf<tf.SplitVAttrs>(args.attrs);
     const xv = float32Values(backend, x);
     const $axis = tf.util.parseAxisParam(axis, x.shape)[0]!;
     const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, $axis);
-    if (xv === null || size(x.shape) === 0 || sizes.some((s) => s === 0)) return stock(tf.SplitV)(args) as unknown as tf.TensorInfo[];
+    if (xv === null || size(x.shape) === 0 || sizes.some((s) => s === 0)) {
+      const out = stock(tf.SplitV)(args);
+      return Array.isArray(out) ? out : [out];
+    }
     const outer = product(x.shape, 0, $axis);
     const inner = product(x.shape, $axis + 1, x.shape.length);
     const parts = sizes.map((s) => new Float32Array(outer * s * inner));
@@ -132,8 +133,8 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const concat = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const inputs = args.inputs as unknown as tf.TensorInfo[];
-    const { axis } = args.attrs as unknown as tf.ConcatAttrs;
+    const inputs = inputList(args);
+    const { axis } = attrsOf<tf.ConcatAttrs>(args.attrs);
     const values = inputs.map((t) => float32Values(backend, t));
     if (inputs.length < 2 || values.some((v) => v === null) || inputs.some((t) => size(t.shape) === 0)) {
       return stock(tf.Concat)(args) as tf.TensorInfo;
@@ -151,8 +152,8 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const transpose = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { x } = args.inputs as unknown as In<'x'>;
-    const { perm } = args.attrs as unknown as tf.TransposeAttrs;
+    const { x } = inputsOf(args, 'x');
+    const { perm } = attrsOf<tf.TransposeAttrs>(args.attrs);
     const xv = float32Values(backend, x);
     if (xv === null || size(x.shape) === 0 || x.shape.length > 16) return stock(tf.Transpose)(args) as tf.TensorInfo;
     const outShape = perm.map((p) => x.shape[p]!);
@@ -163,8 +164,8 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
 
   const softmax = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { logits } = args.inputs as unknown as In<'logits'>;
-    const { dim } = args.attrs as unknown as tf.SoftmaxAttrs;
+    const { logits } = inputsOf(args, 'logits');
+    const { dim } = attrsOf<tf.SoftmaxAttrs>(args.attrs);
     const xv = float32Values(backend, logits);
     const rank = logits.shape.length;
     if (xv === null || size(logits.shape) === 0 || (dim !== -1 && dim !== rank - 1)) return stock(tf.Softmax)(args) as tf.TensorInfo;
@@ -192,7 +193,7 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
     [tf.Transpose, transpose],
     [tf.Softmax, softmax],
   ];
-  return kernels.map(([kernelName, fn]) => ({ kernelName, backendName, kernelFunc: fn as unknown as tf.KernelFunc }));
+  return kernels.map(([kernelName, fn]) => ({ kernelName, backendName, kernelFunc: fn }));
 }
 
 /** Kernel names nativeElementwiseKernels() provides. */

@@ -8,22 +8,23 @@
  * name, not per backend), and only when nobody registered one first.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { attrsOf } from './kernel-args.ts';
 
 export const conv3DBackpropInputGradConfig: tf.GradConfig = {
   kernelName: tf.Conv3DBackpropInputV2,
   inputsToSave: ['dy', 'filter'],
   gradFunc: (ddx, saved, attrs) => {
     const [dy, filter] = saved as [tf.Tensor5D, tf.Tensor5D];
-    const { strides, pad } = attrs as unknown as tf.Conv3DBackpropInputV2Attrs;
+    const { strides, pad } = attrsOf<tf.Conv3DBackpropInputV2Attrs>(attrs);
     const g = (Array.isArray(ddx) ? ddx[0] : ddx) as tf.Tensor5D;
     return {
       dy: () => tf.conv3d(g, filter, strides, pad as 'same' | 'valid'),
       filter: () =>
-        tf.engine().runKernel(tf.Conv3DBackpropFilterV2, { x: g, dy } as unknown as tf.NamedTensorMap, {
+        tf.engine().runKernel(tf.Conv3DBackpropFilterV2, { x: g, dy }, {
           strides,
           pad,
           filterShape: filter.shape,
-        } as unknown as tf.NamedAttrMap) as tf.Tensor,
+        }) as tf.Tensor,
     };
   },
 };

@@ -9,10 +9,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { float32Values } from './conv3d-kernels.ts';
 import type { NativeConvAddon } from './native-addon.ts';
+import { inputsOf, attrsOf, type KernelArgs } from './kernel-args.ts';
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-/** A kernel's named inputs (tfjs types them as possibly missing). */
-type In<K extends string> = Record<K, tf.TensorInfo>;
 
 /** The 17 ints the addon reads, in PoolGeometry order (src/pool3d.h). */
 export function pool3dGeometry(info: tf.backend_util.Conv3DInfo): Int32Array {
@@ -44,8 +42,8 @@ export function nativeMaxPool3DKernels(
 ): tf.KernelConfig[] {
   const forward = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { x } = args.inputs as unknown as In<'x'>;
-    const { filterSize, strides, pad, dimRoundingMode, dataFormat } = args.attrs as unknown as tf.MaxPool3DAttrs;
+    const { x } = inputsOf(args, 'x');
+    const { filterSize, strides, pad, dimRoundingMode, dataFormat } = attrsOf<tf.MaxPool3DAttrs>(args.attrs);
     const xv = float32Values(backend, x);
     if (xv === null || (dataFormat !== undefined && dataFormat !== 'NDHWC')) return stock(tf.MaxPool3D)(args) as tf.TensorInfo;
     const info = tf.backend_util.computePool3DInfo(
@@ -63,8 +61,8 @@ export function nativeMaxPool3DKernels(
 
   const gradient = (args: KernelArgs): tf.TensorInfo => {
     const backend = args.backend as MathBackendCPU;
-    const { dy, input } = args.inputs as unknown as In<'dy' | 'input'>;
-    const { filterSize, strides, pad, dimRoundingMode } = args.attrs as unknown as tf.MaxPool3DGradAttrs;
+    const { dy, input } = inputsOf(args, 'dy', 'input');
+    const { filterSize, strides, pad, dimRoundingMode } = attrsOf<tf.MaxPool3DGradAttrs>(args.attrs);
     const dyv = float32Values(backend, dy);
     const xv = float32Values(backend, input);
     if (dyv === null || xv === null) return stock(tf.MaxPool3DGrad)(args) as tf.TensorInfo;
@@ -82,7 +80,7 @@ export function nativeMaxPool3DKernels(
   };
 
   return [
-    { kernelName: tf.MaxPool3D, backendName, kernelFunc: forward as unknown as tf.KernelFunc },
-    { kernelName: tf.MaxPool3DGrad, backendName, kernelFunc: gradient as unknown as tf.KernelFunc },
+    { kernelName: tf.MaxPool3D, backendName, kernelFunc: forward },
+    { kernelName: tf.MaxPool3DGrad, backendName, kernelFunc: gradient },
   ];
 }
