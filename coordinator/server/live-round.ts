@@ -11,23 +11,16 @@
 import type { Metrics } from '../../shared/protocol/messages.ts';
 import type { GlobalValues } from '../../shared/codec/index.ts';
 import type { WeightSpec } from '../../shared/weights.ts';
-import type { RoundSiteState } from '../dashboard/types.ts';
+import type { DashboardRoundSite, RoundSiteState } from '../dashboard/types.ts';
 import type { Aggregator, FitInstructions } from '../strategies/index.ts';
 import type { RoundRecord } from '../store/index.ts';
 import type { UploadPlan } from './upload-plan.ts';
+import type { SecureRound } from './secure-round.ts';
 
 export type RoundOutcome = 'all-resolved' | 'deadline' | 'stopped';
 
-export interface LiveSite {
-  state: RoundSiteState;
-  stepsDone: number;
-  stepsTotal: number;
-  /** Checkpoint download, as the site reports it. */
-  downloadedBytes: number;
-  downloadTotalBytes: number;
-  /** Update upload, as the coordinator receives it. */
-  bytesTransferred: number;
-  bytesTotal: number;
+/** A selected site's progress (what the dashboard shows, without the id the map keys it by), plus whether its task went out. */
+export interface LiveSite extends Omit<DashboardRoundSite, 'id'> {
   taskSent: boolean;
 }
 
@@ -61,6 +54,8 @@ export class LiveRound {
   bytesDown = 0;
   /** Update bytes received during this attempt (accepted or not). */
   bytesUp = 0;
+  /** Secure aggregation's state for this attempt (secure-round.ts), or null for plain aggregation. */
+  secure: SecureRound | null = null;
   private closedWith: RoundOutcome | null = null;
   private resolveOutcome!: (o: RoundOutcome) => void;
   readonly outcome: Promise<RoundOutcome>;
