@@ -103,7 +103,9 @@ export class Fuzz {
       'chunk-ack': () => ({ transferId, index: 0 }),
       'commit-ok': () => ({ transferId, sha256: sha }),
     };
-    return (templates[type] ?? (() => ({ round: ctx.round, value: this.hostile() })))();
+    // Own keys only: junk names such as 'hasOwnProperty' or '__proto__' must not reach Object.prototype.
+    const make = Object.hasOwn(templates, type) ? templates[type] : undefined;
+    return (make ?? (() => ({ round: ctx.round, value: this.hostile() })))();
   }
 
   /** One mutation of a payload (or, rarely, the payload unchanged). */

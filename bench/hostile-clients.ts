@@ -10,6 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect as connectTcp, type Socket as TcpSocket } from 'node:net';
+import { PROTOCOL_VERSION } from '../shared/protocol/limits.ts';
 
 const MiB = 1024 * 1024;
 
@@ -253,8 +254,8 @@ export async function preAuthFlood(options: PreAuthFloodOptions): Promise<PreAut
   const blob = clientFrame('binary', Buffer.alloc(attachmentBytes, 0x41));
   const header = clientFrame('text', Buffer.from(binaryEventHeader('update-chunk', attachments)));
   const joinSiteNamespace = clientFrame('text', Buffer.from('40'));
-  const bigHello = clientFrame('text', Buffer.from(eventMessage('hello', { protocolVersion: 2, siteId: 'x', agentVersion: 'a'.repeat(attachmentBytes) }, 0)));
-  const allowedHello = clientFrame('text', Buffer.from(eventMessage('hello', { protocolVersion: 2, siteId: 'x', agentVersion: 'a'.repeat(ALLOWED_HELLO_CHARS - 80) })));
+  const bigHello = clientFrame('text', Buffer.from(eventMessage('hello', { protocolVersion: PROTOCOL_VERSION, siteId: 'x', agentVersion: 'a'.repeat(attachmentBytes) }, 0)));
+  const allowedHello = clientFrame('text', Buffer.from(eventMessage('hello', { protocolVersion: PROTOCOL_VERSION, siteId: 'x', agentVersion: 'a'.repeat(ALLOWED_HELLO_CHARS - 80) })));
   let bytesOffered = 0;
   const write = (s: RawWebSocket, frame: Buffer) => {
     if (s.writeFrame(frame)) bytesOffered += frame.length;
@@ -334,7 +335,7 @@ export function hogSlots(options: SlotHogOptions): SlotHog {
       if (stopped) ws.destroy();
       if (options.behaviour === 'unknown-hello') {
         ws.sendText('40');
-        ws.sendText(eventMessage('hello', { protocolVersion: 2, siteId: `intruder-${i}-${unknownSite++}`, agentVersion: '1' }, 0));
+        ws.sendText(eventMessage('hello', { protocolVersion: PROTOCOL_VERSION, siteId: `intruder-${i}-${unknownSite++}`, agentVersion: '1' }, 0));
       }
       while (!ws.closed && !stopped) await ws.closedWithin(1000);
       live.delete(ws);

@@ -73,8 +73,12 @@ function commandPath(cmd: Command): string {
 export function oneLineError(cmd: Command, raw: string): string {
   let text = raw.trim().replace(/^error:\s*/i, '');
   // "option '--x <n>' argument 'abc' is invalid. --x must be an integer, got 'abc'." -> our reason alone
-  const invalid = /^option '[^']+' argument '[\s\S]*' is invalid\.\s*([\s\S]+)$/.exec(text);
-  if (invalid?.[1]) text = invalid[1];
+  // Our parsers' messages name the option already; commander's own (choices) do not.
+  const invalid = /^option '([^' ]+)[^']*' argument '([\s\S]*)' is invalid\.\s*([\s\S]+)$/.exec(text);
+  if (invalid?.[1] && invalid[3]) {
+    const [, flag, value, reason] = invalid;
+    text = reason.includes(flag) ? reason : `${flag} '${value}' is invalid: ${reason.charAt(0).toLowerCase()}${reason.slice(1)}`;
+  }
   text = text.replace(/\s*\n\(Did you mean ([^)]*)\)/, ' (did you mean $1?)').replace(/\?\?\)/, '?)');
   text = text.replace(/\s*\n\s*/g, ' ').replace(/\.$/, '');
   return `patchfed: ${text}; run '${commandPath(cmd)} --help' for usage\n`;

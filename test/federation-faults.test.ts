@@ -122,6 +122,7 @@ describe('federation faults', () => {
     fed = makeFederation({ experiment: { rounds: 2, minSites: 1, roundDeadlineSeconds: 5 } });
     coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
     const siteErrors = collect<CoordinatorEvents['site-error']>(coordinator.events, 'site-error');
+    const declines = collect<CoordinatorEvents['round-declined']>(coordinator.events, 'round-declined');
     const completes = collect<CoordinatorEvents['round-complete']>(coordinator.events, 'round-complete');
     const a = startSite(fed, coordinator.url, 'site-a');
     // site-b: a man in the middle (plaintext deployment) rewrites the steps of every task.
@@ -172,6 +173,14 @@ describe('federation faults', () => {
     expect(trainedB).toBe(0); // the altered tasks never became tasks
     expect(trainedC).toBe(2);
     expect(siteErrors.filter((e) => e.siteId === 'site-b' && e.code === 'control-bad-signature')).toHaveLength(2);
-    expect(siteErrors.filter((e) => e.siteId === 'site-c' && e.code === 'checkpoint-hash-mismatch')).toHaveLength(2);
+    // site-b cannot decline a task it never accepted: it reports the forged control message as an error.
+    expect(declines.filter((d) => d.siteId === 'site-b')).toEqual([]);
+    // site-c accepted the (genuine, signed) task, then refused the corrupted checkpoint: it declines
+    // the round with the reason in a site-signed round-decline, so the round need not wait for it.
+    expect(declines.filter((d) => d.siteId === 'site-c').map((d) => [d.round, d.code])).toEqual([
+      [1, 'checkpoint-hash-mismatch'],
+      [2, 'checkpoint-hash-mismatch'],
+    ]);
+    for (const d of declines) expect(d.message).toMatch(/Checkpoint v\d+ refused: .*hash/i);
   });
 });

@@ -161,7 +161,8 @@ describe('coordinator and site as processes', () => {
       const phantom = await generatePhantomDataset({ task: 'liver', cases: 4, testCases: 0, shape: [24, 24, 16], seed: 7 + i, siteStyle: i, out: join(fed.dir, `${id}-data`) });
       siteConfigs.set(id, writeSiteConfig(fed, id, url, { dataset: phantom.dir, memoryBudgetMB: 60 + 60 * i, backend: 'auto', logFile: `${id}-logs/site.log` }));
     }
-    const coordinator = startProcess(['coordinator', '--config', fed.configPath, '--log-level', 'debug'], 'coordinator');
+    // JSON lines on the console (the default is the human format): the test reads the events from them.
+    const coordinator = startProcess(['coordinator', '--config', fed.configPath, '--log-level', 'debug', '--log-format', 'json'], 'coordinator');
     await coordinator.waitForLine(/patchfed coordinator listening on/);
     const siteA = startProcess(['site', '--config', siteConfigs.get('site-a')!], 'site-a');
     let siteB = startProcess(['site', '--config', siteConfigs.get('site-b')!], 'site-b');

@@ -64,19 +64,9 @@ export function register(program: Command): void {
         }
         throw e;
       }
-      const state = coordinator.state();
-      process.stdout.write(
-        `patchfed coordinator listening on ${coordinator.url}\n` +
-          `  experiment '${state.experimentId}', last completed round ${state.lastCompletedRound}; dashboard: ${coordinator.url}/login\n`,
-      );
-      void coordinator.finished.then((end) => {
-        process.stdout.write(
-          end.kind === 'complete'
-            ? `patchfed coordinator: experiment complete after round ${end.round} (checkpoint v${end.checkpointVersion}); dashboard stays up (Ctrl-C to stop)\n`
-            : `patchfed coordinator: experiment stopped at round ${end.round}: ${end.reason}; ${server.RESUME_HINT}\n`,
-        );
-      });
-      await new Promise<void>((resolve) => {
+      // Signal handlers go in before the "listening" lines: a supervisor (or a test) that stops
+      // the process as soon as it reads them must get a clean stop, not the default SIGTERM death.
+      const stopped = new Promise<void>((resolve) => {
         let signals = 0;
         const onSignal = (signal: NodeJS.Signals) => {
           if (++signals > 1) process.exit(130); // second Ctrl-C: do not wait for a clean stop
@@ -98,6 +88,19 @@ export function register(program: Command): void {
           void coordinator.stop().finally(exit);
         });
       });
+      const state = coordinator.state();
+      process.stdout.write(
+        `patchfed coordinator listening on ${coordinator.url}\n` +
+          `  experiment '${state.experimentId}', last completed round ${state.lastCompletedRound}; dashboard: ${coordinator.url}/login\n`,
+      );
+      void coordinator.finished.then((end) => {
+        process.stdout.write(
+          end.kind === 'complete'
+            ? `patchfed coordinator: experiment complete after round ${end.round} (checkpoint v${end.checkpointVersion}); dashboard stays up (Ctrl-C to stop)\n`
+            : `patchfed coordinator: experiment stopped at round ${end.round}: ${end.reason}; ${server.RESUME_HINT}\n`,
+        );
+      });
+      await stopped;
     });
 }
 

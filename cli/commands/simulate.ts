@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { CliError, hiddenAlias, parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
+import { SERVER_OPTIMIZER_NAMES, STRATEGY_NAMES, isRobustStrategy, type ServerOptimizerName, type StrategyName } from '../../shared/config/strategy.ts';
 
 interface SimulateCliOptions {
   sites: number;
@@ -18,7 +19,9 @@ interface SimulateCliOptions {
   learningRate?: number;
   /** Old spelling of --learning-rate (hidden). */
   lr?: number;
-  strategy: 'fedavg' | 'fedprox' | 'fedbn';
+  strategy: StrategyName;
+  serverOptimizer?: ServerOptimizerName;
+  dp?: string;
   cases?: number;
   shape?: number[];
   budgets?: string;
@@ -28,6 +31,7 @@ interface SimulateCliOptions {
   report?: string;
   port?: number;
   dropSite?: string;
+  secureAggregation?: number | true;
   restartCoordinatorAt?: number;
   baselines: boolean;
   deadline?: number;
@@ -57,7 +61,9 @@ export function register(program: Command): void {
     .option('--learning-rate <lr>', 'learning rate (default 0.01)', parseFloatOption('--learning-rate', 1e-7, 1))
     .addOption(hiddenAlias('--lr <rate>', '--learning-rate', parseFloatOption('--lr', 1e-7, 1)))
     .option('--foreground-rate <f>', 'fraction of training patches forced to contain tumour (default 1)', parseFloatOption('--foreground-rate', 0, 1))
-    .option('--strategy <name>', 'fedavg | fedprox | fedbn', parseChoice('--strategy', ['fedavg', 'fedprox', 'fedbn'] as const), 'fedavg')
+    .option('--strategy <name>', STRATEGY_NAMES.join(' | '), parseChoice('--strategy', STRATEGY_NAMES), 'fedavg')
+    .option('--server-optimizer <name>', `server optimiser on the aggregate, with its defaults: ${SERVER_OPTIMIZER_NAMES.join(' | ')}`, parseChoice('--server-optimizer', SERVER_OPTIMIZER_NAMES))
+    .option('--dp <mode:settings>', 'site-level differential privacy, e.g. central:z=1,c=0.5 or distributed:z=1,c=0.5[,delta=1e-5][,budget=8]')
     .option('--cases <n>', 'labelled phantom cases per site (default 10; split 60/20/20)', parseIntOption('--cases', 3, 1000))
     .option('--shape <X,Y,Z>', 'phantom volume size (default 32,32,24)', parseShapeOption('--shape'))
     .option('--budgets <MB,...>', 'memory budget per site in MB, cycled over the sites (default 80,96,128)')
@@ -65,6 +71,7 @@ export function register(program: Command): void {
     .option('--run-dir <dir>', 'where keys, configs, data, state, logs and the report go (default runs/simulate-<time>)')
     .option('--report <file>', 'write the JSON report here (default <run-dir>/report.json)')
     .option('--port <n>', 'coordinator port (default: a free loopback port)', parseIntOption('--port', 0, 65535))
+    .option('--secure-aggregation [threshold]', 'secure aggregation: the coordinator sees only masked updates and their sum; threshold t (default: more than half of the sites)', parseIntOption('--secure-aggregation', 2, 64))
     .option('--drop-site <id@round>', 'kill that site\'s process in the middle of that round (it rejoins afterwards), e.g. site-b@2')
     .option('--restart-coordinator-at <round>', 'kill -9 the coordinator in the middle of that round and restart it', parseIntOption('--restart-coordinator-at', 1, 1000))
     .option('--baselines', 'also train local-only and pooled (centralised) baselines on the same split and compare', false)
@@ -73,10 +80,14 @@ export function register(program: Command): void {
     .option('--keep-open', 'keep the coordinator and dashboard running after the last round, until Ctrl-C', false)
     .option('--backend <name>', 'auto | tensorflow | wasm | cpu | cpu-fast', parseChoice('--backend', ['auto', 'tensorflow', 'wasm', 'cpu', 'cpu-fast'] as const))
     .action(async (o: SimulateCliOptions) => {
-      const { SIMULATE_DEFAULTS, parseSiteDrop, presetDefaults } = await import('../simulate/options.ts');
+      const { SIMULATE_DEFAULTS, parseDpOption, parseSiteDrop, presetDefaults } = await import('../simulate/options.ts');
       // A bigger preset brings the volume, budgets, steps and deadline it needs (explicit options still win).
       const defaults = { ...SIMULATE_DEFAULTS, ...presetDefaults(o.preset ?? SIMULATE_DEFAULTS.preset) };
       const drop = o.dropSite === undefined ? undefined : parseSiteDrop(o.dropSite);
+      const dp = o.dp === undefined ? undefined : parseDpOption(o.dp);
+      if (typeof dp === 'string') throw new CliError(`${dp}.`);
+      const combination = dp && isRobustStrategy(o.strategy) ? `--dp works with fedavg, fedprox and fedbn, not with --strategy ${o.strategy}` : null;
+      if (combination) throw new CliError(`${combination}.`);
       if (drop === null) throw new CliError(`--drop-site must look like site-b@2 (a site id, '@', a round number), got '${o.dropSite}'.`);
       let budgetsMB = defaults.budgetsMB;
       if (o.budgets !== undefined) {
@@ -112,6 +123,8 @@ export function register(program: Command): void {
             model: o.model ?? o.mode,
             preset: o.preset ?? defaults.preset,
             strategy: o.strategy,
+            ...(o.serverOptimizer ? { serverOptimizer: o.serverOptimizer } : {}),
+            ...(dp ? { dp } : {}),
             steps: o.steps ?? defaults.steps,
             learningRate: o.learningRate ?? o.lr ?? defaults.learningRate,
             cases: o.cases ?? defaults.cases,
@@ -123,6 +136,7 @@ export function register(program: Command): void {
             reportPath: o.report,
             port: o.port ?? 0,
             drop,
+            ...(o.secureAggregation !== undefined ? { secureAggregation: { threshold: o.secureAggregation === true ? Math.floor(o.sites / 2) + 1 : o.secureAggregation } } : {}),
             restartCoordinatorAt: o.restartCoordinatorAt,
             baselines: o.baselines,
             roundDeadlineSeconds: o.deadline ?? defaults.roundDeadlineSeconds,

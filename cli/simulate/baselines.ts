@@ -63,5 +63,5 @@ export async function runBaselines(input: BaselineInput): Promise<NonNullable<Si
   out(`  pooled model (${cases} training cases): mean Dice ${pooled.meanOverLabels.toFixed(3)}`);
 
   const fedMean = meanDice(Object.values(input.federatedDice), labels) ?? {};
-  return { federated: { meanDice: fedMean, meanOverLabels: meanOverLabels(fedMean, labels) ?? 0 }, localOnly, pooled };
+  return { federated: { sites: input.federatedDice, meanDice: fedMean, meanOverLabels: meanOverLabels(fedMean, labels) ?? 0 }, localOnly, pooled };
 }

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { readPrivacyRecord, type PrivacyRecord } from '../../coordinator/privacy/index.ts';
 
 export interface SiteUpdateRow {
   siteId: string;
@@ -171,6 +172,12 @@ export class CoordinatorRecords {
     const info = { version, round: meta.round, sha256: meta.sha256, sizeBytes: meta.sizeBytes };
     this.checkpoints.set(version, info);
     return info;
+  }
+
+  /** The privacy record (DP experiments: ε so far and per round) in a checkpoint's meta.json, or null. */
+  privacy(version: number): PrivacyRecord | null {
+    const meta = parseJson<{ extra?: unknown }>(readIfExists(join(this.stateDir, 'checkpoints', `v${String(version).padStart(6, '0')}`, 'meta.json')));
+    return meta ? readPrivacyRecord(meta.extra) : null;
   }
 
   /** Path of a checkpoint's weights artifact. */

@@ -12,7 +12,7 @@
  */
 import type { PhantomTask } from '../../site-agent/phantom/index.ts';
 import type { Mode, PresetName } from '../../shared/config/model.ts';
-import type { StrategyName } from '../../shared/config/strategy.ts';
+import { DpSpecSchema, ServerOptimizerSpecSchema, StrategySpecSchema, DEFAULT_PROXIMAL_MU, type DpSpec, type ServerOptimizerName, type StrategyName, type StrategySpec } from '../../shared/config/strategy.ts';
 
 export interface SiteDrop {
   siteId: string;
@@ -29,6 +29,10 @@ export interface SimulateOptions {
   steps: number;
   learningRate: number;
   strategy: StrategyName;
+  /** Server optimiser on the aggregate (its defaults), or none. */
+  serverOptimizer?: ServerOptimizerName;
+  /** Site-level differential privacy (--dp central:z=1,c=0.5), or none. */
+  dp?: DpSpec;
   /** Labelled phantom cases per site (60/20/20 train/validation/test split). */
   cases: number;
   /** Phantom volume size in voxels. */
@@ -44,6 +48,8 @@ export interface SimulateOptions {
   /** Coordinator port; 0 picks a free loopback port. */
   port: number;
   drop?: SiteDrop;
+  /** Secure aggregation (experiment.aggregation.secure): the coordinator only sees masked updates and their sum. */
+  secureAggregation?: { threshold: number };
   /** Kill -9 the coordinator while this round trains, then restart it. */
   restartCoordinatorAt?: number;
   baselines: boolean;
@@ -97,4 +103,40 @@ export function simulatedSiteIds(n: number): string[] {
 export function parseSiteDrop(value: string): SiteDrop | null {
   const m = /^([A-Za-z0-9_.-]{1,64})@(\d{1,6})$/.exec(value.trim());
   return m ? { siteId: m[1]!, round: Number(m[2]) } : null;
+}
+
+/** The experiment's strategy spec for the simulation's choices (each part with its config defaults). */
+export function simulationStrategy(opts: Pick<SimulateOptions, 'strategy' | 'serverOptimizer' | 'dp'>): StrategySpec {
+  const base: Record<string, unknown> = opts.strategy === 'fedprox' ? { name: 'fedprox', mu: DEFAULT_PROXIMAL_MU } : { name: opts.strategy };
+  if (opts.serverOptimizer) base.serverOptimizer = ServerOptimizerSpecSchema.parse({ name: opts.serverOptimizer });
+  if (opts.dp) base.dp = opts.dp;
+  return StrategySpecSchema.parse(base);
+}
+
+const DP_KEYS: Record<string, keyof DpSpec> = { z: 'noiseMultiplier', c: 'clipNorm', delta: 'delta', budget: 'epsilonBudget' };
+
+/**
+ * "--dp central:z=1,c=0.5" (also delta=1e-5, budget=8; mode distributed) → the strategy's dp spec,
+ * or the reason it is not one.
+ */
+export function parseDpOption(value: string): DpSpec | string {
+  const m = /^(central|distributed):(.+)$/.exec(value.trim());
+  if (!m) return `--dp must look like central:z=1,c=0.5 or distributed:z=1,c=0.5[,delta=1e-5][,budget=8], got '${value}'`;
+  const spec: Record<string, unknown> = { mode: m[1] };
+  for (const part of m[2]!.split(',')) {
+    const [key = '', raw = ''] = part.split('=').map((x) => x.trim());
+    const field = DP_KEYS[key];
+    const n = Number(raw);
+    if (!field) return `--dp: unknown setting '${key}' (z, c, delta, budget)`;
+    if (raw === '' || !Number.isFinite(n)) return `--dp: ${key} must be a number, got '${raw}'`;
+    spec[field] = n;
+  }
+  const parsed = DpSpecSchema.safeParse(spec);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = String(issue?.path[0] ?? '');
+    const key = Object.entries(DP_KEYS).find(([, f]) => f === field)?.[0] ?? field;
+    return `--dp: ${key || 'value'}: ${issue?.message ?? 'invalid'}${field === 'noiseMultiplier' || field === 'clipNorm' ? ' (z and c are required)' : ''}`;
+  }
+  return parsed.data;
 }

@@ -5,6 +5,7 @@
  * start of the next round (and, after the last round, by the final evaluation).
  */
 import type { CheckpointInfo, RoundRow } from './coordinator-records.ts';
+import type { CrossSiteTable } from '../../shared/protocol/cross-site-table.ts';
 
 export type LabelDice = Record<string, number>;
 
@@ -60,14 +61,22 @@ export interface SimulationReport {
   format: 'patchfed-simulate/1';
   createdAt: string;
   runDir: string;
-  experiment: { id: string; task: string; mode: string; preset: string; strategy: string; rounds: number; localSteps: number; learningRate: number; foregroundRate: number };
+  experiment: { id: string; task: string; mode: string; preset: string; strategy: string; strategyDescription?: string; rounds: number; localSteps: number; learningRate: number; foregroundRate: number };
   labels: string[];
   sites: { id: string; memoryBudgetMB: number; siteStyle: number; orientation: string; patch: number[] | null; batch: number | null; backend: string | null }[];
   /** The untrained global model (round 0) as the sites measured it in round 1. */
   initial: { globalDice: LabelDice | null; globalMeanDice: number | null; checkpointSha256: string | null };
   rounds: ReportRound[];
-  baselines?: { federated: { meanDice: LabelDice; meanOverLabels: number }; localOnly: BaselineResult; pooled: BaselineResult };
+  baselines?: { federated: { sites?: Record<string, LabelDice>; meanDice: LabelDice; meanOverLabels: number }; localOnly: BaselineResult; pooled: BaselineResult };
+  /** Differential privacy (strategy.dp): ε spent at δ after the last completed round, and per round (coordinator/privacy). */
+  privacy?: { mode: string; noiseMultiplier: number; clipNorm: number; delta: number; epsilonBudget: number | null; epsilon: number; perRound: { round: number; epsilon: number; epsilonSpent: number }[] };
   injected: { dropSite?: { siteId: string; round: number; killedAt: string | null }; coordinatorRestart?: { round: number; killedAt: string | null } };
+  /** Cross-site validation: each site's test-split Dice / HD95 / NSD of the final global model and of its own last local model (coordinator/server/cross-site.ts); null when not complete. */
+  crossSiteValidation?: CrossSiteTable | null;
+  /** Whether the coordinator aggregated with secure aggregation (only masked updates and their sum). */
+  secureAggregation?: boolean;
+  /** Secure aggregation: the threshold t and every dropout the protocol handled (coordinator events). */
+  secureAggregationDetails?: { threshold: number; dropouts: string[] };
   summary: {
     status: 'complete' | 'stopped' | 'interrupted';
     message: string;

@@ -13,11 +13,10 @@ import { join, resolve } from 'node:path';
 import { CoordinatorConfigSchema, type CoordinatorConfig } from '../../shared/config/coordinator.ts';
 import { generateDashboardToken } from '../../shared/config/dashboard-token.ts';
 import { SiteConfigSchema, type SiteConfig } from '../../shared/config/site.ts';
-import { DEFAULT_PROXIMAL_MU } from '../../shared/config/strategy.ts';
 import { generateKeyPairs, writeKeyFiles } from '../../shared/crypto/keys.ts';
 import { PatchFedError } from '../../shared/errors.ts';
 import { BRAIN_LABELS, BRAIN_MODALITIES, LIVER_LABELS, LIVER_MODALITIES, SITE_ARCHETYPES, generatePhantomDataset } from '../../site-agent/phantom/index.ts';
-import { simulatedSiteIds, type SimulateOptions } from './options.ts';
+import { simulatedSiteIds, simulationStrategy, type SimulateOptions } from './options.ts';
 
 export interface SimulatedSite {
   id: string;
@@ -128,6 +127,8 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
         secretKey: `keys/${id}.key`,
         publicKey: `keys/${id}.pub`,
         coordinatorPublicKey: 'coordinator.pub',
+        // Cross-site validation also scores each site's own last local model: what federation bought it.
+        evaluateLocalModel: true,
       },
     };
     const configPath = join(siteDir, 'site.json');
@@ -159,7 +160,8 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
       roundDeadlineSeconds: opts.roundDeadlineSeconds,
       // Site processes need a few seconds to start (backend self-check) before round 1.
       startupGraceSeconds: 120,
-      strategy: opts.strategy === 'fedprox' ? { name: 'fedprox', mu: DEFAULT_PROXIMAL_MU } : { name: opts.strategy },
+      strategy: simulationStrategy(opts),
+      ...(opts.secureAggregation ? { aggregation: { secure: { threshold: opts.secureAggregation.threshold } } } : {}),
       // Keep every round's checkpoint: the report names each one's SHA-256.
       checkpointRetention: opts.rounds + 1,
       seed: opts.seed,

@@ -10,13 +10,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { PatchFedError } from '../../shared/errors.ts';
 import { CoordinatorRecords, type RoundRow } from './coordinator-records.ts';
-import { simulatedSiteIds, type SimulateOptions } from './options.ts';
+import { simulatedSiteIds, simulationStrategy, type SimulateOptions } from './options.ts';
+import { describeStrategy } from '../../shared/config/strategy.ts';
+import type { Experiment } from '../../shared/config/coordinator.ts';
 import { ProcessSupervisor, type ManagedProcess } from './processes.ts';
 import { completedRounds, buildRounds, diceReported, meanDice, meanOverLabels, type SimulationReport } from './report.ts';
 import { createRunDir, type RunLayout } from './run-dir.ts';
 import { formatRoundBlock, formatSummary } from './table.ts';
 import { health, logTail, sleep } from './wait.ts';
 import { runBaselines } from './baselines.ts';
+import { formatCrossSiteTable, type CrossSiteTable } from '../../shared/protocol/cross-site-table.ts';
 
 export interface SimulationResult {
   report: SimulationReport;
@@ -46,7 +49,7 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
   if (opts.drop && !ids.includes(opts.drop.siteId)) {
     throw new PatchFedError('E_OPTION', `--drop-site names '${opts.drop.siteId}', but the sites are ${ids.join(', ')}`);
   }
-  out(`PatchFed simulation: ${opts.sites} sites, ${opts.rounds} rounds, ${opts.task} phantoms ${opts.shape.join('×')}, ${opts.model} mode, ${opts.preset} U-Net, ${opts.steps} local steps/round, lr ${opts.learningRate}, ${opts.strategy}`);
+  out(`PatchFed simulation: ${opts.sites} sites, ${opts.rounds} rounds, ${opts.task} phantoms ${opts.shape.join('×')}, ${opts.model} mode, ${opts.preset} U-Net, ${opts.steps} local steps/round, lr ${opts.learningRate}, ${describeStrategy(simulationStrategy(opts))}`);
   out(`Run directory ${resolve(opts.runDir)}`);
   const layout = await createRunDir(opts, out);
   const labels = labelNames(layout);
@@ -60,6 +63,7 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
   let status: SimulationReport['summary']['status'] = 'interrupted';
   let message = 'Interrupted.';
   let finalDice: Record<string, Record<string, number>> | null = null;
+  let crossSite: CrossSiteTable | null = null;
   let baselines: SimulationReport['baselines'];
   let coordinator: ManagedProcess | null = null;
   const siteProcs = new Map<string, ManagedProcess>();
@@ -185,6 +189,18 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
     }
     if (stop.aborted) throw new Interrupted();
 
+    if (status === 'complete') {
+      const finalRow = [...completedRounds(records.rounds()).values()].at(-1);
+      if (finalRow?.checkpointVersion) {
+        out('\nWaiting for the sites to score the final model on their test splits (cross-site validation)…');
+        const { waitForCrossSite, missingReports } = await import('./cross-site.ts');
+        const ids = layout.sites.map((s) => s.id);
+        crossSite = await waitForCrossSite(records.artifactPath(finalRow.checkpointVersion), ids, true, CROSS_SITE_WAIT_MS, stop);
+        const missing = missingReports(crossSite, ids, true);
+        if (crossSite) out(formatCrossSiteTable(crossSite).join('\n'));
+        if (missing.length > 0) out(`! no cross-site validation report from ${missing.join(', ')} within ${CROSS_SITE_WAIT_MS / 1000} s`);
+      }
+    }
     out('\nStopping the site processes…');
     await Promise.all([...siteProcs.values()].map((p) => supervisor.stop(p)));
     const rows = records.rounds();
@@ -212,7 +228,7 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
     }
   } finally {
     if (stop.aborted) message = 'Interrupted (Ctrl-C): partial report.';
-    const report = buildReport(layout, opts, records, labels, finalDice, baselines, injected, status, message, started);
+    const report = { ...buildReport(layout, opts, records, labels, finalDice, baselines, injected, status, message, started), crossSiteValidation: crossSite };
     const reportPath = resolve(opts.reportPath ?? join(layout.dir, 'report.json'));
     mkdirSync(dirname(reportPath), { recursive: true });
     writeFileSync(reportPath, `${JSON.stringify(report, null, 2)}\n`);
@@ -232,6 +248,9 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
 }
 
 class Interrupted extends Error {}
+
+/** How long the simulator waits for the sites' cross-site validation reports after the last round. */
+const CROSS_SITE_WAIT_MS = 300_000;
 
 /** Coordinator events printed in the live output: a site declining a round, storage trouble, operator actions. */
 const LIVE_EVENT_KINDS = ['round-declined', 'round-failed', 'health', 'experiment-resumed', 'state-repaired'] as const;
@@ -262,7 +281,7 @@ function buildReport(
     format: 'patchfed-simulate/1',
     createdAt: new Date().toISOString(),
     runDir: layout.dir,
-    experiment: { id: e.id, task: e.task, mode: e.model.mode, preset: opts.preset, strategy: e.strategy.name, rounds: e.rounds, localSteps: e.localSteps, learningRate: e.learningRate, foregroundRate: opts.foregroundRate },
+    experiment: { id: e.id, task: e.task, mode: e.model.mode, preset: opts.preset, strategy: e.strategy.name, strategyDescription: describeStrategy(e.strategy), rounds: e.rounds, localSteps: e.localSteps, learningRate: e.learningRate, foregroundRate: opts.foregroundRate },
     labels,
     sites: layout.sites.map((s) => ({
       id: s.id,
@@ -275,8 +294,10 @@ function buildReport(
     })),
     initial: { globalDice: initialDice, globalMeanDice: initialMean, checkpointSha256: v0 ? (records.checkpoint(v0)?.sha256 ?? null) : null },
     rounds,
+    ...privacyOf(records, lastRound?.checkpointVersion),
     ...(baselines ? { baselines } : {}),
     injected,
+    ...secureAggregationOf(records, e),
     summary: {
       status,
       message,
@@ -289,4 +310,23 @@ function buildReport(
       finalCheckpointSha256: lastRound?.checkpointSha256 ?? null,
     },
   };
+}
+
+/** The report's secure-aggregation fields: on or off, and the dropouts its protocol handled. */
+function secureAggregationOf(records: CoordinatorRecords, e: Experiment): Pick<SimulationReport, 'secureAggregation' | 'secureAggregationDetails'> {
+  const secure = e.aggregation?.secure;
+  if (!secure) return { secureAggregation: false };
+  const dropouts = records
+    .events(0, ['dropout'])
+    .map((ev) => ev.message)
+    .filter((m) => m.startsWith('Secure aggregation'));
+  return { secureAggregation: true, secureAggregationDetails: { threshold: secure.threshold, dropouts } };
+}
+
+/** The report's privacy section from the last checkpoint's ledger (nothing without DP). */
+function privacyOf(records: CoordinatorRecords, version: number | undefined): Pick<SimulationReport, 'privacy'> {
+  const p = version ? records.privacy(version) : null;
+  if (!p) return {};
+  const perRound = p.perRound.map((r) => ({ round: r.round, epsilon: r.epsilon, epsilonSpent: r.epsilonSpent }));
+  return { privacy: { mode: p.mode, noiseMultiplier: p.noiseMultiplier, clipNorm: p.clipNorm, delta: p.delta, epsilonBudget: p.epsilonBudget, epsilon: p.epsilon, perRound } };
 }

@@ -5,6 +5,7 @@
  */
 import type { RoundRow } from './coordinator-records.ts';
 import { meanDice, meanOverLabels, type LabelDice, type SimulationReport } from './report.ts';
+import { formatBaselineTable } from './baseline-table.ts';
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
 const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
@@ -79,8 +80,14 @@ export function formatSummary(report: SimulationReport): string {
     lines.push('', 'What federation buys (validation Dice, mean over sites, each site on its own validation split):');
     lines.push(`  ${pad('training', 34)} ${diceHeader(labels)}`);
     lines.push(`  ${pad('local only (each site alone)', 34)} ${diceCells(b.localOnly.meanDice, labels)}   ${b.localOnly.steps} steps/site, ${formatSeconds(b.localOnly.wallMs)}`);
-    lines.push(`  ${pad('federated (PatchFed, FedAvg)', 34)} ${diceCells(b.federated.meanDice, labels)}`);
+    lines.push(`  ${pad(`federated (PatchFed, ${report.experiment.strategy})`, 34)} ${diceCells(b.federated.meanDice, labels)}`);
     lines.push(`  ${pad('pooled (all data centralised)', 34)} ${diceCells(b.pooled.meanDice, labels)}   ${b.pooled.steps} steps, ${formatSeconds(b.pooled.wallMs)}`);
+    lines.push(...formatBaselineTable(report));
+  }
+  if (report.privacy) {
+    const p = report.privacy;
+    const perRound = p.perRound.map((r) => `${r.round}: ${r.epsilonSpent.toPrecision(4)}`).join(', ');
+    lines.push('', `Differential privacy (${p.mode}, z ${p.noiseMultiplier}, C ${p.clipNorm}): ε = ${p.epsilon.toPrecision(4)} at δ = ${p.delta}${p.epsilonBudget !== null ? ` (budget ${p.epsilonBudget})` : ''}; ε after each round: ${perRound}.`);
   }
   const s = report.summary;
   lines.push(

@@ -7,6 +7,7 @@ import type { Server as SocketIoServer, Socket } from 'socket.io';
 import type { Express } from 'express';
 import type { Mode, Norm } from '../../shared/config/model.ts';
 import type { LoginThrottleOptions } from './login-throttle.ts';
+import type { CrossSiteTable } from '../../shared/protocol/cross-site-table.ts';
 
 export type LabelDice = Record<string, number | null>;
 
@@ -28,6 +29,18 @@ export interface DashboardExperiment {
   /** Foreground label names, in label-index order; the keys of every LabelDice. */
   labels: string[];
   startedAt: string;
+  /** Differential privacy (strategy.dp): ε spent so far and per round, from the current checkpoint's ledger; null without DP (or before round 1). */
+  privacy?: DashboardPrivacy | null;
+}
+
+export interface DashboardPrivacy {
+  mode: 'central' | 'distributed';
+  noiseMultiplier: number;
+  clipNorm: number;
+  delta: number;
+  epsilonBudget: number | null;
+  epsilon: number;
+  perRound: { round: number; epsilon: number; epsilonSpent: number }[];
 }
 
 export type SiteUpdateStatus = 'accepted' | 'rejected';
@@ -115,6 +128,8 @@ export interface DashboardSnapshot {
   events: DashboardEvent[];
   /** Storage / state DB health: the page shows a banner while `ok` is false. */
   health?: DashboardHealth;
+  /** Cross-site validation of the final model (sites × per-class Dice / HD95 / NSD); null before the experiment completes. */
+  crossSite?: CrossSiteTable | null;
 }
 
 export interface DashboardHealth {

@@ -31,6 +31,8 @@ import { RoundScheduler, type ExperimentEnd } from './scheduler.ts';
 import { SiteSessions } from './sessions.ts';
 import { prepareCoordinator, type CoordinatorSetup } from './setup.ts';
 import { SnapshotProvider } from './snapshot.ts';
+import { CrossSiteValidation } from './cross-site.ts';
+import type { CrossSiteTable } from '../../shared/protocol/cross-site-table.ts';
 import { lockStateDir } from './state-lock.ts';
 import { UploadService } from './uploads.ts';
 
@@ -83,6 +85,8 @@ export interface RunningCoordinator {
   readonly recovery: RecoveryReport;
   state(): CoordinatorState;
   snapshot(): DashboardSnapshot;
+  /** The cross-site validation table of the final model (cross-site.ts); null before the experiment completes. */
+  crossSite(): CrossSiteTable | null;
   /** Stored checkpoints, oldest first. */
   checkpoints(): CheckpointSummary[];
   /** The current global model (latest complete round), read from its checkpoint file. */
@@ -172,6 +176,9 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
       log('info', `initial global model written as checkpoint v${written.version}`, { bytes: written.sizeBytes });
     }
     checkpoints.setCurrent(db.lastCompleted(exp.id)!.checkpointVersion!);
+    // Stateful strategies (server optimiser, privacy ledger) read their saved state now, so a
+    // checkpoint that lacks it stops start-up with the reason instead of the first round.
+    strategy.restore?.(checkpoints.savedState());
   } catch (e) {
     return fail(e);
   }
@@ -215,6 +222,7 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
   gate.attach(io);
 
   let sessions: SiteSessions;
+  const crossSite = new CrossSiteValidation({ db, hub, log, experiment: { id: exp.id, rounds: exp.rounds, labels: exp.labels }, enrolled, checkpoints });
   scheduler = new RoundScheduler({ experiment: exp, enrolled, db, checkpoints, strategy, hub, log, sessions: () => sessions, health, uploadBufferBytes: setup.config.limits.uploadBufferMB * 1024 * 1024 });
   sessions = new SiteSessions(io, {
     setup,
@@ -228,8 +236,10 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
     live,
     onSiteOnline: (id) => scheduler.siteOnline(id),
     onSiteOffline: (id) => scheduler.siteOffline(id),
+    onFinalEvaluation: (site, payload) => crossSite.handle(site, payload),
   });
   const snapshots = new SnapshotProvider({ experiment: exp, enrolled, db, checkpoints, sessions: () => sessions, live, health: () => health.status() });
+  const snapshot = (): DashboardSnapshot => ({ ...snapshots.snapshot(), crossSite: crossSite.table() });
 
   // 503 while unhealthy, with the reasons: load balancers and supervisors see it, and so do people.
   app.get('/healthz', (_req, res) => {
@@ -247,7 +257,7 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
     token: setup.config.dashboardToken,
     admitViewer: (conn) => gate.viewerAuthenticated(conn),
     log,
-    snapshot: () => snapshots.snapshot(),
+    snapshot,
     downloadCheckpoint: (version) => {
       const bytes = checkpoints.artifact(version);
       return bytes ? { fileName: `${exp.id}-v${version}.pfw`, bytes } : null;
@@ -326,7 +336,8 @@ export async function startCoordinator(config: CoordinatorConfig | unknown, opti
     connections: () => gate.stats(),
     fatal: health.fatal,
     health: () => health.status(),
-    snapshot: () => snapshots.snapshot(),
+    snapshot,
+    crossSite: () => crossSite.table(),
     state: () => {
       const l = live();
       return {

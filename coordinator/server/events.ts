@@ -38,6 +38,8 @@ export interface CoordinatorEvents {
   'experiment-resumed': { round: number; message: string };
   /** A selected site said it cannot take part in the round (round-decline), with its reason. */
   'round-declined': { round: number; attempt: number; siteId: string; code: string; message: string };
+  /** A site reported its test-split scores of the final model (cross-site.ts). */
+  'cross-site-validation': { siteId: string; model: 'global' | 'local'; round: number; message: string };
 }
 export type CoordinatorEventName = keyof CoordinatorEvents;
 

@@ -34,6 +34,8 @@ export function describeExperiment(experiment: Experiment): ExperimentDescriptio
     localSteps: experiment.localSteps,
     learningRate: experiment.learningRate,
     strategy: experiment.strategy,
+    // Sites check every secure round task against it (a coordinator cannot switch masking off quietly).
+    ...(experiment.aggregation ? { aggregation: experiment.aggregation } : {}),
     seed: experiment.seed,
   };
   const parsed = experimentDescriptionSchema.safeParse(description);
@@ -50,7 +52,7 @@ export function signedExperimentMessage(description: ExperimentDescription, keys
 
 export function experimentStrategy(experiment: Experiment): Strategy {
   const sampling = { fractionFit: experiment.fractionFit, minSites: experiment.minSites, seed: experiment.seed };
-  return createStrategy(experiment.strategy, sampling, 'coordinator config experiment.strategy');
+  return createStrategy(experiment.strategy, sampling, 'coordinator config experiment.strategy', { secureAggregation: experiment.aggregation?.secure !== undefined });
 }
 
 /** What must never change while an experiment exists: it defines the model being trained. */

@@ -18,6 +18,7 @@ import type { CheckpointService } from './checkpoint-service.ts';
 import type { EventHub } from './events.ts';
 import type { CoordinatorHealth } from './health.ts';
 import { LiveRound } from './live-round.ts';
+import { SecureRound } from './secure-round.ts';
 import { uploadPlan } from './upload-plan.ts';
 import type { Log } from './log.ts';
 import type { SiteSessions } from './sessions.ts';
@@ -95,6 +96,8 @@ export class RoundScheduler {
         this.release(live);
         break;
       }
+      // Secure aggregation: the survivors' shares unmask the sum before it can be aggregated.
+      if (live.secure) await live.secure.unmask();
       const ok = this.closeRound(live);
       this.live = null;
       this.release(live);
@@ -116,12 +119,14 @@ export class RoundScheduler {
     live?.noteOnline(siteId, true, this.offlineGraceMs());
     if (this.end?.kind === 'complete') this.sendComplete(siteId);
     else if (live && !live.closed && live.isSelected(siteId) && !live.isResolved(siteId)) this.sendTask(live, siteId);
+    live?.secure?.siteOnline(siteId);
     this.wakeUp?.();
   }
 
   siteOffline(siteId: string): void {
     // A selected site that stays away no longer holds the round open until the deadline.
     this.live?.noteOnline(siteId, false, this.offlineGraceMs());
+    this.live?.secure?.siteOffline(siteId);
     this.wakeUp?.();
   }
 
@@ -153,7 +158,13 @@ export class RoundScheduler {
     const record = db.openRound({ experimentId: exp.id, round, selectedSites: plan.selected, deadline: new Date(deadline) });
     const global = { manifest: current.manifest, values: current.values, l2Norm: current.l2Norm };
     const upload = uploadPlan(plan.selected.length, this.ctx.uploadBufferBytes ?? 64 * 1024 * 1024);
-    const live = new LiveRound(record, global, current.meta.version, plan.instructions, deadline, strategy.beginAggregation(round, current.values), exp.localSteps, upload);
+    const secureSpec = exp.aggregation?.secure;
+    const secure = secureSpec
+      ? new SecureRound({ spec: secureSpec, enrolled: this.ctx.enrolled.length, sessions: this.ctx.sessions, hub, log: this.ctx.log }, { experiment: exp.id, round, attempt: record.attempt }, current.values, plan.instructions, strategy.beginAggregation(round, current.values))
+      : null;
+    const instructions = secure ? secure.instructions(plan.instructions) : plan.instructions;
+    const live = new LiveRound(record, global, current.meta.version, instructions, deadline, secure?.aggregator ?? strategy.beginAggregation(round, current.values), exp.localSteps, upload);
+    live.secure = secure;
     this.live = live;
     for (const [siteId, r] of this.outstanding) {
       if (r !== round || !live.isSelected(siteId)) this.cancel(siteId, r, 'not-selected', `Round ${r} no longer needs this site's update.`);
@@ -169,6 +180,7 @@ export class RoundScheduler {
       },
       'round-open',
     );
+    secure?.start(live);
     for (const siteId of plan.selected) if (sessions.isOnline(siteId)) this.sendTask(live, siteId);
     return live;
   }
@@ -198,8 +210,10 @@ export class RoundScheduler {
       hub.note('dropout', { round: live.round, attempt: live.attempt, siteId, message: `Site '${siteId}' sent no update for round ${live.round} (attempt ${live.attempt}) before the deadline.` }, 'dropout', 'warn');
     }
     const accepted = live.accepted.size;
-    if (accepted < exp.minSites) {
-      const reason = `${COUNTED_FAILURE}${accepted} accepted update(s), ${exp.minSites} needed (${live.rejected.size} rejected, ${live.declined.size} declined, ${live.unresolved().length} missing)`;
+    const secureFailure = live.secure?.failure ?? null;
+    if (accepted < exp.minSites || secureFailure) {
+      const counts = `${live.rejected.size} rejected, ${live.declined.size} declined, ${live.unresolved().length} missing`;
+      const reason = secureFailure ? `${COUNTED_FAILURE}${secureFailure} (${accepted} masked update(s) received; ${counts})` : `${COUNTED_FAILURE}${accepted} accepted update(s), ${exp.minSites} needed (${counts})`;
       this.failQuietly(live.record, reason);
       hub.note('round-failed', { round: live.round, attempt: live.attempt, reason, message: `Round ${live.round} attempt ${live.attempt} failed: ${reason}.` }, 'round-failed', 'warn');
       return false;
@@ -291,6 +305,7 @@ export class RoundScheduler {
 
   /** The round attempt is over: the aggregator lets go of what it keeps on disk (retained updates). */
   private release(live: LiveRound): void {
+    live.secure?.dispose();
     try {
       live.aggregator.dispose?.();
     } catch (e) {

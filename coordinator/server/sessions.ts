@@ -9,7 +9,7 @@ import type { Server, Socket } from 'socket.io';
 import { errorMessage } from '../../shared/errors.ts';
 import { encodeMessage, safeParseMessage, type CoordinatorMessageType, type Message } from '../../shared/protocol/messages.ts';
 import { serveCheckpoints } from '../../shared/protocol/checkpoint-transfer.ts';
-import { acceptSiteHandshake } from '../../shared/protocol/session.ts';
+import { acceptSiteHandshake, type AuthenticatedSite } from '../../shared/protocol/session.ts';
 import { signControl, type ControlBody, type SignedControlType } from '../../shared/protocol/signed-control.ts';
 import type { HandlerTransport } from '../../shared/protocol/transport.ts';
 import type { StateDb } from '../store/index.ts';
@@ -33,6 +33,8 @@ export interface SessionContext {
   experimentMessage: Message<'experiment'>;
   gate: ConnectionGate;
   live(): LiveRound | null;
+  /** A site's signed final-evaluation (cross-site validation, cross-site.ts). */
+  onFinalEvaluation?(site: AuthenticatedSite, payload: unknown): void;
   /** After authentication and the experiment message (e.g. to send the current task). */
   onSiteOnline(siteId: string): void;
   onSiteOffline(siteId: string): void;
@@ -133,6 +135,7 @@ export class SiteSessions {
           detach.push(router.onEvent('site-info', (p) => this.onSiteInfo(site.siteId, p)));
           // round-decline: the site cannot take part in the open round, and says why (round-decline.ts).
           detach.push(router.onEvent('round-decline', (p) => handleRoundDecline({ live: () => ctx.live(), hub: ctx.hub }, site, p)));
+          detach.push(router.onEvent('final-evaluation', (p) => ctx.onFinalEvaluation?.(site, p)));
           try {
             ctx.db.setSiteOnline(site.siteId, true);
           } catch (e) {

@@ -5,11 +5,14 @@
  */
 import type { Experiment } from '../../shared/config/coordinator.ts';
 import { resolveArchitecture } from '../../shared/config/model.ts';
+import { describeStrategy } from '../../shared/config/strategy.ts';
+import { readPrivacyRecord } from '../privacy/index.ts';
 import type {
   DashboardCheckpoint,
   DashboardCurrentRound,
   DashboardEvent,
   DashboardHealth,
+  DashboardPrivacy,
   DashboardRoundRecord,
   DashboardSite,
   DashboardSnapshot,
@@ -86,14 +89,24 @@ export class SnapshotProvider {
       base: arch.base,
       depth: arch.depth,
       norm: arch.norm,
-      strategy: e.strategy.name,
+      strategy: describeStrategy(e.strategy),
       rounds: e.rounds,
       minSites: e.minSites,
       localSteps: e.localSteps,
       roundDeadlineSeconds: e.roundDeadlineSeconds,
       labels: foregroundLabels(e),
       startedAt: this.ctx.db.getExperiment(e.id)?.createdAt ?? new Date(0).toISOString(),
+      privacy: this.privacy(),
     };
+  }
+
+  /** The current checkpoint's privacy ledger, as the dashboard shows it. */
+  private privacy(): DashboardPrivacy | null {
+    const c = this.ctx.checkpoints;
+    const p = c.hasCurrent ? readPrivacyRecord(c.latest.meta.extra) : null;
+    if (!p) return null;
+    const perRound = p.perRound.map((r) => ({ round: r.round, epsilon: r.epsilon, epsilonSpent: r.epsilonSpent }));
+    return { mode: p.mode, noiseMultiplier: p.noiseMultiplier, clipNorm: p.clipNorm, delta: p.delta, epsilonBudget: p.epsilonBudget, epsilon: p.epsilon, perRound };
   }
 
   private sites(attempts: { record: RoundRecord; updates: SiteUpdateRecord[] }[]): DashboardSite[] {

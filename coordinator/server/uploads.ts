@@ -27,6 +27,8 @@ import type { MetricInput, StateDb } from '../store/index.ts';
 import type { EventHub } from './events.ts';
 import type { LiveRound } from './live-round.ts';
 import type { Log } from './log.ts';
+import { ringPayloadBytes, RingPayloadInspection } from '../../shared/secagg/ring-payload.ts';
+import { attachSecAggHandlers } from './secure-requests.ts';
 
 /** Receiver errors that mean the update cannot be trusted: the site is rejected for the attempt. */
 const TAMPER_CODES = new Set(['chunk-bad-signature', 'chunk-decryption-failed', 'chunk-malformed', 'chunk-wrong-size', 'chunk-wrong-site', 'commit-bad-signature', 'payload-hash-mismatch']);
@@ -73,13 +75,19 @@ export class UploadService {
 
   /** Serves uploads on one authenticated connection. */
   attach(router: HandlerTransport, peer: { siteId: string; siteKeys: PublicKeys }): () => void {
-    return this.receiver.attach(this.gated(router, peer.siteId), {
+    // Secure aggregation's key, share and reveal requests come with the uploads they lead to.
+    const detachSecAgg = attachSecAggHandlers(router, peer, () => this.ctx.live());
+    const detachUploads = this.receiver.attach(this.gated(router, peer.siteId), {
       siteId: peer.siteId,
       siteKeys: peer.siteKeys,
       currentRound: () => this.ctx.live()?.round ?? 0,
       inspect: (upload) => this.inspection(peer.siteId, upload.round),
       onComplete: (upload) => this.serialised(() => this.complete(upload)),
     });
+    return () => {
+      detachSecAgg();
+      detachUploads();
+    };
   }
 
   close(): Promise<void> {
@@ -147,9 +155,11 @@ export class UploadService {
       if (m.data.chunkBytes > live.upload.chunkBytes) {
         throw new PatchFedError('chunk-too-large', `Site '${siteId}' wants ${m.data.chunkBytes}-byte chunks; this round's task allows ${live.upload.chunkBytes}.`, { subject: siteId });
       }
-      const expected = encodedWeightsSize(live.global.manifest);
-      if (m.data.totalBytes !== expected) {
-        const reason = `announced a ${m.data.totalBytes}-byte update; this experiment's model encodes to exactly ${expected} bytes.`;
+      // Under secure aggregation the payload is the masked ring vector, never weights.
+      const expected = live.secure ? ringPayloadBytes(live.secure.vectorElements) : encodedWeightsSize(live.global.manifest);
+      if (m.data.totalBytes !== expected || (m.data.payload === 'secagg-ring') !== (live.secure !== null)) {
+        const what = live.secure ? `a masked vector of this round is exactly ${expected} bytes (payload 'secagg-ring')` : `this experiment's model encodes to exactly ${expected} bytes`;
+        const reason = `announced a ${m.data.totalBytes}-byte ${m.data.payload ?? 'weights'} update; ${what}.`;
         this.reject(live, siteId, 'update-wrong-size', reason);
         throw new PatchFedError('update-wrong-size', `Site '${siteId}' ${reason}`, { subject: siteId });
       }
@@ -213,6 +223,8 @@ export class UploadService {
     const live = this.ctx.live();
     if (!live || live.closed || live.round !== round) throw new PatchFedError('no-round', `No round ${round} is open for site '${siteId}' to upload to.`, { subject: siteId });
     const source = `update from site '${siteId}' (round ${round})`;
+    // A masked vector is uniformly random by design: only its header and exact length can be checked.
+    if (live.secure) return new RingPayloadInspection(live.secure.vectorElements, source);
     const manifest = live.global.manifest;
     const checks = updateChecks({
       expectedManifest: manifest,
@@ -241,6 +253,15 @@ export class UploadService {
     const manifest = live.global.manifest;
     const source = `update from site '${siteId}' (round ${live.round})`;
     try {
+      if (live.secure) {
+        // The sample weight travels inside the masked vector; the commit's count is not used.
+        await live.secure.addMaskedFile(siteId, upload.path);
+        if (live.closed || this.ctx.live() !== live) {
+          throw this.ignore(siteId, 'stale-update', `update ${upload.transferId} for round ${upload.round} completed after its round attempt closed.`, upload.round);
+        }
+        this.recordAccepted(live, upload);
+        return;
+      }
       const declared = this.ctx.siteMaxSamples(siteId);
       const limit = Math.min(this.ctx.maxSamplesPerSite, declared ?? Infinity);
       if (upload.samples > limit) {
@@ -256,50 +277,58 @@ export class UploadService {
       this.reject(live, siteId, err.code, err.message);
       throw err;
     }
+    // The deadline may have closed the attempt while the update was being folded in (the fold
+    // reads the spool file): it is then a late update like any other, not an accepted one.
+    if (live.closed || this.ctx.live() !== live) {
+      throw this.ignore(siteId, 'stale-update', `update ${upload.transferId} for round ${upload.round} completed after its round attempt closed.`, upload.round);
+    }
     this.recordAccepted(live, upload);
   }
 
   private recordAccepted(live: LiveRound, upload: CompletedUpload): void {
     const { siteId, metrics } = upload;
     const { db } = this.ctx;
+    // Secure aggregation: no sample count is known (it is masked), so none is recorded.
+    const samples = live.secure ? undefined : upload.samples;
     try {
       db.recordSiteUpdate({
         roundId: live.record.id,
         siteId,
         status: 'accepted',
-        numSamples: upload.samples,
+        ...(samples !== undefined ? { numSamples: samples } : {}),
         bytes: upload.totalBytes,
         metrics: { ...metrics },
       });
-      db.recordMetrics(live.record.id, siteId, siteMetrics(metrics, upload.samples, upload.totalBytes));
+      db.recordMetrics(live.record.id, siteId, siteMetrics(metrics, samples, upload.totalBytes));
       db.upsertSite({ id: siteId, fingerprint: db.getSite(siteId)!.fingerprint, backend: metrics.backend, plannedPatch: metrics.patch, plannedBatch: metrics.batch });
     } catch (e) {
       this.ctx.log('error', 'could not record an accepted update', { siteId, error: errorMessage(e) });
     }
-    live.accept(siteId, { samples: upload.samples, bytes: upload.totalBytes, metrics });
+    live.accept(siteId, { samples: samples ?? 0, bytes: upload.totalBytes, metrics });
     this.ctx.hub.note(
       'update-accepted',
       {
         round: live.round,
         attempt: live.attempt,
         siteId,
-        samples: upload.samples,
+        samples: samples ?? 0,
         bytes: upload.totalBytes,
-        message: `Update from site '${siteId}' accepted for round ${live.round} (${upload.samples} samples, ${upload.totalBytes} bytes).`,
+        message: `Update from site '${siteId}' accepted for round ${live.round} (${samples !== undefined ? `${samples} samples` : 'masked for secure aggregation'}, ${upload.totalBytes} bytes).`,
       },
       null,
     );
   }
 }
 
-export function siteMetrics(m: Metrics, samples: number, bytes: number): MetricInput[] {
+export function siteMetrics(m: Metrics, samples: number | undefined, bytes: number): MetricInput[] {
+  // A site may withhold any metric (site config federation.withhold): record what it sent.
   const out: MetricInput[] = [
-    { kind: 'loss', value: m.loss },
-    { kind: 'time_ms', value: m.timeMs },
-    { kind: 'peak_memory_bytes', value: m.peakMemoryBytes },
-    { kind: 'samples', value: samples },
+    ...(m.loss !== undefined ? [{ kind: 'loss' as const, value: m.loss }] : []),
+    ...(m.timeMs !== undefined ? [{ kind: 'time_ms' as const, value: m.timeMs }] : []),
+    ...(m.peakMemoryBytes !== undefined ? [{ kind: 'peak_memory_bytes' as const, value: m.peakMemoryBytes }] : []),
+    ...(samples !== undefined ? [{ kind: 'samples' as const, value: samples }] : []),
     { kind: 'bytes', value: bytes },
   ];
-  for (const [label, value] of Object.entries(m.dice)) out.push({ kind: 'dice', label, value });
+  for (const [label, value] of Object.entries(m.dice ?? {})) out.push({ kind: 'dice', label, value });
   return out;
 }

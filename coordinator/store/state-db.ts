@@ -38,7 +38,8 @@ export type EventKind =
   | 'health'
   | 'state-repaired'
   | 'experiment-resumed'
-  | 'round-declined';
+  | 'round-declined'
+  | 'cross-site-validation';
 
 export interface ExperimentRecord {
   id: string;

@@ -122,6 +122,8 @@ export class StreamingWeightedMean implements Aggregator {
   /** Streams the new global weights, tensor by tensor in blocks, to `sink`; the aggregator is closed afterwards. */
   finish(sink: RunVisitor): void {
     if (this.finished) throw new PatchFedError('aggregation-closed', `${this.label} was already finished.`);
+    // The deadline can close a round while an update is half folded in: that sum is no sum of whole updates.
+    if (this.busy) throw new PatchFedError('aggregation-busy', `${this.label} cannot be finished while an update is still being added.`);
     if (this.broken) throw new PatchFedError('aggregation-broken', `${this.label} cannot be finished: ${this.broken}.`);
     if (this.count === 0) throw new PatchFedError('no-updates', `${this.label}: no site update was accepted, nothing to aggregate.`);
     this.finished = true;

@@ -101,5 +101,10 @@ export function secureAggregationProblem(
   } catch (e) {
     return e instanceof PatchFedError ? e.message : String(e);
   }
-  return strategyCombinationProblem(experiment.strategy, { secureAggregation: true });
+  const combination = strategyCombinationProblem(experiment.strategy, { secureAggregation: true });
+  if (combination) return combination;
+  // The round driver (coordinator/server/secure-round.ts) decodes a sample-weighted mean; DP-FedAvg
+  // needs the unweighted sum of clipped, noised updates over the selected sites instead.
+  if (experiment.strategy.dp) return `differential privacy together with secure aggregation is not wired into federated rounds yet (the masked sum is decoded as a sample-weighted mean, DP-FedAvg needs the sum of clipped updates); use one of the two`;
+  return null;
 }

@@ -4,6 +4,11 @@ import { ModelSpecSchema } from './model.ts';
 export const BackendChoiceSchema = z.enum(['auto', 'tensorflow', 'wasm', 'cpu', 'cpu-fast']);
 export type BackendChoice = z.infer<typeof BackendChoiceSchema>;
 
+/** Reports a site may withhold from the coordinator (everything besides the update and its sample count). */
+export const WITHHELD_REPORTS = ['dice', 'loss', 'timing', 'peak-memory', 'backend', 'plan'] as const;
+export const WithheldReportSchema = z.enum(WITHHELD_REPORTS);
+export type WithheldReport = z.infer<typeof WithheldReportSchema>;
+
 const Shape3 = z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]);
 
 /** Local training settings: used by `patchfed train` and, per round, by the site daemon. */
@@ -59,6 +64,18 @@ export const SiteConfigSchema = z
         coordinatorPublicKey: z.string(),
         /** Accept a self-signed TLS certificate at this path (HTTPS deployments). */
         caCertificate: z.string().optional(),
+        /**
+         * Optional reports this site does not send (README "What leaves a site"): 'dice' (validation
+         * Dice per label), 'loss', 'timing', 'peak-memory', 'backend' (backend name, GPU), 'plan'
+         * (planned patch and batch, memory budget). The update and its sample count always go.
+         */
+        withhold: z.array(WithheldReportSchema).default([]),
+        /**
+         * Cross-site validation: after the last round the site scores the final global model on its
+         * test split and reports per-class means; with this, also its own last local model, so the
+         * coordinator's table shows what federation bought this site (costs one more test-split pass).
+         */
+        evaluateLocalModel: z.boolean().default(false),
       })
       .strict()
       .optional(),

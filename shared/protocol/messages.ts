@@ -14,6 +14,7 @@
  *   status, error      (events, no ack)
  *   site-info          (event, no ack: backend and planned patch/batch for the dashboard; no data)
  *   round-decline      (event, no ack, site-signed: this site cannot take part in the round, and why)
+ *   final-evaluation   (event, no ack, site-signed: after experiment-complete, test-split scores of the final model)
  *   ← experiment       (pushed after auth: the signed experiment description)
  *   ← round-cancel     (pushed: stop working on a round that closed without this site)
  *   ← experiment-complete (pushed after the last round: the final signed checkpoint)
@@ -97,17 +98,22 @@ const count = (max: number) => z.int().min(0).max(max);
 const maxChunkCount = Math.ceil(MAX_PAYLOAD_BYTES / MIN_CHUNK_BYTES);
 const labelNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$/, 'must be 1-64 letters, digits, space, . _ -');
 
+/**
+ * What a site reports with its update besides the sample count (README "What leaves a site").
+ * Every field is optional: a site may withhold any of them (site config federation.withhold).
+ */
 export const metricsSchema = z.strictObject({
-  loss: z.number().min(0),
+  loss: z.number().min(0).optional(),
   /** Mean Dice per label name on the site's validation split (aggregate only, never per case). */
   dice: z
     .record(labelNameSchema, z.number().min(0).max(1))
-    .refine((d) => Object.keys(d).length <= MAX_DICE_LABELS, `at most ${MAX_DICE_LABELS} labels`),
-  timeMs: z.number().min(0).max(1e10),
-  peakMemoryBytes: count(Number.MAX_SAFE_INTEGER),
-  backend: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a backend name like "cpu" or "wasm"'),
-  patch: z.array(z.int().min(1).max(4096)).length(3),
-  batch: z.int().min(1).max(4096),
+    .refine((d) => Object.keys(d).length <= MAX_DICE_LABELS, `at most ${MAX_DICE_LABELS} labels`)
+    .optional(),
+  timeMs: z.number().min(0).max(1e10).optional(),
+  peakMemoryBytes: count(Number.MAX_SAFE_INTEGER).optional(),
+  backend: z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a backend name like "cpu" or "wasm"').optional(),
+  patch: z.array(z.int().min(1).max(4096)).length(3).optional(),
+  batch: z.int().min(1).max(4096).optional(),
 });
 export type Metrics = z.output<typeof metricsSchema>;
 
@@ -225,6 +231,32 @@ function chunkCountMatches(m: { totalBytes: number; chunkBytes: number; chunkCou
   return m.chunkCount === Math.ceil(m.totalBytes / m.chunkBytes);
 }
 
+// ---- cross-site validation (final-evaluation) ----
+
+/** One metric of one class over a site's test cases: mean over the finite values, cases where it is defined, cases where it is +∞ (HD95 with one mask empty). */
+const caseMeanSchema = z.strictObject({ mean: z.number().min(0).max(1e9).nullable(), n: count(1_000_000), infinite: count(1_000_000) });
+export const finalEvaluationSchema = z.strictObject({
+  experimentId: experimentIdSchema,
+  /** The final round and checkpoint of the experiment-complete this answers. */
+  round,
+  checkpointVersion: version,
+  checkpointSha256: sha256HexSchema,
+  /** 'global': the final global checkpoint; 'local': the site's own model after its last local training. */
+  model: z.enum(['global', 'local']),
+  /** Round of the local model's training ('local' only). */
+  localRound: round.optional(),
+  /** Test cases scored: the only thing said about them. */
+  cases: z.int().min(1).max(1_000_000),
+  nsdToleranceMm: z.number().gt(0).max(1000),
+  classes: z
+    .array(z.strictObject({ name: labelNameSchema, dice: caseMeanSchema, hd95: caseMeanSchema, nsd: caseMeanSchema }))
+    .min(1)
+    .max(MAX_DICE_LABELS),
+  signature: base64Bytes(SIGNATURE_BYTES),
+});
+export type FinalEvaluationMessage = z.output<typeof finalEvaluationSchema>;
+export type CaseMean = z.output<typeof caseMeanSchema>;
+
 // ---- messages a site sends ----
 
 const siteSchemas = {
@@ -290,6 +322,13 @@ const siteSchemas = {
     }),
   error: z.strictObject({ code: errorCodeSchema, message: errorTextSchema }),
   'site-info': siteInfoSchema,
+  /**
+   * Cross-site validation (site-agent/daemon/final-evaluation.ts): after experiment-complete, the
+   * site's scores of the final global model (and, when configured, of its own last local model) on
+   * its local test split — per class means over the cases and how many cases, never a case.
+   * Signed by the site over its session (site-signed.ts); sent again on every experiment-complete.
+   */
+  'final-evaluation': finalEvaluationSchema,
   /**
    * The site cannot take part in this round attempt (budget fits nothing, checkpoint refused,
    * training failed): the coordinator records why and stops waiting for it. Signed by the site

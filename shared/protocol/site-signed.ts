@@ -1,6 +1,6 @@
 /**
  * Site → coordinator messages that change what the coordinator does with a round (today: a
- * `round-decline`) are signed by the site over the session they are sent on, like the
+ * `round-decline`, a `final-evaluation`) are signed by the site over the session they are sent on, like the
  * coordinator's signed control messages the other way (signed-control.ts): on a plaintext
  * deployment an on-path attacker can neither forge a decline (to push a site out of rounds) nor
  * replay one from an earlier session.
@@ -13,7 +13,7 @@ import { canonicalJson, transcript } from '../crypto/encoding.ts';
 import { SIGNATURE_BYTES } from '../crypto/seal.ts';
 import type { Message } from './messages.ts';
 
-export const SITE_SIGNED_TYPES = ['round-decline'] as const;
+export const SITE_SIGNED_TYPES = ['round-decline', 'final-evaluation'] as const;
 export type SiteSignedType = (typeof SITE_SIGNED_TYPES)[number];
 export type SiteSignedBody<T extends SiteSignedType> = Omit<Message<T>, 'signature'>;
 

@@ -67,6 +67,8 @@ export interface UpdateSenderOptions {
   window?: number;
   timeoutMs?: number;
   onProgress?: (p: UploadProgress) => void;
+  /** What the payload is, announced at update-begin: PFW weights (default) or a masked secure-aggregation ring vector. */
+  payloadKind?: 'weights' | 'secagg-ring';
 }
 
 export interface SenderStats {
@@ -143,6 +145,7 @@ export class UpdateSender {
       chunkBytes: this.chunkBytes,
       chunkCount: this.chunkCount,
       sha256: this.sha256,
+      ...(this.opts.payloadKind === 'secagg-ring' ? { payload: 'secagg-ring' as const } : {}),
     };
   }
 

@@ -114,7 +114,7 @@ export interface ConnectionEvents {
   message(type: string, payload: unknown, sessionId: string): void;
 }
 
-const COORDINATOR_PUSHES = ['experiment', 'round-task', 'round-cancel', 'experiment-complete'] as const;
+const COORDINATOR_PUSHES = ['experiment', 'round-task', 'round-cancel', 'experiment-complete', 'secagg-roster', 'secagg-envelopes', 'secagg-unmask'] as const;
 const MAX_EARLY_PUSHES = 8;
 
 export class CoordinatorConnection {

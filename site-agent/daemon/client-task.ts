@@ -15,10 +15,14 @@ import { CheckpointDownload } from '../../shared/protocol/checkpoint-transfer.ts
 import { metricsSchema, type ExperimentDescription, type FitInstructions, type Message, type Metrics } from '../../shared/protocol/messages.ts';
 import type { ControlBody } from '../../shared/protocol/signed-control.ts';
 import { MAX_PAYLOAD_BYTES } from '../../shared/protocol/limits.ts';
+import { privatiseSiteUpdate } from '../../shared/dp/site-update.ts';
+import type { WithheldReport } from '../../shared/config/site.ts';
+import { withholdMetrics } from './withheld-reports.ts';
 import { UpdateSender, isTransferInterrupted } from '../../shared/protocol/transfer.ts';
 import type { RequestTransport } from '../../shared/protocol/transport.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import type { ClientLog } from './client-connection.ts';
+import { SecureSession } from './secure-session.ts';
 
 export interface RoundTask {
   round: number;
@@ -63,6 +67,8 @@ export interface JobEnvironment {
   sharedKey: Uint8Array;
   pinnedCoordinatorSignPublicKey: Uint8Array;
   chunkBytes?: number;
+  /** Reports the site does not send (withheld-reports.ts). */
+  withhold?: readonly WithheldReport[];
   log: ClientLog;
   ready(signal: AbortSignal): Promise<RequestTransport>;
   sendStatus(status: Message<'status'>): void;
@@ -124,6 +130,12 @@ export class TaskJob {
   private lastStatus = { at: 0, phase: '', done: -1 };
   /** Why this job cannot do the round (declined to the coordinator; declined again for a retry). */
   private failure: { code: string; reason: string } | null = null;
+  /** Secure aggregation: the session of the newest attempt (each attempt masks with fresh keys). */
+  private secure: SecureSession | null = null;
+  /** Secure aggregation: the trained update, kept to mask it again for a retried attempt. */
+  private trained: { result: RoundResult; global: NamedWeights } | null = null;
+  /** Secure aggregation: the attempt `result` was masked for. */
+  private maskedFor = 0;
 
   constructor(
     private readonly env: JobEnvironment,
@@ -154,6 +166,8 @@ export class TaskJob {
     const attempt = task.attempt;
     this.latestAttempt = Math.max(this.latestAttempt, attempt);
     this.latestDeadline = task.deadline;
+    // A new attempt of a secure round runs a new aggregation: fresh keys now, the update masked again.
+    if (this.secure && attempt > this.secure.attempt && this.state !== 'failed') this.startSecure(attempt);
     if (this.state === 'failed' && this.failure) {
       // Same round, same global model: the reason still holds; say so instead of going silent.
       this.env.decline(this.round, attempt, this.failure.code, this.failure.reason);
@@ -180,8 +194,51 @@ export class TaskJob {
     await this.running?.catch(() => undefined);
   }
 
+  /** A verified coordinator push of secure aggregation (secagg-roster / -envelopes / -unmask) for this job's round. */
+  onSecAgg(push: SecAggPush): void {
+    const session = this.secure;
+    if (!session || push.body.round !== this.round) return;
+    if (push.type === 'secagg-roster') session.onRoster(push.body);
+    else if (push.type === 'secagg-envelopes') session.onEnvelopes(push.body);
+    else session.onUnmask(push.body);
+  }
+
+  /**
+   * Whether the task and the signed experiment agree on secure aggregation (a coordinator cannot
+   * quietly switch it off for a round, nor on with other parameters); starts the key step if on.
+   */
+  private checkSecure(): boolean {
+    const wanted = this.experiment.aggregation?.secure;
+    const fit = this.task.fit.secureAggregation;
+    if (!wanted && !fit) return true;
+    if (!wanted || !fit || fit.threshold !== wanted.threshold || fit.clipRange !== wanted.clipRange || fit.sampleCap !== wanted.sampleCap || fit.neighbours !== wanted.neighbours) {
+      const why = !fit ? 'the experiment aggregates securely but the task does not' : !wanted ? 'the task asks for secure aggregation but the experiment does not' : "the task's secure-aggregation parameters differ from the experiment's";
+      this.fail('secagg-mismatch', `Round ${this.round} refused: ${why}.`, true);
+      return false;
+    }
+    this.startSecure(this.latestAttempt);
+    return true;
+  }
+
+  private startSecure(attempt: number): void {
+    const fit = this.task.fit.secureAggregation;
+    if (!fit) return;
+    const { env } = this;
+    const session = new SecureSession(
+      { siteId: env.siteId, experimentId: this.task.experimentId, signSecretKey: env.keys.signSecretKey, log: env.log, ready: (signal) => env.ready(signal), sendError: (code, message) => env.sendError(code, message) },
+      this.round,
+      attempt,
+      fit,
+      this.signal,
+    );
+    this.secure = session;
+    void session.start();
+    if (this.trained && !this.busy && this.uploadedAttempt !== null && this.uploadedAttempt < attempt) this.running = this.uploadLoop();
+  }
+
   private async runAll(): Promise<void> {
     const { env } = this;
+    if (!this.checkSecure()) return;
     const global = await this.download();
     if (!global) return;
     const handler = env.handler();
@@ -220,7 +277,12 @@ export class TaskJob {
     if (this.signal.aborted) return;
     try {
       this.result = this.prepare(result, global);
+      if (this.secure) {
+        this.trained = { result, global };
+        this.result = await this.masked();
+      }
     } catch (e) {
+      if (this.signal.aborted) return;
       const err = e instanceof PatchFedError ? e : new PatchFedError('bad-update', errorMessage(e));
       env.log('error', `the update of round ${this.round} cannot be sent`, { code: err.code, error: err.message });
       this.fail(err.code, `The update of round ${this.round} was not sent: ${err.message}`.slice(0, 900), true);
@@ -235,14 +297,33 @@ export class TaskJob {
     if (!Number.isSafeInteger(result.samples) || result.samples < 1) {
       throw new PatchFedError('bad-update', `samples must be a positive integer, got ${String(result.samples)}`);
     }
-    const metrics = metricsSchema.safeParse(result.metrics);
+    const metrics = metricsSchema.safeParse(withholdMetrics(result.metrics, this.env.withhold ?? []));
     if (!metrics.success) {
       const issue = metrics.error.issues[0]!;
       throw new PatchFedError('bad-metrics', `metrics.${issue.path.join('.')}: ${issue.message}`);
     }
     checkManifestMatches(global.manifest, result.update.manifest, `update of round ${this.round}`);
-    const payload = encodeWeights(result.update, `update of round ${this.round}`);
+    // DP-FedAvg: clip (and, distributed DP, noise) with the parameters of the signed task only.
+    let update = result.update;
+    const dp = this.task.fit.dp;
+    if (dp) {
+      const privatised = privatiseSiteUpdate(update, global, dp, this.task.fit.localTensors);
+      update = privatised.update;
+      const r = privatised.report;
+      this.env.log('info', `round ${this.round}: update clipped to C = ${dp.clipNorm} (norm ${r.norm.toPrecision(4)}, factor ${r.factor.toPrecision(4)}), noise std ${r.noiseStd}`);
+    }
+    const payload = encodeWeights(update, `update of round ${this.round}`);
     return { payload, samples: result.samples, metrics: metrics.data };
+  }
+
+  /** The trained update masked for the newest attempt's session (ring payload; the commit's sample count is a placeholder 1). */
+  private async masked(): Promise<{ payload: Uint8Array; samples: number; metrics: Metrics }> {
+    const session = this.secure;
+    const trained = this.trained;
+    if (!session || !trained || !this.result) throw new PatchFedError('secagg-phase', `Round ${this.round}: nothing to mask.`);
+    const { payload } = await session.maskedPayload(trained.result.update, trained.global, trained.result.samples, this.task.fit.localTensors);
+    this.maskedFor = session.attempt;
+    return { payload, samples: 1, metrics: this.result.metrics };
   }
 
   private async download(): Promise<NamedWeights | null> {
@@ -301,7 +382,19 @@ export class TaskJob {
     this.state = 'uploading';
     for (;;) {
       const attempt = this.latestAttempt;
-      const sender = new UpdateSender({ payload: result.payload, round: this.round, siteId: env.siteId, keys: { sharedKey: env.sharedKey, signSecretKey: env.keys.signSecretKey }, chunkBytes: Math.min(env.chunkBytes ?? this.task.upload.chunkBytes, this.task.upload.chunkBytes), window: this.task.upload.window });
+      if (this.secure && this.maskedFor !== this.secure.attempt) {
+        // Masks are bound to one attempt: mask the kept update again for the new one.
+        try {
+          this.result = await this.masked();
+        } catch (e) {
+          if (this.signal.aborted) return;
+          this.state = 'failed';
+          env.log('warn', `the update of round ${this.round} could not be masked for attempt ${this.secure.attempt}`, { error: errorMessage(e) });
+          return;
+        }
+      }
+      const payload = this.result?.payload ?? result.payload;
+      const sender = new UpdateSender({ payload, round: this.round, siteId: env.siteId, keys: { sharedKey: env.sharedKey, signSecretKey: env.keys.signSecretKey }, chunkBytes: Math.min(env.chunkBytes ?? this.task.upload.chunkBytes, this.task.upload.chunkBytes), window: this.task.upload.window, payloadKind: this.secure ? 'secagg-ring' : 'weights' });
       this.status(this.task.steps, this.task.steps, 'uploading', true);
       let outcome: { sha256: string } | PatchFedError | null = null;
       let retries = 0;
@@ -313,7 +406,7 @@ export class TaskJob {
           return; // cancelled or client stopped
         }
         try {
-          outcome = await sender.upload(transport, { samples: result.samples, metrics: result.metrics });
+          outcome = await sender.upload(transport, { samples: this.result?.samples ?? result.samples, metrics: result.metrics });
         } catch (e) {
           if (this.signal.aborted) return;
           if (isTransferInterrupted(e)) continue; // wait for the next connection and resume
@@ -330,7 +423,7 @@ export class TaskJob {
       if (!(outcome instanceof PatchFedError)) {
         this.uploadedAttempt = attempt;
         this.state = 'done';
-        env.emit('uploaded', { round: this.round, attempt, transferId: sender.transferId, sha256: outcome.sha256, bytes: result.payload.length });
+        env.emit('uploaded', { round: this.round, attempt, transferId: sender.transferId, sha256: outcome.sha256, bytes: payload.length });
         if (this.latestAttempt === attempt) return;
         continue; // a newer attempt was announced while uploading: deliver it there too
       }
@@ -358,6 +451,12 @@ export class TaskJob {
     this.env.sendStatus({ round: this.round, stepsDone, stepsTotal, phase, ...(bytes ? { bytesDone, bytesTotal } : {}) });
   }
 }
+
+/** A coordinator push of secure aggregation, verified by the client. */
+export type SecAggPush =
+  | { type: 'secagg-roster'; body: ControlBody<'secagg-roster'> }
+  | { type: 'secagg-envelopes'; body: ControlBody<'secagg-envelopes'> }
+  | { type: 'secagg-unmask'; body: ControlBody<'secagg-unmask'> };
 
 function clampCount(n: number, max: number): number {
   return Number.isFinite(n) ? Math.max(0, Math.min(max, Math.floor(n))) : 0;

@@ -23,10 +23,12 @@ import { MAX_ERROR_TEXT } from '../../shared/protocol/limits.ts';
 import { experimentSigningBytes, safeParseMessage, type ExperimentDescription, type SiteInfoMessage } from '../../shared/protocol/messages.ts';
 import { isTransferInterrupted } from '../../shared/protocol/transfer.ts';
 import { verifyControl, type ControlBody, type SignedControlType } from '../../shared/protocol/signed-control.ts';
-import { signBySite } from '../../shared/protocol/site-signed.ts';
+import { signBySite, type SiteSignedBody } from '../../shared/protocol/site-signed.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { CoordinatorConnection, DEFAULT_BACKOFF, type Backoff, type ClientLog } from './client-connection.ts';
-import { TaskJob, type TaskHandler } from './client-task.ts';
+import { TaskJob, type SecAggPush, type TaskHandler } from './client-task.ts';
+import type { WithheldReport } from '../../shared/config/site.ts';
+import { withholdSiteInfo } from './withheld-reports.ts';
 
 export type { RoundResult, RoundTask, TaskControl, TaskHandler, TaskPhase } from './client-task.ts';
 export { PERMANENT_AUTH_FAILURES, backoffDelay, describeConnectError, type Backoff, type ClientLog, type ClientLogLevel } from './client-connection.ts';
@@ -47,6 +49,8 @@ export interface CoordinatorClientOptions {
   backoff?: Backoff;
   /** Instrumentation hook (tests, debugging): receives the socket once, before it connects. */
   instrumentSocket?: (socket: Socket) => void;
+  /** Reports this site does not send (site config federation.withhold; withheld-reports.ts). */
+  withhold?: readonly WithheldReport[];
 }
 
 /** Names and payloads of the client's events. */
@@ -83,6 +87,8 @@ export class CoordinatorClient {
   private readonly finishing = new Set<TaskJob>();
   private siteInfo: SiteInfoMessage | null = null;
   private finalVersion: number | null = null;
+  /** Cross-site validation results for the final checkpoint, sent again on every experiment-complete (per model). */
+  private readonly finalEvaluations = new Map<string, SiteSignedBody<'final-evaluation'>>();
   private readonly stopController = new AbortController();
 
   constructor(private readonly opts: CoordinatorClientOptions) {
@@ -128,7 +134,7 @@ export class CoordinatorClient {
 
   /** Hardware and plan for the coordinator's dashboard (sent now if connected, and after every reconnect). */
   setSiteInfo(info: SiteInfoMessage): void {
-    const parsed = safeParseMessage('site-info', info);
+    const parsed = safeParseMessage('site-info', withholdSiteInfo(info, this.opts.withhold ?? []));
     if (!parsed.ok) throw parsed.error;
     this.siteInfo = parsed.data;
     this.connection.send('site-info', parsed.data);
@@ -170,6 +176,22 @@ export class CoordinatorClient {
     }
   }
 
+  /**
+   * Reports the site's test-split scores of the final model (cross-site validation), signed for
+   * the session; kept and sent again whenever the coordinator announces the completion again
+   * (after a reconnect), so a report lost offline still arrives. False while offline.
+   */
+  reportFinalEvaluation(body: SiteSignedBody<'final-evaluation'>): boolean {
+    this.finalEvaluations.set(body.model, body);
+    return this.sendFinalEvaluation(body);
+  }
+
+  private sendFinalEvaluation(body: SiteSignedBody<'final-evaluation'>): boolean {
+    const session = this.connection.session;
+    if (!session) return false;
+    return this.connection.send('final-evaluation', signBySite('final-evaluation', body, session, this.opts.keys.signSecretKey));
+  }
+
   /** Tells the coordinator this site cannot take part in a round attempt (signed for the session). */
   private decline(round: number, attempt: number, code: string, reason: string): boolean {
     const session = this.connection.session;
@@ -197,6 +219,13 @@ export class CoordinatorClient {
           return this.onCancel(this.signedControl('round-cancel', payload, sessionId));
         case 'experiment-complete':
           return void this.onComplete(this.signedControl('experiment-complete', payload, sessionId));
+        // Secure aggregation's pushes go to the job of their round (it may be finishing its upload).
+        case 'secagg-roster':
+          return this.onSecAgg({ type, body: this.signedControl(type, payload, sessionId) });
+        case 'secagg-envelopes':
+          return this.onSecAgg({ type, body: this.signedControl(type, payload, sessionId) });
+        case 'secagg-unmask':
+          return this.onSecAgg({ type, body: this.signedControl(type, payload, sessionId) });
       }
     } catch (e) {
       const err = e instanceof PatchFedError ? e : new PatchFedError('bad-message', errorMessage(e));
@@ -255,6 +284,7 @@ export class CoordinatorClient {
         sharedKey: this.sharedKey,
         pinnedCoordinatorSignPublicKey: this.opts.coordinatorPublicKey.signPublicKey,
         chunkBytes: this.opts.chunkBytes,
+        withhold: this.opts.withhold ?? [],
         log: this.log,
         ready: (signal) => this.connection.ready(signal),
         sendStatus: (s) => this.connection.send('status', s),
@@ -271,6 +301,10 @@ export class CoordinatorClient {
     void next.start().catch((e) => this.log('error', `round ${task.round} task crashed`, { error: errorMessage(e) }));
   }
 
+  private onSecAgg(push: SecAggPush): void {
+    for (const job of [...this.finishing, ...(this.job ? [this.job] : [])]) if (job.round === push.body.round) job.onSecAgg(push);
+  }
+
   private onCancel(cancel: ControlBody<'round-cancel'>): void {
     const job = this.job;
     if (!job || job.round !== cancel.round || !job.busy) return;
@@ -281,7 +315,10 @@ export class CoordinatorClient {
   private async onComplete(completion: ControlBody<'experiment-complete'>): Promise<void> {
     const { experimentId, round, checkpoint } = completion;
     if (!this.experiment || experimentId !== this.experiment.id) throw new PatchFedError('experiment-mismatch', `Completion of experiment '${experimentId}' is not for this site's experiment.`);
-    if (this.finalVersion === checkpoint.version) return;
+    if (this.finalVersion === checkpoint.version) {
+      for (const body of this.finalEvaluations.values()) if (body.checkpointVersion === checkpoint.version) this.sendFinalEvaluation(body);
+      return;
+    }
     this.finalVersion = checkpoint.version;
     let global: NamedWeights;
     try {

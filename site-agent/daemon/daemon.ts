@@ -12,11 +12,13 @@
  */
 import { loadPublicKeyFile, loadSecretKeyFile } from '../../shared/crypto/keys.ts';
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
+import type { NamedWeights } from '../../shared/weights.ts';
 import { createProcessLog, type LogFormat, type LogLevel } from '../../shared/process-log.ts';
 import { assertTrainableBackend, parseBackendChoice, selectBackend } from '../backend/index.ts';
 import { FederatedSiteTrainer } from '../run/federated-site.ts';
 import { loadSiteConfig } from '../site-config.ts';
 import { CoordinatorClient } from './client.ts';
+import { runFinalEvaluations } from './final-evaluation.ts';
 
 /** Exit statuses of `patchfed site` (README: "Site exit codes"). */
 export const SITE_EXIT = {
@@ -54,6 +56,10 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
   assertTrainableBackend(backend);
   log('info', `backend ${backend.name} (${backend.package} ${backend.version}), gpu ${backend.gpu}`, { backend: backend.name, package: backend.package, version: backend.version, gpu: backend.gpu });
 
+  /** The site's model after its last local training (cross-site validation's 'local' model). */
+  let lastLocal: { round: number; weights: NamedWeights } | null = null;
+  let finalEvaluation: Promise<void> = Promise.resolve();
+  const evaluationStop = new AbortController();
   const trainer = new FederatedSiteTrainer(cfg, backend, (m) => log('info', m));
   const client = new CoordinatorClient({
     url: cfg.federation.coordinatorUrl,
@@ -61,6 +67,7 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
     keys,
     coordinatorPublicKey,
     caCertificate: cfg.federation.caCertificate,
+    withhold: cfg.federation.withhold,
     log,
   });
   client.setSiteInfo(trainer.siteInfo());
@@ -84,6 +91,7 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
       signal: ctl.signal,
       onProgress: (done, total, phase) => ctl.progress(done, total, phase),
     });
+    lastLocal = { round: task.round, weights: out.update };
     log('info', `round ${task.round}: trained, uploading`, { round: task.round, loss: out.metrics.loss, dice: out.metrics.dice, timeMs: Math.round(out.metrics.timeMs) });
     return out;
   });
@@ -92,7 +100,26 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
   client.on('checkpoint-refused', ({ round, code, message }) => log('error', `refused the checkpoint of round ${round}: ${message}`, { round, code }));
   client.on('declined', ({ round, attempt, code, reason }) => log('warn', `told the coordinator this site cannot take part in round ${round} (attempt ${attempt}): ${reason}`, { code }));
   client.on('rejected', ({ round, message }) => log('warn', `update of round ${round} rejected: ${message}`, { round }));
-  client.on('complete', ({ round, checkpointSha256 }) => log('info', 'experiment complete', { round, sha256: checkpointSha256 }));
+  client.on('complete', (completion) => {
+    log('info', 'experiment complete', { round: completion.round, sha256: completion.checkpointSha256 });
+    const experiment = client.experimentDescription;
+    if (!experiment || !cfg.federation) return;
+    if (cfg.federation.withhold.includes('dice')) {
+      log('info', "cross-site validation skipped: the site withholds 'dice' reports (federation.withhold)");
+      return;
+    }
+    // Cross-site validation: the final model on this site's test split; only per-class means leave.
+    finalEvaluation = runFinalEvaluations({
+      cfg,
+      experiment,
+      completion,
+      local: lastLocal,
+      evaluateLocal: cfg.federation.evaluateLocalModel,
+      report: (body) => client.reportFinalEvaluation(body),
+      log,
+      signal: evaluationStop.signal,
+    }).catch((e) => log('error', `cross-site validation failed: ${errorMessage(e)}`));
+  });
 
   const stopped = new Promise<DaemonExit>((resolve) => {
     let exit: DaemonExit | null = null;
@@ -100,8 +127,10 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
       if (exit) return;
       exit = result;
       log(result.exitCode === SITE_EXIT.stopped ? 'info' : 'error', `stopping (${why})`);
+      evaluationStop.abort();
       client
         .stop()
+        .then(() => finalEvaluation)
         .catch((e) => log('error', errorMessage(e)))
         .finally(() => {
           trainer.dispose();

@@ -4,7 +4,7 @@
  * that a prediction and its reference share one grid.
  */
 import { PatchFedError } from '../../shared/errors.ts';
-import type { Mat4 } from '../../shared/geometry.ts';
+import type { Geometry, Mat4 } from '../../shared/geometry.ts';
 import { readNifti } from '../../shared/nifti/index.ts';
 import type { Grid3 } from '../metrics/distance-transform.ts';
 
@@ -41,6 +41,14 @@ function millimetresPerUnit(xyztUnits: number): number {
   }
 }
 
+/** A volume's voxel → world affine in mm (xyzt_units applied) and its voxel size along x, y, z (the affine's column lengths). */
+export function geometryInMm(geometry: Geometry): { affineMm: Mat4; spacingMm: [number, number, number] } {
+  const mm = millimetresPerUnit(geometry.xyztUnits);
+  const affineMm = geometry.affine.map((row, r) => row.map((x, c) => (r < 3 ? x * mm : x))) as Mat4;
+  const spacingMm: [number, number, number] = [0, 1, 2].map((c) => Math.hypot(affineMm[0][c], affineMm[1][c], affineMm[2][c])) as [number, number, number];
+  return { affineMm, spacingMm };
+}
+
 export async function readLabelMap(file: string): Promise<LabelMap> {
   const volume = await readNifti(file);
   const dims = volume.dims;
@@ -60,10 +68,8 @@ export async function readLabelMap(file: string): Promise<LabelMap> {
   if (bad.size > 0) {
     throw new PatchFedError('evaluate-label-values', `${file}: label values must be integers in 0..255, found ${[...bad].join(', ')}`, { subject: file });
   }
-  const mm = millimetresPerUnit(volume.geometry.xyztUnits);
-  const affineMm = volume.geometry.affine.map((row, r) => row.map((x, c) => (r < 3 ? x * mm : x))) as Mat4;
+  const { affineMm, spacingMm } = geometryInMm(volume.geometry);
   const columns = [0, 1, 2].map((c) => [affineMm[0][c], affineMm[1][c], affineMm[2][c]]);
-  const spacingMm = columns.map((v) => Math.hypot(v[0]!, v[1]!, v[2]!)) as [number, number, number];
   if (!spacingMm.every((s) => Number.isFinite(s) && s > 0)) {
     throw new PatchFedError('evaluate-spacing', `${file}: the affine gives voxel sizes ${spacingMm.join(', ')} mm; distances need positive voxel sizes`, { subject: file });
   }

@@ -2,14 +2,18 @@
  * The model card written beside an export (JSON for machines, Markdown for people): what the
  * model is, what it was trained for and how, by whom (the sites and their sample counts, as far as
  * the checkpoint records them), how to feed it, which checkpoint it is (hash, signature, whether
- * it was verified), how the export was checked, and the cross-site validation table (a
- * placeholder until the coordinator records one).
+ * it was verified), how the export was checked, and the cross-site validation table.
  *
  * The coordinator's state DB is private to it; the card reads only what the checkpoint directory
- * carries. Participating sites come from meta.json's unsigned `extra.sites`
- * (`[{ id, samples }]`, the sites aggregated into that checkpoint) when the coordinator writes it;
- * otherwise they are 'unknown'.
+ * carries. The coordinator writes `cross-site.json` beside the final checkpoint once sites report
+ * (coordinator/server/cross-site.ts): the sites × metrics table, and the participating sites with
+ * their rounds and sample counts as it recorded them. Without it, participating sites come from
+ * meta.json's `extra.sites` (`[{ id, samples }]`) when present, else they are 'unknown'. Both
+ * files are unsigned additions: the card says so.
  */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { CROSS_SITE_FILE, crossSiteTableSchema, formatCrossSiteTable, type CrossSiteTable } from '../../shared/protocol/cross-site-table.ts';
 import type { ExperimentDescription } from '../../shared/protocol/messages.ts';
 import { totalParameters } from '../../shared/weights.ts';
 import type { CheckpointDir } from '../inference/checkpoint-dir.ts';
@@ -27,7 +31,9 @@ export interface ExportedFile {
 
 export interface SiteContribution {
   id: string;
-  samples: number;
+  samples: number | null;
+  /** Rounds in which the site's update was aggregated, when recorded. */
+  rounds?: number;
 }
 
 export interface ModelCard {
@@ -67,12 +73,38 @@ export interface ModelCard {
   preprocessing: { normalization: Record<string, unknown>[]; notes: string[] };
   /** How the export was checked against the tfjs model, when it was. */
   verification: { method: string; stages: StageComparison[] } | null;
-  /** Per-site Dice / HD95 / NSD of this model on each site's test split: not recorded yet (null). */
-  crossSiteValidation: null;
+  /** Per-site Dice / HD95 / NSD of this model on each site's test split (the coordinator's cross-site.json); null when the checkpoint folder has none. */
+  crossSiteValidation: CrossSiteTable | null;
   crossSiteValidationNote: string;
 }
 
-function sitesOf(checkpoint: CheckpointDir | undefined): SiteContribution[] | 'unknown' {
+/** cross-site.json beside the checkpoint, when it is this checkpoint's (its version and sha256 match). */
+export function readCrossSite(checkpoint: CheckpointDir | undefined): { table: CrossSiteTable | null; note: string } {
+  if (!checkpoint) return { table: null, note: 'not available: a local training output has no federation to validate across' };
+  const file = path.join(checkpoint.dir, CROSS_SITE_FILE);
+  if (!existsSync(file)) {
+    return { table: null, note: `not available: ${file} does not exist (the coordinator writes it beside the final checkpoint when the sites report their test-split scores after the last round)` };
+  }
+  let parsed;
+  try {
+    parsed = crossSiteTableSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  } catch {
+    return { table: null, note: `not available: ${file} is not valid JSON` };
+  }
+  if (!parsed.success) return { table: null, note: `not available: ${file} is not a cross-site validation table (${parsed.error.issues[0]?.message ?? 'schema'})` };
+  const t = parsed.data;
+  if (t.checkpointVersion !== checkpoint.meta.version || t.checkpointSha256 !== checkpoint.meta.sha256) {
+    return { table: null, note: `not available: ${file} scores checkpoint v${t.checkpointVersion}, not this one (v${checkpoint.meta.version})` };
+  }
+  const missing = t.enrolledSites.filter((s) => !t.rows.some((r) => r.siteId === s));
+  return {
+    table: t,
+    note: `each site's scores of this checkpoint on its own test split, as the sites reported them to the coordinator (site-signed messages; ${CROSS_SITE_FILE} itself is written by the coordinator, unsigned)${missing.length > 0 ? `; not reported: ${missing.join(', ')}` : ''}`,
+  };
+}
+
+function sitesOf(checkpoint: CheckpointDir | undefined, crossSite: CrossSiteTable | null): SiteContribution[] | 'unknown' {
+  if (crossSite?.participants && crossSite.participants.length > 0) return crossSite.participants.map((p) => ({ id: p.siteId, samples: p.samples, rounds: p.rounds }));
   const raw = checkpoint?.meta.extra?.sites;
   if (!Array.isArray(raw) || raw.length === 0) return 'unknown';
   const sites: SiteContribution[] = [];
@@ -85,10 +117,13 @@ function sitesOf(checkpoint: CheckpointDir | undefined): SiteContribution[] | 'u
   return sites;
 }
 
+/** Privacy settings the signed experiment description declares: site-level DP (strategy.dp) and secure aggregation; null when neither. */
 function privacyOf(description: ExperimentDescription | undefined): Record<string, unknown> | null {
   if (!description) return null;
-  const declared: unknown = Object.entries(description).find(([k]) => k === 'privacy')?.[1];
-  return typeof declared === 'object' && declared !== null ? { ...declared } : null;
+  const out: Record<string, unknown> = {};
+  if (description.strategy.dp) out.differentialPrivacy = { ...description.strategy.dp };
+  if (description.aggregation?.secure) out.secureAggregation = { ...description.aggregation.secure };
+  return Object.keys(out).length > 0 ? out : null;
 }
 
 export function buildModelCard(
@@ -103,6 +138,7 @@ export function buildModelCard(
   const labels = model.labelNames ?? Array.from({ length: model.numClasses }, (_, k) => `class ${k}`);
   const main = model.stages[model.stages.length - 1];
   const arch = main?.net.config;
+  const crossSite = readCrossSite(checkpoint);
   return {
     kind: 'patchfed-model-card',
     version: 1,
@@ -139,13 +175,13 @@ export function buildModelCard(
           verification: checkpoint.verification.summary,
         }
       : null,
-    sites: sitesOf(checkpoint),
+    sites: sitesOf(checkpoint, crossSite.table),
     strategy: d ? d.strategy.name : 'none (local training)',
     privacy: privacyOf(d),
     preprocessing: { normalization: normalisationSpec(model), notes: model.notes.filter((n) => n.startsWith('windows:') || n.startsWith('normalisation layers:')) },
     verification,
-    crossSiteValidation: null,
-    crossSiteValidationNote: 'not available: per-site Dice, HD95 and NSD of the final model on each site\'s test split are not recorded with the checkpoint yet (cross-site validation, issue 13 part 3)',
+    crossSiteValidation: crossSite.table,
+    crossSiteValidationNote: crossSite.note,
   };
 }
 
@@ -189,7 +225,7 @@ export function modelCardMarkdown(card: ModelCard): string {
       '',
       ...(card.sites === 'unknown'
         ? ['unknown: the checkpoint does not record which sites were aggregated into it or their sample counts (the coordinator keeps them in its private state database).']
-        : table(['site', 'training samples'], card.sites.map((s) => [s.id, String(s.samples)]))),
+        : table(['site', 'rounds aggregated', 'training samples'], card.sites.map((s) => [s.id, s.rounds === undefined ? '?' : String(s.rounds), s.samples === null ? '?' : String(s.samples)]))),
     );
   } else {
     lines.push(`- ${card.source}`);
@@ -230,5 +266,14 @@ export function modelCardMarkdown(card: ModelCard): string {
     lines.push('not run (export with --verify to compare the export with the tfjs model).');
   }
   lines.push('', '## Cross-site validation', '', card.crossSiteValidationNote, '');
+  if (card.crossSiteValidation) {
+    const t = card.crossSiteValidation;
+    lines.push(
+      `Dice, HD95 (mm, mean over the cases where it is finite) and NSD${t.nsdToleranceMm === null ? '' : ` at ${t.nsdToleranceMm} mm`} per class, mean over each site's test cases; 'local' rows are the site's own last local model, for comparison.`,
+      '',
+      ...formatCrossSiteTable(t),
+      '',
+    );
+  }
   return `${lines.join('\n')}\n`;
 }

@@ -6,6 +6,7 @@ import { renderSites } from './sites.js';
 import { renderCurrentRound } from './current-round.js';
 import { renderExperiment } from './experiment.js';
 import { renderCheckpoints } from './checkpoints.js';
+import { renderCrossSite } from './cross-site.js';
 import { eventKey, mergeEvents, renderEvents } from './events.js';
 import { HistoryCharts } from './charts.js';
 
@@ -77,6 +78,7 @@ function render() {
   timed('round', () => renderCurrentRound($('current-round'), s));
   renderExperiment($('experiment'), s);
   timed('checkpoints', () => renderCheckpoints($('checkpoints-table'), s));
+  timed('cross-site', () => renderCrossSite($('cross-site-section'), $('cross-site-table'), $('cross-site-note'), s));
   timed('events', () => renderEvents($('event-log'), state.events));
   timed('charts', () => charts.render(s));
   tick();
