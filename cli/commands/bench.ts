@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 
 /** One module per benchmark in cli/commands/bench/. */
-const BENCH_MODULES = ['kernels', 'surface-metrics', 'secagg', 'federation', 'chaos', 'fuzz'] as const;
+const BENCH_MODULES = ['kernels', 'surface-metrics', 'secagg', 'federation', 'chaos', 'fuzz', 'crypto'] as const;
 
 export async function register(program: Command): Promise<void> {
   const bench = program.command('bench').description('Benchmarks (long measurements; never part of npm test).');
