@@ -383,7 +383,7 @@ export async function runProtocolFuzz(options: FuzzOptions = {}): Promise<FuzzRe
   if (roundsWhileFuzzing < minRounds) problems.push(`only ${roundsWhileFuzzing} of ${minRounds} rounds completed while fuzzing`);
   if (!healthyAtEnd) problems.push('/healthz did not answer ok after the run');
   if (rss.peak - rss.start > maxRssGrowthMB) problems.push(`RSS grew by ${(rss.peak - rss.start).toFixed(0)} MB (limit ${maxRssGrowthMB} MB)`);
-  for (const type of options.requireEveryType === false ? [] : [...SITE_MESSAGE_TYPES, ...COORDINATOR_MESSAGE_TYPES]) {
+  for (const type of options.requireEveryType === false ? [] : new Set([...SITE_MESSAGE_TYPES, ...COORDINATOR_MESSAGE_TYPES])) {
     if (!byTypeCounts.get(type)?.preAuth) problems.push(`message type '${type}' was never sent before authentication`);
     if (!byTypeCounts.get(type)?.postAuth) problems.push(`message type '${type}' was never sent after authentication`);
   }

@@ -21,7 +21,7 @@ import { planJobs, predictJobs } from '../site-agent/inference/predict-inputs.ts
 import { disposePredictionModel } from '../site-agent/inference/prediction-model.ts';
 import { SiteContext } from '../site-agent/inference/site-context.ts';
 import { generatePhantomDataset } from '../site-agent/phantom/index.ts';
-import { makeFederation, testLog, tinyLiverExperiment, waitForEvent, type Federation } from './federation-fixtures.ts';
+import { makeFederation, startSite, testLog, tinyLiverExperiment, waitForEvent, type Federation, type TestSite } from './federation-fixtures.ts';
 
 const SITES = [
   { id: 'site-a', budgetMB: 64, style: 0, evaluateLocalModel: true },
@@ -33,10 +33,12 @@ let coordinator: RunningCoordinator;
 const stopDaemons = new AbortController();
 const daemons: Promise<unknown>[] = [];
 const configs = new Map<string, string>();
+let late: TestSite | undefined;
 
 describe('cross-site validation at the end of an experiment', () => {
   beforeAll(async () => {
-    fed = makeFederation({ sites: SITES.map((s) => s.id), experiment: tinyLiverExperiment({ id: 'xval', rounds: 2 }) });
+    // site-z is enrolled but connects only after the experiment (it sends hand-made reports).
+    fed = makeFederation({ sites: [...SITES.map((s) => s.id), 'site-z'], experiment: tinyLiverExperiment({ id: 'xval', rounds: 2 }) });
     coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, log: testLog() });
     for (const s of SITES) {
       // 6 cases: the 60/20/20 split leaves each site at least one test case.
@@ -62,6 +64,7 @@ describe('cross-site validation at the end of an experiment', () => {
   }, 120_000);
 
   afterAll(async () => {
+    await late?.client.stop();
     stopDaemons.abort();
     await Promise.allSettled(daemons);
     await coordinator?.stop();
@@ -153,5 +156,38 @@ describe('cross-site validation at the end of an experiment', () => {
     } finally {
       disposePredictionModel(model);
     }
+  });
+
+  it('refuses a forged, a stale and a mislabelled report, and keeps the first of repeated ones', { timeout: 60_000 }, async () => {
+    let forge = false;
+    late = startSite(fed, coordinator.url, 'site-z', {
+      // A valid-looking signature that is not the site's: what an on-path attacker could send.
+      tamper: (type, args) => (type === 'final-evaluation' && forge ? [{ ...(args[0] as object), signature: Buffer.alloc(64, 7).toString('base64') }, ...args.slice(1)] : args),
+    });
+    const z = late;
+    const done = await waitForEvent<{ round: number; checkpointVersion: number; checkpointSha256: string }>(z.client, 'complete', () => true, 30_000);
+    const scores = (cases: number) => [
+      { name: 'liver', dice: { mean: cases / 10, n: cases, infinite: 0 }, hd95: { mean: 2, n: cases, infinite: 0 }, nsd: { mean: 0.5, n: cases, infinite: 0 } },
+      { name: 'cancer', dice: { mean: 0, n: cases, infinite: 0 }, hd95: { mean: null, n: cases, infinite: cases }, nsd: { mean: 0, n: cases, infinite: 0 } },
+    ];
+    const body = (cases: number, over: object = {}) => ({ experimentId: 'xval', round: done.round, checkpointVersion: done.checkpointVersion, checkpointSha256: done.checkpointSha256, model: 'global' as const, cases, nsdToleranceMm: 1, classes: scores(cases), ...over });
+    const zRows = () => coordinator.crossSite()?.rows.filter((r) => r.siteId === 'site-z') ?? [];
+    // Events on one connection are handled in order: once the valid report is recorded, the three before it were refused.
+    z.client.reportFinalEvaluation(body(9, { checkpointVersion: done.checkpointVersion - 1 }));
+    z.client.reportFinalEvaluation(body(8, { classes: scores(8).reverse() }));
+    forge = true;
+    z.client.reportFinalEvaluation(body(7));
+    forge = false;
+    const recorded = waitForEvent(coordinator.events, 'cross-site-validation', (p: { siteId: string; model: string }) => p.siteId === 'site-z' && p.model === 'global', 30_000);
+    z.client.reportFinalEvaluation(body(1));
+    await recorded;
+    expect(zRows().map((r) => [r.model, r.cases])).toEqual([['global', 1]]);
+    expect(zRows()[0]?.classes.cancer?.hd95).toEqual({ mean: null, n: 1, infinite: 1 });
+    // A repeat (sites re-send after reconnects) changes nothing; a 'local' report after it shows it was handled.
+    const local = waitForEvent(coordinator.events, 'cross-site-validation', (p: { siteId: string; model: string }) => p.siteId === 'site-z' && p.model === 'local', 30_000);
+    z.client.reportFinalEvaluation(body(5));
+    z.client.reportFinalEvaluation(body(3, { model: 'local', localRound: 2 }));
+    await local;
+    expect(zRows().map((r) => [r.model, r.cases])).toEqual([['global', 1], ['local', 3]]);
   });
 });

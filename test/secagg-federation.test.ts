@@ -176,6 +176,30 @@ describe('secure aggregation in federated rounds', () => {
     }
   }, 60_000);
 
+  it('a failed attempt is retried with fresh keys: sites that already trained mask their kept update again for the new attempt', async () => {
+    const ids = ['site-a', 'site-b', 'site-c'];
+    // t = 3: attempt 1 cannot complete while site-c is away.
+    fed = secureFederation(ids, 3, {
+      maxRoundAttempts: 4,
+      aggregation: { secure: { threshold: 3, clipRange: 4, sampleCap: SAMPLE_CAP, keysTimeoutSeconds: 3, sharesTimeoutSeconds: 20, unmaskTimeoutSeconds: 4 } },
+    });
+    await startSecureCoordinator();
+    const failed = collect<CoordinatorEvents['round-failed']>(coordinator!.events, 'round-failed');
+    startSecureSites(ids, (id) => ({ start: id !== 'site-c' }));
+    const trainings = new Map<string, number>();
+    for (const s of sites) s.client.on('task', () => trainings.set(s.id, (trainings.get(s.id) ?? 0) + 1));
+    await waitForEvent(coordinator!.events, 'round-failed');
+    sites.find((s) => s.id === 'site-c')!.client.start();
+    const completes = sites.map((s) => waitForEvent<ClientEvents['complete']>(s.client, 'complete', () => true, 50_000));
+    expect(await coordinator!.finished).toMatchObject({ kind: 'complete', round: 1 });
+    expect(failed.length).toBeGreaterThanOrEqual(1);
+    expect(failed[0]!.reason).toMatch(/only 2 site\(s\) advertised keys, the threshold is 3/);
+    // site-a and site-b trained once (their update was kept and masked again with the new attempt's keys).
+    expect(sites.filter((s) => s.id !== 'site-c').map((s) => s.tasks.length)).toEqual([1, 1]);
+    const expected = expectedMean(fakeInitialWeights(MODEL), [0, 1, 2]);
+    for (const f of await Promise.all(completes)) expect(maxAbsError(f.global, expected)).toBeLessThanOrEqual(quantisationBound(3, [0, 1, 2], 3));
+  }, 60_000);
+
   it('5 sites, t = 3: two sites drop after their masked upload (no unmasking shares); the sum of all five is exact', async () => {
     const ids = ['site-a', 'site-b', 'site-c', 'site-d', 'site-e'];
     fed = secureFederation(ids, 3);

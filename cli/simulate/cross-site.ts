@@ -8,6 +8,19 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CROSS_SITE_FILE, crossSiteTableSchema, type CrossSiteTable } from '../../shared/protocol/cross-site-table.ts';
+import { openMsdDataset } from '../../site-agent/data/index.ts';
+import { loadSiteConfig } from '../../site-agent/site-config.ts';
+
+/** The sites that will report: those whose dataset split has a test case (a site with fewer than 3 labelled cases has none and sends nothing). */
+export async function sitesWithTestCases(sites: readonly { id: string; configPath: string }[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const s of sites) {
+    const cfg = loadSiteConfig(s.configPath);
+    const ds = await openMsdDataset(cfg.dataset, { cacheMB: 0, seed: cfg.seed });
+    if (ds.split(cfg.seed).test.length > 0) out.push(s.id);
+  }
+  return out;
+}
 
 /** The table written beside the checkpoint whose artifact is `artifactPath`; null when none is there (yet) or it does not parse. */
 export function readCrossSiteTable(artifactPath: string): CrossSiteTable | null {

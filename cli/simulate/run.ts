@@ -193,8 +193,8 @@ export async function runSimulation(opts: SimulateOptions, out: Out, stop: Abort
       const finalRow = [...completedRounds(records.rounds()).values()].at(-1);
       if (finalRow?.checkpointVersion) {
         out('\nWaiting for the sites to score the final model on their test splits (cross-site validation)…');
-        const { waitForCrossSite, missingReports } = await import('./cross-site.ts');
-        const ids = layout.sites.map((s) => s.id);
+        const { waitForCrossSite, missingReports, sitesWithTestCases } = await import('./cross-site.ts');
+        const ids = await sitesWithTestCases(layout.sites);
         crossSite = await waitForCrossSite(records.artifactPath(finalRow.checkpointVersion), ids, true, CROSS_SITE_WAIT_MS, stop);
         const missing = missingReports(crossSite, ids, true);
         if (crossSite) out(formatCrossSiteTable(crossSite).join('\n'));

@@ -226,6 +226,8 @@ export class SecureRound {
   /** The attempt is over (whatever its outcome): stop timers, let go of the sum. */
   dispose(): void {
     this.clearTimer();
+    // Late timers and requests of a finished attempt find nothing to do.
+    if (this.step !== 'done') this.step = 'failed';
     this.revealsDone?.();
   }
 

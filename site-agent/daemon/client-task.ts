@@ -231,6 +231,7 @@ export class TaskJob {
       fit,
       this.signal,
     );
+    this.secure?.supersede();
     this.secure = session;
     void session.start();
     if (this.trained && !this.busy && this.uploadedAttempt !== null && this.uploadedAttempt < attempt) this.running = this.uploadLoop();
@@ -318,12 +319,20 @@ export class TaskJob {
 
   /** The trained update masked for the newest attempt's session (ring payload; the commit's sample count is a placeholder 1). */
   private async masked(): Promise<{ payload: Uint8Array; samples: number; metrics: Metrics }> {
-    const session = this.secure;
-    const trained = this.trained;
-    if (!session || !trained || !this.result) throw new PatchFedError('secagg-phase', `Round ${this.round}: nothing to mask.`);
-    const { payload } = await session.maskedPayload(trained.result.update, trained.global, trained.result.samples, this.task.fit.localTensors);
-    this.maskedFor = session.attempt;
-    return { payload, samples: 1, metrics: this.result.metrics };
+    for (;;) {
+      const session = this.secure;
+      const trained = this.trained;
+      const prepared = this.result;
+      if (!session || !trained || !prepared) throw new PatchFedError('secagg-phase', `Round ${this.round}: nothing to mask.`);
+      try {
+        const { payload } = await session.maskedPayload(trained.result.update, trained.global, trained.result.samples, this.task.fit.localTensors);
+        this.maskedFor = session.attempt;
+        return { payload, samples: 1, metrics: prepared.metrics };
+      } catch (e) {
+        if (this.secure !== session && !this.signal.aborted) continue; // a newer attempt's session took over: mask for it
+        throw e;
+      }
+    }
   }
 
   private async download(): Promise<NamedWeights | null> {

@@ -118,7 +118,10 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
       report: (body) => client.reportFinalEvaluation(body),
       log,
       signal: evaluationStop.signal,
-    }).catch((e) => log('error', `cross-site validation failed: ${errorMessage(e)}`));
+    }).catch((e) => {
+      if (evaluationStop.signal.aborted) log('info', 'cross-site validation abandoned: the site is stopping');
+      else log('error', `cross-site validation failed: ${errorMessage(e)}`);
+    });
   });
 
   const stopped = new Promise<DaemonExit>((resolve) => {

@@ -127,6 +127,12 @@ export class SecureSession {
     void this.guard(() => this.send('secagg-reveal', { round: this.round, attempt: this.attempt, selfMaskShares: wire(decision.selfMaskShares), keyShares: wire(decision.keyShares) }));
   }
 
+  /** A newer attempt replaced this one: whoever waits for its shares stops waiting. */
+  supersede(): void {
+    this.failed ??= new PatchFedError('secagg-superseded', `Round ${this.round} attempt ${this.attempt} was replaced by a newer attempt.`);
+    this.rejectEnvelopes(this.failed);
+  }
+
   private mine(body: { round: number; attempt: number }): boolean {
     return body.round === this.round && body.attempt === this.attempt && this.failed === null;
   }
