@@ -18,7 +18,7 @@ import { experimentLayout, roundTrainingSeed, type ModelLayout } from '../../sha
 import { combinedWeights, createStageNets, setCombinedWeights, stageSlices, type StageNet } from './nets.ts';
 import { evaluateCases } from './evaluate.ts';
 import { planSite, type SitePlan } from './site-plan.ts';
-import { trainSiteLocally } from './train-site.ts';
+import { configuredTrainingOptions, trainSiteLocally } from './train-site.ts';
 
 export interface ExperimentModel {
   id: string;
@@ -209,13 +209,10 @@ export class FederatedSiteTrainer {
       divisor: this.sitePlan.divisor,
       cascadeFactor: this.cascadeFactor,
       stepsPerStage: work.steps,
+      ...configuredTrainingOptions(this.cfg.training),
+      // The round task's learning rate (signed by the coordinator) wins over the site's own.
       learningRate: work.learningRate ?? this.cfg.training.learningRate,
-      foregroundRate: this.cfg.training.foregroundRate,
-      skipEmptyPatches: this.cfg.training.skipEmptyPatches,
-      includeBackground: this.cfg.training.includeBackgroundInLoss,
-      loss: this.cfg.training.loss,
       restoreBest: false,
-      inference: { overlap: this.cfg.training.overlap, blend: this.cfg.training.blend },
       seed: roundTrainingSeed(this.cfg.seed, work.round),
       budgetBytes: this.cfg.memoryBudgetMB * 1024 * 1024,
       proximal,

@@ -16,7 +16,7 @@ import { ProgressReporter } from '../train/progress.ts';
 import { evaluateCases, type EvaluationReport } from './evaluate.ts';
 import { createStageNets, disposeStageNets } from './nets.ts';
 import { planSite, replanStage } from './site-plan.ts';
-import { trainSiteLocally, type StageReplan } from './train-site.ts';
+import { configuredTrainingOptions, trainSiteLocally, type StageReplan } from './train-site.ts';
 import { loadSavedTraining, openResumableRun } from './resumable-training.ts';
 import { stagesForMode } from '../../shared/model/index.ts';
 
@@ -128,14 +128,9 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       divisor: sitePlan.divisor,
       cascadeFactor: cfg.model.cascadeFactor,
       stepsPerStage: run.steps,
-      learningRate: cfg.training.learningRate,
-      foregroundRate: cfg.training.foregroundRate,
-      skipEmptyPatches: cfg.training.skipEmptyPatches,
-      includeBackground: cfg.training.includeBackgroundInLoss,
-      loss: cfg.training.loss,
+      ...configuredTrainingOptions(cfg.training),
       validateEvery: cfg.training.validateEvery || Math.max(1, Math.ceil(run.steps / 4)),
       restoreBest: true,
-      inference: { overlap: cfg.training.overlap, blend: cfg.training.blend },
       seed: cfg.seed,
       budgetBytes,
       cacheMB: cfg.cacheMB,

@@ -7,6 +7,7 @@
  * on the patch shape); without one, or when nothing smaller fits, the E_BUDGET error propagates.
  */
 import type { MsdDataset } from '../data/index.ts';
+import type { SiteConfig } from '../../shared/config/site.ts';
 import { PatchFedError } from '../../shared/errors.ts';
 import { predictStage, type InferenceOptions } from '../inference/segment.ts';
 import { argmaxChannelsLast } from '../pipeline/patches.ts';
@@ -19,6 +20,20 @@ import { BudgetExceededError, copyWeights, trainStage, type LossKind, type Stage
 import type { StageNet } from './nets.ts';
 import type { StageSetup } from './site-plan.ts';
 import type { CompletedStageState, SiteTrainingState } from './training-state.ts';
+
+/** What a site config's `training` section decides of a run, built in one place for every caller. */
+export type ConfiguredTrainingOptions = Pick<LocalTrainingOptions, 'learningRate' | 'foregroundRate' | 'skipEmptyPatches' | 'includeBackground' | 'loss' | 'inference'>;
+
+export function configuredTrainingOptions(training: SiteConfig['training']): ConfiguredTrainingOptions {
+  return {
+    learningRate: training.learningRate,
+    foregroundRate: training.foregroundRate,
+    skipEmptyPatches: training.skipEmptyPatches,
+    includeBackground: training.includeBackgroundInLoss,
+    loss: training.loss,
+    inference: { overlap: training.overlap, blend: training.blend },
+  };
+}
 
 export interface LocalTrainingOptions {
   dataset: MsdDataset;
