@@ -1,11 +1,12 @@
 /**
  * Read-only view of a running coordinator's records for the simulation's table and report: its
- * SQLite state DB (opened read-only; the coordinator process is the only writer, WAL mode lets
- * us read while it writes) and the meta.json of its checkpoints. Nothing here can change state.
+ * state through the store's read API (StateDb.openReader: the coordinator process is the only
+ * writer, WAL lets us read while it writes; no SQL of its private schema here) and the meta.json
+ * of its checkpoints. Nothing here can change state.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { StateDb, type StateReader } from '../../coordinator/store/index.ts';
 import { readPrivacyRecord, type PrivacyRecord } from '../../coordinator/privacy/index.ts';
 
 export interface SiteUpdateRow {
@@ -66,7 +67,7 @@ function parseJson<T>(text: unknown): T | null {
 }
 
 export class CoordinatorRecords {
-  private db: Database.Database | null = null;
+  private reader: StateReader | null = null;
   private readonly checkpoints = new Map<number, CheckpointInfo>();
 
   constructor(
@@ -74,91 +75,78 @@ export class CoordinatorRecords {
     private readonly experimentId: string,
   ) {}
 
-  /** Null until the coordinator has created its DB. */
-  private open(): Database.Database | null {
-    if (this.db) return this.db;
-    const path = join(this.stateDir, 'state.db');
-    if (!existsSync(path)) return null;
-    try {
-      this.db = new Database(path, { readonly: true, fileMustExist: true });
-      this.db.pragma('busy_timeout = 2000');
-    } catch {
-      this.db = null;
-    }
-    return this.db;
+  /** The coordinator's state through the store's read API; null until the coordinator has created its DB. */
+  private open(): StateReader | null {
+    this.reader ??= StateDb.openReader(join(this.stateDir, 'state.db'));
+    return this.reader;
   }
 
   close(): void {
-    this.db?.close();
-    this.db = null;
+    this.reader?.close();
+    this.reader = null;
+  }
+
+  /** `read(db)`, or `empty` while the coordinator holds the DB busy (restart, recovery): the next poll tries again. */
+  private read<T>(empty: T, read: (db: StateReader) => T): T {
+    const db = this.open();
+    if (!db) return empty;
+    try {
+      return read(db);
+    } catch (e) {
+      if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) return empty;
+      throw e;
+    }
   }
 
   rounds(): RoundRow[] {
-    const db = this.open();
-    if (!db) return [];
-    try {
-      const rows = db
-        .prepare(
-          `SELECT id, round, attempt, status, started_at, selected_sites_json, checkpoint_version, duration_ms, failure_reason
-           FROM rounds WHERE experiment_id = ? ORDER BY id`,
-        )
-        .all(this.experimentId) as Record<string, unknown>[];
-      const updates = db.prepare(`SELECT site_id, status, reason, num_samples, bytes, metrics_json FROM site_updates WHERE round_id = ? ORDER BY id`);
-      const moved = db.prepare(`SELECT value FROM metrics WHERE round_id = ? AND site_id IS NULL AND kind = 'bytes_moved' ORDER BY id DESC LIMIT 1`);
-      return rows.map((r) => ({
-        id: r.id as number,
-        round: r.round as number,
-        attempt: r.attempt as number,
-        status: r.status as RoundRow['status'],
-        startedAt: r.started_at as string,
-        selected: parseJson<string[]>(r.selected_sites_json) ?? [],
-        checkpointVersion: (r.checkpoint_version as number | null) ?? null,
-        durationMs: (r.duration_ms as number | null) ?? null,
-        failureReason: (r.failure_reason as string | null) ?? null,
-        updates: (updates.all(r.id) as Record<string, unknown>[]).map((u) => ({
-          siteId: u.site_id as string,
-          status: u.status as SiteUpdateRow['status'],
-          reason: (u.reason as string | null) ?? null,
-          samples: (u.num_samples as number | null) ?? null,
-          bytes: (u.bytes as number | null) ?? null,
-          metrics: parseJson<SiteUpdateRow['metrics']>(u.metrics_json),
+    return this.read([], (db) => {
+      const moved = new Map(db.listMetrics(this.experimentId, { kind: 'bytes_moved' }).filter((m) => m.siteId === null).map((m) => [m.roundId, m.value]));
+      return db.listRounds(this.experimentId).map((r) => ({
+        id: r.id,
+        round: r.round,
+        attempt: r.attempt,
+        status: r.status,
+        startedAt: r.startedAt,
+        selected: r.selectedSites,
+        checkpointVersion: r.checkpointVersion,
+        durationMs: r.durationMs,
+        failureReason: r.failureReason,
+        updates: db.listSiteUpdates(r.id).map((u) => ({
+          siteId: u.siteId,
+          status: u.status,
+          reason: u.reason,
+          samples: u.numSamples,
+          bytes: u.bytes,
+          metrics: u.metrics as SiteUpdateRow['metrics'],
         })),
-        bytesMoved: ((moved.get(r.id) as { value: number } | undefined)?.value) ?? null,
+        bytesMoved: moved.get(r.id) ?? null,
       }));
-    } catch (e) {
-      // SQLITE_BUSY while the coordinator restarts or recovers: try again on the next poll.
-      if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) return [];
-      throw e;
-    }
+    });
   }
 
   /** Events of the given kinds recorded after event id `afterId` (oldest first). */
   events(afterId: number, kinds: readonly string[]): { id: number; kind: string; message: string }[] {
-    const db = this.open();
-    if (!db || kinds.length === 0) return [];
-    try {
-      const rows = db
-        .prepare(`SELECT id, kind, message FROM events WHERE id > ? AND kind IN (${kinds.map(() => '?').join(', ')}) ORDER BY id`)
-        .all(afterId, ...kinds) as { id: number; kind: string; message: string }[];
-      return rows.map((r) => ({ id: Number(r.id), kind: String(r.kind), message: String(r.message) }));
-    } catch (e) {
-      if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) return [];
-      throw e;
-    }
+    if (kinds.length === 0) return [];
+    const wanted = new Set(kinds);
+    return this.read([], (db) =>
+      db
+        .listEvents({ afterId })
+        .filter((e) => wanted.has(e.kind))
+        .map((e) => ({ id: e.id, kind: e.kind, message: e.message })),
+    );
   }
 
   sites(): SiteRow[] {
-    const db = this.open();
-    if (!db) return [];
-    const rows = db.prepare(`SELECT id, online, backend, planned_patch_json, planned_batch, memory_budget_bytes FROM sites ORDER BY id`).all() as Record<string, unknown>[];
-    return rows.map((r) => ({
-      id: r.id as string,
-      online: r.online === 1,
-      backend: (r.backend as string | null) ?? null,
-      plannedPatch: parseJson<number[]>(r.planned_patch_json),
-      plannedBatch: (r.planned_batch as number | null) ?? null,
-      memoryBudgetMB: typeof r.memory_budget_bytes === 'number' ? r.memory_budget_bytes / (1024 * 1024) : null,
-    }));
+    return this.read([], (db) =>
+      db.listSites().map((s) => ({
+        id: s.id,
+        online: s.online,
+        backend: s.backend,
+        plannedPatch: s.plannedPatch,
+        plannedBatch: s.plannedBatch,
+        memoryBudgetMB: s.memoryBudgetBytes === null ? null : s.memoryBudgetBytes / (1024 * 1024),
+      })),
+    );
   }
 
   /** A checkpoint's hash and size from its meta.json, remembered once read (retention may prune it later). */

@@ -36,6 +36,7 @@ export {
   type SiteUpdateInput,
   type SiteUpdateRecord,
   type StateDbOptions,
+  type StateReader,
   type UpdateStatus,
 } from './state-db.ts';
 export { MIGRATIONS } from './state-db-schema.ts';

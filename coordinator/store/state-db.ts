@@ -12,6 +12,7 @@
  * round as complete with its version (one transaction) → announce. A checkpoint newer than the
  * last committed version was never announced and is removed on recovery.
  */
+import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { PatchFedError } from '../../shared/errors.ts';
 import { MIGRATIONS } from './state-db-schema.ts';
@@ -152,6 +153,9 @@ export interface RoundRetry {
   nextAttempt: number;
 }
 
+/** What a reader of another process's state DB may call. */
+export type StateReader = Pick<StateDb, 'listRounds' | 'listSiteUpdates' | 'listMetrics' | 'listEvents' | 'listSites' | 'close'>;
+
 export interface StateDbOptions {
   now?: () => Date;
   /**
@@ -221,6 +225,23 @@ export class StateDb {
       throw new PatchFedError('state-db-unreadable', `State database ${path} cannot be migrated: ${(e as Error).message}.`, { subject: path, cause: e });
     }
     return new StateDb(db, options.now ?? (() => new Date()), createdNew);
+  }
+
+  /**
+   * A read-only view of a DB another process (the running coordinator) owns and writes: no
+   * migration, no integrity check, WAL lets it read while the owner writes. Null until the owner
+   * has created the file. For tools that watch a coordinator, e.g. `patchfed simulate`.
+   */
+  static openReader(path: string): StateReader | null {
+    if (!existsSync(path)) return null;
+    let db: Database.Database;
+    try {
+      db = new Database(path, { readonly: true, fileMustExist: true });
+      db.pragma('busy_timeout = 2000');
+    } catch {
+      return null;
+    }
+    return new StateDb(db, () => new Date(), false);
   }
 
   /**
