@@ -36,8 +36,9 @@ export interface FederationRun {
   modelBytes: number;
   sites: number;
   /** Per site: encoded update bytes / seconds from its first chunk to the coordinator's commit-ok. */
-  uploadMBps: number[];
-  uploadMBpsMedian: number;
+  /** Median over sites of uploadMBpsPerSite. */
+  uploadMBps: number;
+  uploadMBpsPerSite: number[];
   uploadSeconds: number[];
   lastUploadToCheckpointS: number;
   coordinatorIdleRssBytes: number;
@@ -163,7 +164,7 @@ export async function runFederationBench(options: FederationBenchOptions): Promi
       runs.push(await runOnce(model, base, params, siteCount, options.profile === true, log));
       const r = runs[runs.length - 1]!;
       log(
-        `  upload ${r.uploadMBpsMedian.toFixed(1)} MB/s per site (median), last upload byte → checkpoint ${r.lastUploadToCheckpointS.toFixed(2)} s, ` +
+        `  upload ${r.uploadMBps.toFixed(1)} MB/s per site (median), last upload byte → checkpoint ${r.lastUploadToCheckpointS.toFixed(2)} s, ` +
           `coordinator peak RSS ${(r.coordinatorPeakRssBytes / 1e6).toFixed(0)} MB (${r.rssOverModel.toFixed(2)}× model), wire ${r.wireBytesOverModel?.toFixed(3) ?? '?'}× (2·sites·model)` +
           (r.cpuProfile ? `, CPU ${Object.entries(r.cpuProfile.shares).map(([k, v]) => `${k} ${(100 * v).toFixed(0)}%`).join(' ')}` : ''),
       );
@@ -205,8 +206,8 @@ async function runOnce(model: string, base: number, params: number, siteCount: n
       params,
       modelBytes,
       sites: siteCount,
-      uploadMBps,
-      uploadMBpsMedian: median(uploadMBps),
+      uploadMBps: median(uploadMBps),
+      uploadMBpsPerSite: uploadMBps,
       uploadSeconds,
       lastUploadToCheckpointS: (Number(complete.at) - lastCommit) / 1000,
       coordinatorIdleRssBytes: idleRss,
