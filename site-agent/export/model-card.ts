@@ -117,13 +117,24 @@ function sitesOf(checkpoint: CheckpointDir | undefined, crossSite: CrossSiteTabl
   return sites;
 }
 
-/** Privacy settings the signed experiment description declares: site-level DP (strategy.dp) and secure aggregation; null when neither. */
-function privacyOf(description: ExperimentDescription | undefined): Record<string, unknown> | null {
+/**
+ * Privacy settings the signed experiment description declares — site-level DP (strategy.dp) and
+ * secure aggregation — plus, for DP, the (ε, δ) spent up to this checkpoint as the coordinator's
+ * accountant recorded it in the checkpoint's signed metadata (meta.extra.privacy); null when neither.
+ */
+export function privacyOf(description: ExperimentDescription | undefined, extra: Readonly<Record<string, unknown>> | undefined): Record<string, unknown> | null {
   if (!description) return null;
   const out: Record<string, unknown> = {};
-  if (description.strategy.dp) out.differentialPrivacy = { ...description.strategy.dp };
+  if (description.strategy.dp) out.differentialPrivacy = { ...description.strategy.dp, spent: spentPrivacy(extra) ?? 'not recorded in this checkpoint' };
   if (description.aggregation?.secure) out.secureAggregation = { ...description.aggregation.secure };
   return Object.keys(out).length > 0 ? out : null;
+}
+
+function spentPrivacy(extra: Readonly<Record<string, unknown>> | undefined): { epsilon: number; delta: number; rounds: number } | null {
+  const record = extra?.privacy;
+  if (typeof record !== 'object' || record === null) return null;
+  const { epsilon, delta, rounds } = record as Record<string, unknown>;
+  return typeof epsilon === 'number' && typeof delta === 'number' && typeof rounds === 'number' ? { epsilon, delta, rounds } : null;
 }
 
 export function buildModelCard(
@@ -177,7 +188,7 @@ export function buildModelCard(
       : null,
     sites: sitesOf(checkpoint, crossSite.table),
     strategy: d ? d.strategy.name : 'none (local training)',
-    privacy: privacyOf(d),
+    privacy: privacyOf(d, checkpoint?.meta.extra),
     preprocessing: { normalization: normalisationSpec(model), notes: model.notes.filter((n) => n.startsWith('windows:') || n.startsWith('normalisation layers:')) },
     verification,
     crossSiteValidation: crossSite.table,
