@@ -82,7 +82,7 @@ export function register(program: Command): void {
     .action(async (o: SimulateCliOptions) => {
       const { SIMULATE_DEFAULTS, parseDpOption, parseSiteDrop, presetDefaults } = await import('../simulate/options.ts');
       // A bigger preset brings the volume, budgets, steps and deadline it needs (explicit options still win).
-      const defaults = { ...SIMULATE_DEFAULTS, ...presetDefaults(o.preset ?? SIMULATE_DEFAULTS.preset) };
+      const defaults = { ...SIMULATE_DEFAULTS, ...presetDefaults(o.preset ?? SIMULATE_DEFAULTS.preset, o.model ?? o.mode) };
       const drop = o.dropSite === undefined ? undefined : parseSiteDrop(o.dropSite);
       const dp = o.dp === undefined ? undefined : parseDpOption(o.dp);
       if (typeof dp === 'string') throw new CliError(`${dp}.`);

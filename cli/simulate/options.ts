@@ -86,10 +86,15 @@ export const SIMULATE_DEFAULTS: Omit<SimulateOptions, 'runDir'> = {
  * Defaults that follow from the model preset. The thesis U-Net (base 32, depth 5: ~22.6M
  * parameters, a 90 MB model — the size hospitals would send) needs volumes divisible by 16,
  * budgets in GB and minutes per round on a CPU, so a few local steps are enough to exercise
- * the federation at its real scale.
+ * the federation at its real scale. A cascade's first stage sees the volume downsampled by its
+ * factor (2), and depth 5 halves it four more times: 64³ keeps 2³ voxels at the bottom, where
+ * 32³ would leave one, which instance normalisation cannot normalise.
  */
-export function presetDefaults(preset: PresetName): Partial<SimulateOptions> {
-  if (preset === 'thesis') return { shape: [32, 32, 32], budgetsMB: [2560, 3072, 4096], steps: 4, rounds: 2, cases: 6, learningRate: 3e-4, roundDeadlineSeconds: 3600 };
+export function presetDefaults(preset: PresetName, mode: Mode = 'patch'): Partial<SimulateOptions> {
+  if (preset === 'thesis') {
+    const shape: [number, number, number] = mode === 'cascade' ? [64, 64, 64] : [32, 32, 32];
+    return { shape, budgetsMB: [2560, 3072, 4096], steps: 4, rounds: 2, cases: 6, learningRate: 3e-4, roundDeadlineSeconds: 3600 };
+  }
   if (preset === 'cpu-medium') return { budgetsMB: [192, 256, 320], roundDeadlineSeconds: 600 };
   return {};
 }
