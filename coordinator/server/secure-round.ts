@@ -15,19 +15,18 @@
  * step fails the attempt cleanly with the reason (the last checkpoint stays).
  */
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
-import type { GlobalValues, RunVisitor, WeightRuns } from '../../shared/codec/index.ts';
+import type { GlobalValues, RunVisitor } from '../../shared/codec/index.ts';
 import { secureScaleBits, type SecureAggregationSpec } from '../../shared/config/aggregation.ts';
 import type { SecureAggregationFit } from '../../shared/protocol/messages.ts';
 import { fixedPointParams, type FixedPointParams } from '../../shared/secagg/fixed-point.ts';
 import { rosterGraph } from '../../shared/secagg/graph.ts';
 import type { SecAggContext } from '../../shared/secagg/key-agreement.ts';
-import { maskedLayout, vectorLength, type MaskedLayout } from '../../shared/secagg/model-vector.ts';
+import { decodeModelRuns, maskedLayout, vectorLength, type MaskedLayout } from '../../shared/secagg/model-vector.ts';
 import { forEachRingBlock } from '../../shared/secagg/ring-payload.ts';
 import { SecAggServerRound, type UnmaskingOutcome } from '../../shared/secagg/server-round.ts';
 import { shareValueFromBytes } from '../../shared/secagg/shamir.ts';
 import type { RevealedShare } from '../../shared/secagg/share-policy.ts';
 import type { KeyAdvertisement } from '../../shared/secagg/site-round.ts';
-import { sizeOf } from '../../shared/weights.ts';
 import type { Aggregator, CheckpointAttachments, FitInstructions } from '../strategies/index.ts';
 import type { EventHub } from './events.ts';
 import type { LiveRound } from './live-round.ts';
@@ -398,32 +397,9 @@ export class SecureAggregator implements Aggregator {
 
   /** The unmasked sum of the round (server-round.ts finish()), decoded into the strategy's aggregator. */
   async setSum(outcome: UnmaskingOutcome): Promise<void> {
-    const sum = outcome.sum;
-    const d = this.layout.length;
-    const weight = ((sum[d] ?? 0) | 0) / this.params.scale;
-    if (!(weight > 0)) throw new PatchFedError('secagg-decode', `Secure aggregation: the round's total sample weight decodes to ${weight}; nothing to average.`);
-    const factor = 1 / (this.params.scale * weight);
-    const { layout, global } = this;
-    const block = new Float32Array(BLOCK);
-    const runs: WeightRuns = {
-      manifest: layout.manifest,
-      forEachRun: async (visit) => {
-        layout.manifest.forEach((spec, t) => {
-          const size = sizeOf(spec.shape);
-          const base = layout.offsets[t] ?? -1;
-          for (let offset = 0; offset < size; offset += BLOCK) {
-            const n = Math.min(BLOCK, size - offset);
-            const g = global.read(t, offset, n);
-            const out = block.subarray(0, n);
-            if (base < 0) out.set(g);
-            else for (let j = 0; j < n; j++) out[j] = (g[j] ?? 0) + ((sum[base + offset + j] ?? 0) | 0) * factor;
-            visit(t, offset, out);
-          }
-        });
-      },
-    };
+    const { runs, totalWeight } = decodeModelRuns(outcome.sum, this.layout, this.global, this.params);
     await this.inner.add('secure-aggregate', runs, 1);
-    this.weight = weight;
+    this.weight = totalWeight;
     this.included = outcome.included.length;
     this.fed = true;
   }
@@ -441,5 +417,3 @@ export class SecureAggregator implements Aggregator {
     this.inner.dispose?.();
   }
 }
-
-const BLOCK = 256 * 1024;

@@ -20,6 +20,7 @@ import { PatchFedError, errorMessage } from '../../shared/errors.ts';
 import { checkManifestMatches, type GlobalValues, type RunVisitor, type WeightRuns } from '../../shared/codec/index.ts';
 import { clipFactor, type GaussianSampler } from '../../shared/dp/index.ts';
 import { sizeOf, type WeightSpec } from '../../shared/weights.ts';
+import { deltaLayout, foldScaledDelta } from './delta-sum.ts';
 import type { Aggregator, CheckpointAttachments } from './types.ts';
 
 const OUTPUT_BLOCK = 256 * 1024;
@@ -62,16 +63,9 @@ export class DpSumAggregator implements Aggregator {
     }
     if (!(Number.isFinite(options.noiseStd) && options.noiseStd >= 0)) throw new PatchFedError('dp-settings', `${this.label}: the noise standard deviation must be >= 0, got ${options.noiseStd}.`);
     if (options.clipNorm !== undefined && !(options.clipNorm > 0)) throw new PatchFedError('dp-settings', `${this.label}: the clip norm must be positive, got ${options.clipNorm}.`);
-    this.manifest = global.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
-    this.offsets = [];
-    let total = 0;
-    for (const spec of this.manifest) {
-      if (options.keepGlobal?.(spec)) this.offsets.push(-1);
-      else {
-        this.offsets.push(total);
-        total += sizeOf(spec.shape);
-      }
-    }
+    const { manifest, offsets, total } = deltaLayout(global.manifest, options.keepGlobal);
+    this.manifest = manifest;
+    this.offsets = offsets;
     this.sum = new Float64Array(total);
   }
 
@@ -103,14 +97,7 @@ export class DpSumAggregator implements Aggregator {
         factor = clipFactor(await this.deltaNorm(update), this.options.clipNorm);
         if (factor < 1) this.clippedHere++;
       }
-      const sum = this.sum;
-      await update.forEachRun((tensor, offset, run) => {
-        const base = this.offsets[tensor];
-        if (base === undefined || base < 0) return;
-        const g = this.global.read(tensor, offset, run.length);
-        const at = base + offset;
-        for (let j = 0; j < run.length; j++) sum[at + j] += factor * ((run[j] ?? 0) - (g[j] ?? 0));
-      });
+      await foldScaledDelta(this.sum, this.offsets, this.global, update, factor);
     } catch (e) {
       this.broken = `reading the update from site '${siteId}' failed half-way (${errorMessage(e)})`;
       throw e;

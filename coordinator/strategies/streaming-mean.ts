@@ -19,6 +19,7 @@
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
 import { checkManifestMatches, type GlobalValues, type RunVisitor, type WeightRuns } from '../../shared/codec/index.ts';
 import { sizeOf, type WeightSpec } from '../../shared/weights.ts';
+import { deltaLayout, foldScaledDelta } from './delta-sum.ts';
 import type { Aggregator } from './types.ts';
 
 /**
@@ -57,16 +58,9 @@ export class StreamingWeightedMean implements Aggregator {
   ) {
     this.label = options.label ?? 'aggregation';
     checkUniqueNames(global.manifest, this.label);
-    this.manifest = global.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
-    this.offsets = [];
-    let total = 0;
-    for (const spec of this.manifest) {
-      if (options.keepGlobal?.(spec)) this.offsets.push(-1);
-      else {
-        this.offsets.push(total);
-        total += sizeOf(spec.shape);
-      }
-    }
+    const { manifest, offsets, total } = deltaLayout(global.manifest, options.keepGlobal);
+    this.manifest = manifest;
+    this.offsets = offsets;
     const precision = options.precision ?? (total <= FLOAT64_MAX_ELEMENTS ? 'float64' : 'float32');
     this.sum = precision === 'float64' ? new Float64Array(total) : new Float32Array(total);
   }
@@ -100,15 +94,8 @@ export class StreamingWeightedMean implements Aggregator {
     }
     checkManifestMatches(this.manifest, update.manifest, `update from site '${siteId}' (${this.label})`);
     this.busy = true;
-    const sum = this.sum;
     try {
-      await update.forEachRun((tensor, offset, run) => {
-        const base = this.offsets[tensor];
-        if (base === undefined || base < 0) return;
-        const g = this.global.read(tensor, offset, run.length);
-        const at = base + offset;
-        for (let j = 0; j < run.length; j++) sum[at + j] += numSamples * ((run[j] ?? 0) - (g[j] ?? 0));
-      });
+      await foldScaledDelta(this.sum, this.offsets, this.global, update, numSamples);
     } catch (e) {
       this.broken = `reading the update from site '${siteId}' failed half-way (${errorMessage(e)})`;
       throw e;
