@@ -22,35 +22,24 @@ export const DEFAULT_PROXIMAL_MU = 0.01;
 const ADAPTIVE = { learningRate: 0.01, beta1: 0.9, beta2: 0.99, tau: 1e-3 } as const;
 const unit = () => z.number().min(0).lt(1);
 
+/** η, β1 and τ of the adaptive optimisers (FedAdam, FedYogi, FedAdagrad). */
+const adaptiveFields = () => ({
+  learningRate: z.number().gt(0).max(100).default(ADAPTIVE.learningRate),
+  beta1: unit().default(ADAPTIVE.beta1),
+  tau: z.number().gt(0).max(10).default(ADAPTIVE.tau),
+});
+/** β2 of the second-moment estimate, and Adam's bias correction of the step size (off in Reddi et al.'s Algorithm 2). */
+const secondMoment = () => ({ beta2: unit().default(ADAPTIVE.beta2), biasCorrection: z.boolean().default(false) });
+
 export const ServerOptimizerSpecSchema = z.discriminatedUnion('name', [
   /** FedAvgM (Hsu et al. 2019): m = β·m + Δ, x += η·m. η = 1, β = 0 is plain FedAvg. */
   z.strictObject({ name: z.literal('fedavgm'), learningRate: z.number().gt(0).max(100).default(1), momentum: unit().default(0.9) }),
   /** FedAdam: v = β2·v + (1 − β2)·Δ². */
-  z.strictObject({
-    name: z.literal('fedadam'),
-    learningRate: z.number().gt(0).max(100).default(ADAPTIVE.learningRate),
-    beta1: unit().default(ADAPTIVE.beta1),
-    beta2: unit().default(ADAPTIVE.beta2),
-    tau: z.number().gt(0).max(10).default(ADAPTIVE.tau),
-    /** Adam's bias correction of the step size (off in Reddi et al.'s Algorithm 2). */
-    biasCorrection: z.boolean().default(false),
-  }),
+  z.strictObject({ name: z.literal('fedadam'), ...adaptiveFields(), ...secondMoment() }),
   /** FedYogi: v = v − (1 − β2)·Δ²·sign(v − Δ²). */
-  z.strictObject({
-    name: z.literal('fedyogi'),
-    learningRate: z.number().gt(0).max(100).default(ADAPTIVE.learningRate),
-    beta1: unit().default(ADAPTIVE.beta1),
-    beta2: unit().default(ADAPTIVE.beta2),
-    tau: z.number().gt(0).max(10).default(ADAPTIVE.tau),
-    biasCorrection: z.boolean().default(false),
-  }),
-  /** FedAdagrad: v = v + Δ². */
-  z.strictObject({
-    name: z.literal('fedadagrad'),
-    learningRate: z.number().gt(0).max(100).default(ADAPTIVE.learningRate),
-    beta1: unit().default(ADAPTIVE.beta1),
-    tau: z.number().gt(0).max(10).default(ADAPTIVE.tau),
-  }),
+  z.strictObject({ name: z.literal('fedyogi'), ...adaptiveFields(), ...secondMoment() }),
+  /** FedAdagrad: v = v + Δ² (no β2, no bias correction). */
+  z.strictObject({ name: z.literal('fedadagrad'), ...adaptiveFields() }),
 ]);
 export type ServerOptimizerConfig = z.output<typeof ServerOptimizerSpecSchema>;
 export type ServerOptimizerName = ServerOptimizerConfig['name'];
