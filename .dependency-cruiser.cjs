@@ -35,6 +35,14 @@ module.exports = {
       to: { path: '^(cli|bench)/' },
     },
     {
+      name: 'cli-through-site-agent-entry-points',
+      comment:
+        'The CLI drives site training through site-agent/run entry points (local-training, federated-site, pooled-training, compare), never its building blocks: stage nets, plans, the training loop and its options are built in one place (run/train-site.ts). train/progress.ts is the progress reporter the CLI hands in.',
+      severity: 'error',
+      from: { path: '^cli/' },
+      to: { path: '^site-agent/(run/(nets|site-plan|train-site|training-state)\\.ts$|train/(?!progress\\.ts$)|pipeline/)' },
+    },
+    {
       name: 'coordinator-without-tensors',
       comment: 'The coordinator averages float arrays; it never loads tfjs (memory, start-up time, attack surface).',
       severity: 'error',

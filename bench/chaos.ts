@@ -80,6 +80,40 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const started = Date.now();
   const seconds = () => (Date.now() - started) / 1000;
   const rng = new SeededRandom(opts.seed);
+  const layout = await createChaosRunDir(opts);
+  const processes = new ChaosProcesses(layout);
+  const killChildren = () => processes.supervisor.killAllNow();
+  process.on('exit', killChildren);
+  const records = new CoordinatorRecords(layout.stateDir, layout.coordinatorConfig.experiment.id);
+
+  const kills: ChaosKill[] = [];
+  const deadline = started + opts.timeoutMinutes * 60_000;
+  let completed = false;
+  try {
+    processes.startCoordinator();
+    if (!(await processes.waitHealthy(120))) throw new PatchFedError('E_CHAOS', `the coordinator did not come up; see ${layout.logDir}`);
+    for (const s of layout.sites) processes.startSite(s.id);
+    opts.log(`chaos: ${opts.kills} kill -9 over a ${opts.rounds}-round, 3-site federation (run directory ${layout.dir})`);
+    // Let the first round get going before the first kill.
+    while (Date.now() < deadline && (records.rounds().length < 2)) await sleep(500);
+
+    for (let n = 1; n <= opts.kills && Date.now() < deadline; n++) {
+      kills.push(await killAndRestart(n, { opts, rng, records, processes, seconds }));
+    }
+    opts.log('chaos: kills done; waiting for the experiment to complete…');
+    completed = await waitForCompletion(processes, deadline);
+  } finally {
+    records.close();
+    await processes.supervisor.stopAll();
+    process.off('exit', killChildren);
+  }
+  const report = checkState(layout, opts, kills, completed, Math.round(seconds()));
+  writeFileSync(join(layout.dir, 'chaos-report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  return report;
+}
+
+/** A tiny 3-site liver federation whose experiment tolerates the failed rounds chaos causes. */
+async function createChaosRunDir(opts: ChaosOptions): Promise<RunLayout> {
   const layout = await createRunDir(
     {
       ...SIMULATE_DEFAULTS,
@@ -99,89 +133,102 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   );
   // Chaos makes rounds fail (a killed site, a killed coordinator): never stop the experiment for it.
   tuneExperiment(layout, { maxRoundAttempts: 1000, roundDeadlineSeconds: 90, startupGraceSeconds: 30, minSites: 2 });
+  return layout;
+}
 
-  const supervisor = new ProcessSupervisor();
-  const killChildren = () => supervisor.killAllNow();
-  process.on('exit', killChildren);
-  const records = new CoordinatorRecords(layout.stateDir, layout.coordinatorConfig.experiment.id);
-  let coordinator: ManagedProcess | null = null;
-  const sites = new Map<string, ManagedProcess>();
-  const startCoordinator = () => {
-    coordinator = supervisor.start('coordinator', ['coordinator', '--config', layout.coordinatorConfigPath], join(layout.logDir, 'coordinator.log'));
-  };
-  const startSite = (id: string) => {
-    const site = layout.sites.find((s) => s.id === id);
+/** The coordinator and site processes of the run, (re)started by name. */
+class ChaosProcesses {
+  readonly supervisor = new ProcessSupervisor();
+  coordinator: ManagedProcess | null = null;
+  readonly sites = new Map<string, ManagedProcess>();
+
+  constructor(private readonly layout: RunLayout) {}
+
+  get url(): string {
+    return this.layout.url;
+  }
+
+  siteIds(): string[] {
+    return this.layout.sites.map((s) => s.id);
+  }
+
+  startCoordinator(): void {
+    this.coordinator = this.supervisor.start('coordinator', ['coordinator', '--config', this.layout.coordinatorConfigPath], join(this.layout.logDir, 'coordinator.log'));
+  }
+
+  startSite(id: string): void {
+    const site = this.layout.sites.find((s) => s.id === id);
     if (!site) throw new PatchFedError('E_CHAOS', `no site '${id}'`);
-    sites.set(id, supervisor.start(id, ['site', '--config', site.configPath], join(layout.logDir, `${id}.log`)));
-  };
-  const waitHealthy = async (limitSeconds: number) => {
+    this.sites.set(id, this.supervisor.start(id, ['site', '--config', site.configPath], join(this.layout.logDir, `${id}.log`)));
+  }
+
+  async waitHealthy(limitSeconds: number): Promise<boolean> {
     const until = Date.now() + limitSeconds * 1000;
     while (Date.now() < until) {
-      if (await health(layout.url)) return true;
+      if (await health(this.layout.url)) return true;
       await sleep(200);
     }
     return false;
-  };
-
-  const kills: ChaosKill[] = [];
-  const deadline = started + opts.timeoutMinutes * 60_000;
-  let completed = false;
-  try {
-    startCoordinator();
-    if (!(await waitHealthy(120))) throw new PatchFedError('E_CHAOS', `the coordinator did not come up; see ${layout.logDir}`);
-    for (const s of layout.sites) startSite(s.id);
-    opts.log(`chaos: ${opts.kills} kill -9 over a ${opts.rounds}-round, 3-site federation (run directory ${layout.dir})`);
-    // Let the first round get going before the first kill.
-    while (Date.now() < deadline && (records.rounds().length < 2)) await sleep(500);
-
-    for (let n = 1; n <= opts.kills && Date.now() < deadline; n++) {
-      const [lo, hi] = opts.intervalSeconds;
-      await sleep(1000 * (lo + (hi - lo) * rng.next()));
-      const rows = records.rounds();
-      const open = rows.find((r) => r.status === 'open');
-      const done = rows.filter((r) => r.status === 'complete').map((r) => r.round);
-      const hitCoordinator = rng.next() < opts.coordinatorShare;
-      const ids = layout.sites.map((s) => s.id);
-      const target = hitCoordinator ? 'coordinator' : ids[Math.floor(rng.next() * ids.length)]!;
-      const victim = hitCoordinator ? coordinator : sites.get(target);
-      const restartAfter = 0.2 + 2.8 * rng.next();
-      if (victim) await supervisor.kill(victim);
-      kills.push({
-        n,
-        target,
-        atSeconds: Math.round(seconds() * 10) / 10,
-        lastCompletedRound: done.length > 0 ? Math.max(...done) : null,
-        openRound: open ? { round: open.round, attempt: open.attempt } : null,
-        restartAfterSeconds: Math.round(restartAfter * 10) / 10,
-      });
-      opts.log(`  kill ${n}/${opts.kills} at ${seconds().toFixed(1)} s: kill -9 ${target}${open ? ` during round ${open.round} (attempt ${open.attempt})` : ''}; restart in ${restartAfter.toFixed(1)} s`);
-      await sleep(restartAfter * 1000);
-      if (hitCoordinator) {
-        records.close();
-        startCoordinator();
-      } else {
-        startSite(target);
-      }
-    }
-    opts.log('chaos: kills done; waiting for the experiment to complete…');
-    while (Date.now() < deadline) {
-      const h = await health(layout.url);
-      if (h?.end === 'complete') {
-        completed = true;
-        break;
-      }
-      if (h?.end === 'stopped') break;
-      if (coordinator && !(coordinator as ManagedProcess).running) startCoordinator(); // it may have exited on its own
-      await sleep(1000);
-    }
-  } finally {
-    records.close();
-    await supervisor.stopAll();
-    process.off('exit', killChildren);
   }
-  const report = checkState(layout, opts, kills, completed, Math.round(seconds()));
-  writeFileSync(join(layout.dir, 'chaos-report.json'), `${JSON.stringify(report, null, 2)}\n`);
-  return report;
+}
+
+interface KillContext {
+  opts: ChaosOptions;
+  rng: SeededRandom;
+  records: CoordinatorRecords;
+  processes: ChaosProcesses;
+  /** Seconds since the bench started. */
+  seconds: () => number;
+}
+
+/** After a random pause, kill -9 the coordinator or a random site, and start it again after another. */
+async function killAndRestart(n: number, { opts, rng, records, processes, seconds }: KillContext): Promise<ChaosKill> {
+  const [lo, hi] = opts.intervalSeconds;
+  await sleep(1000 * (lo + (hi - lo) * rng.next()));
+  const rows = records.rounds();
+  const open = rows.find((r) => r.status === 'open');
+  const done = rows.filter((r) => r.status === 'complete').map((r) => r.round);
+  const hitCoordinator = rng.next() < opts.coordinatorShare;
+  const target = hitCoordinator ? 'coordinator' : randomSiteId(processes, rng);
+  const victim = hitCoordinator ? processes.coordinator : processes.sites.get(target);
+  const restartAfter = 0.2 + 2.8 * rng.next();
+  if (victim) await processes.supervisor.kill(victim);
+  const kill: ChaosKill = {
+    n,
+    target,
+    atSeconds: Math.round(seconds() * 10) / 10,
+    lastCompletedRound: done.length > 0 ? Math.max(...done) : null,
+    openRound: open ? { round: open.round, attempt: open.attempt } : null,
+    restartAfterSeconds: Math.round(restartAfter * 10) / 10,
+  };
+  opts.log(`  kill ${n}/${opts.kills} at ${seconds().toFixed(1)} s: kill -9 ${target}${open ? ` during round ${open.round} (attempt ${open.attempt})` : ''}; restart in ${restartAfter.toFixed(1)} s`);
+  await sleep(restartAfter * 1000);
+  if (hitCoordinator) {
+    records.close();
+    processes.startCoordinator();
+  } else {
+    processes.startSite(target);
+  }
+  return kill;
+}
+
+function randomSiteId(processes: ChaosProcesses, rng: SeededRandom): string {
+  const ids = processes.siteIds();
+  const id = ids[Math.floor(rng.next() * ids.length)];
+  if (id === undefined) throw new PatchFedError('E_CHAOS', 'the run has no site to kill');
+  return id;
+}
+
+/** Polls the coordinator until the experiment ends or the deadline passes; restarts a coordinator that exited. */
+async function waitForCompletion(processes: ChaosProcesses, deadline: number): Promise<boolean> {
+  while (Date.now() < deadline) {
+    const h = await health(processes.url);
+    if (h?.end === 'complete') return true;
+    if (h?.end === 'stopped') return false;
+    if (processes.coordinator && !processes.coordinator.running) processes.startCoordinator(); // it may have exited on its own
+    await sleep(1000);
+  }
+  return false;
 }
 
 /** Rewrites the run's coordinator.json experiment knobs (the run directory is the bench's own). */

@@ -34,7 +34,9 @@ if (session) {
   await session.post('Profiler.enable');
   await session.post('Profiler.start');
 }
-emit({ event: 'ready', url: coordinator.url, pid: process.pid, at: Date.now() });
+// What the idle RSS is made of (V8 heap vs native buffers vs code and the loader thread), for the report.
+const memory = process.memoryUsage();
+emit({ event: 'ready', url: coordinator.url, pid: process.pid, at: Date.now(), heapUsed: memory.heapUsed, heapTotal: memory.heapTotal, external: memory.external, arrayBuffers: memory.arrayBuffers });
 
 const stdin = createInterface({ input: process.stdin });
 stdin.on('line', (line) => {

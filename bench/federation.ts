@@ -42,6 +42,8 @@ export interface FederationRun {
   uploadSeconds: number[];
   lastUploadToCheckpointS: number;
   coordinatorIdleRssBytes: number;
+  /** The idle coordinator's V8 heap (used/total) and native buffers, bytes: what its RSS is made of. */
+  coordinatorIdleMemory: { heapUsed: number; heapTotal: number; external: number; arrayBuffers: number };
   coordinatorPeakRssBytes: number;
   rssOverModel: number;
   /** Checkpoint bytes served plus update bytes received in the round, over 2 × sites × model bytes. */
@@ -66,8 +68,8 @@ function layoutOf(base: number) {
   return { mode: 'patch' as const, arch: { base, depth: 5, norm: 'batch' as const }, channels: 4, classes: 4, stages: [{ stage: 'patch' as const, inChannels: 4 }] };
 }
 
-/** A state dir, keys and a coordinator config for one run. */
-function prepare(dir: string, base: number, siteCount: number): { config: string; siteIds: string[] } {
+/** A state dir, keys and a coordinator config for one run (`experiment` overrides fields of its experiment; bench/secagg-rounds.ts). */
+export function prepare(dir: string, base: number, siteCount: number, experiment: Record<string, unknown> = {}): { config: string; siteIds: string[] } {
   mkdirSync(join(dir, 'keys'), { recursive: true });
   const coordinator = generateKeyPairs();
   writeKeyFiles(join(dir, 'keys', 'coordinator'), coordinator);
@@ -93,6 +95,7 @@ function prepare(dir: string, base: number, siteCount: number): { config: string
       localSteps: 1,
       roundDeadlineSeconds: 3600,
       startupGraceSeconds: 3600,
+      ...experiment,
     },
   };
   const path = join(dir, 'coordinator.json');
@@ -100,17 +103,17 @@ function prepare(dir: string, base: number, siteCount: number): { config: string
   return { config: path, siteIds };
 }
 
-interface Child {
+export interface Child {
   process: ChildProcess;
   events: Record<string, unknown>[];
   next(predicate: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
 }
 
-function start(args: string[], name: string, log: (line: string) => void, env: Record<string, string> = {}): Child {
+export function start(args: string[], name: string, log: (line: string) => void, env: Record<string, string> = {}): Child {
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const events: Record<string, unknown>[] = [];
   const waiters: { predicate: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => {
+  createInterface({ input: child.stdout }).on('line', (line) => {
     let e: Record<string, unknown>;
     try {
       e = JSON.parse(line) as Record<string, unknown>;
@@ -125,7 +128,7 @@ function start(args: string[], name: string, log: (line: string) => void, env: R
       }
     }
   });
-  createInterface({ input: child.stderr! }).on('line', (line) => {
+  createInterface({ input: child.stderr }).on('line', (line) => {
     if (/error|Error/.test(line)) log(`  [${name}] ${line}`);
   });
   return {
@@ -165,6 +168,7 @@ export async function runFederationBench(options: FederationBenchOptions): Promi
       const r = runs[runs.length - 1]!;
       log(
         `  upload ${r.uploadMBps.toFixed(1)} MB/s per site (median), last upload byte → checkpoint ${r.lastUploadToCheckpointS.toFixed(2)} s, ` +
+          `coordinator idle RSS ${(r.coordinatorIdleRssBytes / 1e6).toFixed(0)} MB (V8 heap ${(r.coordinatorIdleMemory.heapTotal / 1e6).toFixed(0)} MB), load ${r.loadAverage.start.map((x) => x.toFixed(1)).join('/')}, ` +
           `coordinator peak RSS ${(r.coordinatorPeakRssBytes / 1e6).toFixed(0)} MB (${r.rssOverModel.toFixed(2)}× model), wire ${r.wireBytesOverModel?.toFixed(3) ?? '?'}× (2·sites·model)` +
           (r.cpuProfile ? `, CPU ${Object.entries(r.cpuProfile.shares).map(([k, v]) => `${k} ${(100 * v).toFixed(0)}%`).join(' ')}` : ''),
       );
@@ -211,6 +215,7 @@ async function runOnce(model: string, base: number, params: number, siteCount: n
       uploadSeconds,
       lastUploadToCheckpointS: (Number(complete.at) - lastCommit) / 1000,
       coordinatorIdleRssBytes: idleRss,
+      coordinatorIdleMemory: { heapUsed: Number(ready.heapUsed), heapTotal: Number(ready.heapTotal), external: Number(ready.external), arrayBuffers: Number(ready.arrayBuffers) },
       coordinatorPeakRssBytes: peak,
       rssOverModel: peak / modelBytes,
       wireBytesOverModel: bytesMoved === null ? null : bytesMoved / (2 * siteCount * modelBytes),

@@ -12,6 +12,8 @@
  * default the stage's training step runs on cpu-fast only (its convolutions still get side-by-side
  * kernel rows); --stage-cpu adds one stock step, without a warm-up run (the warm-up only creates
  * Adam's slots: milliseconds against minutes).
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { cpus, loadavg } from 'node:os';
 import { writeFile } from 'node:fs/promises';
@@ -155,7 +157,7 @@ interface ConvShape {
 }
 
 function convShapes(quick: boolean): ConvShape[] {
-  const patch = (c: number): [number, number, number, number, number] => [1, PATCH[0]!, PATCH[1]!, PATCH[2]!, c];
+  const patch = (c: number): [number, number, number, number, number] => [1, PATCH[0], PATCH[1], PATCH[2], c];
   const shapes: ConvShape[] = [
     { name: `cpu-small first conv ${PATCH.join('×')} 4→8`, x: patch(4), filter: [3, 3, 3, 4, 8] },
     { name: `cpu-small conv ${PATCH.join('×')} 8→8`, x: patch(8), filter: [3, 3, 3, 8, 8] },
@@ -376,6 +378,40 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
   const loadAverageStart = loadavg();
   const previousBackend = tf.engine().backendName as string | null;
 
+  const backends = await loadBenchBackends(log);
+  const conv = await benchConvKernels(backends, quick, log);
+  const { maxGradRelError, tensorflowMaxGradRelError } = await compareUnetGradients(backends, conv, log);
+  const { trainSteps, profiles } = await benchTrainSteps(backends, stepSpecs(quick, options.stageVsCpu ?? false), log);
+
+  if (previousBackend) await tf.setBackend(previousBackend);
+  return {
+    date: new Date().toISOString(),
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadAverageStart, loadAverageEnd: loadavg(), node: process.version, tfjs: tf.version_core },
+    fastCpu: { available: true, notice: backends.fastNotice, threads: convThreads(), workspaceLimitBytes: convWorkspaceBytes(), workspaceReservedBytes: convWorkspaceReservedBytes() },
+    wasm: { available: backends.wasmOk, notice: backends.wasmNotice },
+    tensorflow: backends.tensorflowInfo,
+    kernels: conv.kernels,
+    trainSteps,
+    trainStepSpeedupVsCpu: trainSteps.find((r) => r.preset === 'cpu-small')?.speedupVsCpu ?? null,
+    maxGradRelError,
+    tensorflowMaxGradRelError: backends.tensorflow === null ? null : tensorflowMaxGradRelError,
+    profile: profiles.find((p) => p.preset === 'cpu-small') ?? null,
+    profiles,
+  };
+}
+
+/** The backends the bench compares: the native fast CPU one (required), wasm and tensorflow when they load. */
+interface BenchBackends {
+  fastName: string;
+  fastNotice: KernelBenchReport['fastCpu']['notice'];
+  wasmOk: boolean;
+  wasmNotice: KernelBenchReport['wasm']['notice'];
+  /** 'tensorflow' when tfjs-node loaded, else null (its column is skipped). */
+  tensorflow: string | null;
+  tensorflowInfo: KernelBenchReport['tensorflow'];
+}
+
+async function loadBenchBackends(log: (line: string) => void): Promise<BenchBackends> {
   const fast = await registerFastCpuBackend();
   const notice = nativeKernelsNotice();
   if (fast === null) {
@@ -397,7 +433,19 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
   await tf.setBackend('cpu');
   // The stock cpu backend greets Node users on first use; keep that out of the report.
   (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+  return { fastName: fast.backendName, fastNotice: notice, wasmOk, wasmNotice, tensorflow, tensorflowInfo };
+}
 
+interface ConvBench {
+  kernels: KernelRow[];
+  /** Largest relative error of the fast (resp. tensorflow) gradient kernels against stock cpu. */
+  maxGradRelError: number;
+  tensorflowMaxGradRelError: number;
+}
+
+/** Conv3D and its two gradient kernels on every shape, on each backend, checked against stock cpu. */
+async function benchConvKernels(backends: BenchBackends, quick: boolean, log: (line: string) => void): Promise<ConvBench> {
+  const { fastName, tensorflow } = backends;
   const kernelRuns = quick ? { cpu: 1, fast: 5 } : { cpu: 2, fast: 10 };
   const kernels: KernelRow[] = [];
   let maxGradRelError = 0;
@@ -410,12 +458,12 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
       // A stock kernel on the big shape takes ~10 s: one run, no warm-up (JIT warm-up is noise there).
       const cpu = await benchConvKernel('cpu', shape, kernel, big ? 1 : kernelRuns.cpu, !big);
       results.cpu = { ...cpu.timing, gflops: gflop / (cpu.timing.bestMs / 1e3) };
-      if (kernel === 'Conv3D' && wasmOk) {
+      if (kernel === 'Conv3D' && backends.wasmOk) {
         const wasm = await benchConvKernel('wasm', shape, kernel, big ? 1 : 3, !big);
         results.wasm = { ...wasm.timing, gflops: gflop / (wasm.timing.bestMs / 1e3) };
       }
-      const f = await benchConvKernel(fast.backendName, shape, kernel, kernelRuns.fast);
-      results[fast.backendName] = { ...f.timing, gflops: gflop / (f.timing.bestMs / 1e3) };
+      const f = await benchConvKernel(fastName, shape, kernel, kernelRuns.fast);
+      results[fastName] = { ...f.timing, gflops: gflop / (f.timing.bestMs / 1e3) };
       const relErrorVsCpu = relError(f.output, cpu.output);
       if (kernel !== 'Conv3D') maxGradRelError = Math.max(maxGradRelError, relErrorVsCpu);
       const tfKernel = tensorflow === null ? null : await benchConvKernel(tensorflow, shape, kernel, kernelRuns.fast);
@@ -434,32 +482,49 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
         tensorflowSpeedupVsCpu: tfKernel === null ? null : cpu.timing.bestMs / tfKernel.timing.bestMs,
       };
       kernels.push(row);
-      log(formatKernelRow(row, fast.backendName));
+      log(formatKernelRow(row, fastName));
     }
   }
+  return { kernels, maxGradRelError, tensorflowMaxGradRelError };
+}
 
-  // Whole-network gradients: each weight's error relative to max(its norm, 1e-3 of the total norm)
-  // (conv biases in front of a norm have an exact gradient of 0, i.e. pure rounding noise).
+/**
+ * Whole-network gradients: each weight's error relative to max(its norm, 1e-3 of the total norm)
+ * (conv biases in front of a norm have an exact gradient of 0, i.e. pure rounding noise), folded
+ * into the kernels' largest errors.
+ */
+async function compareUnetGradients(backends: BenchBackends, conv: ConvBench, log: (line: string) => void): Promise<Pick<ConvBench, 'maxGradRelError' | 'tensorflowMaxGradRelError'>> {
   const stockGrads = await unetGradients('cpu');
-  const fastGrads = await unetGradients(fast.backendName);
+  const fastGrads = await unetGradients(backends.fastName);
   const total = Math.sqrt(stockGrads.reduce((s, g) => s + g.reduce((t, v) => t + v * v, 0), 0));
-  fastGrads.forEach((g, i) => (maxGradRelError = Math.max(maxGradRelError, relError(g, stockGrads[i]!, 1e-3 * total))));
+  const worst = (grads: Float32Array[], start: number) =>
+    grads.reduce((m, g, i) => {
+      const stock = stockGrads[i];
+      if (!stock) throw new Error(`U-Net gradients: no stock cpu gradient for weight ${i}`);
+      return Math.max(m, relError(g, stock, 1e-3 * total));
+    }, start);
+  const maxGradRelError = worst(fastGrads, conv.maxGradRelError);
   log(`U-Net (cpu-small) weight gradients vs stock cpu: max relative error ${maxGradRelError.toExponential(2)}`);
-  if (tensorflow !== null) {
-    const tfGrads = await unetGradients(tensorflow);
-    tfGrads.forEach((g, i) => (tensorflowMaxGradRelError = Math.max(tensorflowMaxGradRelError, relError(g, stockGrads[i]!, 1e-3 * total))));
+  let tensorflowMaxGradRelError = conv.tensorflowMaxGradRelError;
+  if (backends.tensorflow !== null) {
+    tensorflowMaxGradRelError = worst(await unetGradients(backends.tensorflow), tensorflowMaxGradRelError);
     log(`U-Net (cpu-small) weight gradients, tensorflow vs stock cpu: max relative error ${tensorflowMaxGradRelError.toExponential(2)}`);
   }
+  return { maxGradRelError, tensorflowMaxGradRelError };
+}
 
+/** Whole training steps per preset: a kernel profile on the fast backend, then timed steps on each backend. */
+async function benchTrainSteps(backends: BenchBackends, specs: StepSpec[], log: (line: string) => void): Promise<{ trainSteps: TrainStepRow[]; profiles: StepProfile[] }> {
+  const { fastName, tensorflow } = backends;
   const trainSteps: TrainStepRow[] = [];
   const profiles: StepProfile[] = [];
-  for (const spec of stepSpecs(quick, options.stageVsCpu ?? false)) {
-    const prof = await profileStep(fast.backendName, spec, spec.fastRuns >= 5 ? 3 : 1);
+  for (const spec of specs) {
+    const prof = await profileStep(fastName, spec, spec.fastRuns >= 5 ? 3 : 1);
     const gflop = profileGflop(prof.info.kernels);
     const rows = summariseProfile(prof.info);
     profiles.push({ preset: spec.preset, stepMs: prof.stepMs, totalKernelMs: rows.reduce((s, r) => s + r.ms, 0), kernels: rows });
     const cpu = spec.stockRuns > 0 ? await benchTrainStep('cpu', spec, spec.stockRuns, spec.stockWarmup) : null;
-    const f = await benchTrainStep(fast.backendName, spec, spec.fastRuns, true);
+    const f = await benchTrainStep(fastName, spec, spec.fastRuns, true);
     const t = tensorflow === null ? null : await benchTrainStep(tensorflow, spec, spec.fastRuns, true);
     const row: TrainStepRow = {
       preset: spec.preset,
@@ -470,31 +535,16 @@ export async function runKernelBench(options: KernelBenchOptions = {}): Promise<
       gflop,
       results: {
         ...(cpu && { cpu: { bestMs: cpu.bestMs, medianMs: cpu.medianMs, runs: cpu.runs, gflops: gflop / (cpu.bestMs / 1e3), leakedTensors: cpu.leakedTensors } }),
-        [fast.backendName]: { bestMs: f.bestMs, medianMs: f.medianMs, runs: f.runs, gflops: gflop / (f.bestMs / 1e3), leakedTensors: f.leakedTensors },
+        [fastName]: { bestMs: f.bestMs, medianMs: f.medianMs, runs: f.runs, gflops: gflop / (f.bestMs / 1e3), leakedTensors: f.leakedTensors },
         ...(t && tensorflow && { [tensorflow]: { bestMs: t.bestMs, medianMs: t.medianMs, runs: t.runs, gflops: gflop / (t.bestMs / 1e3), leakedTensors: t.leakedTensors } }),
       },
       speedupVsCpu: cpu ? cpu.bestMs / f.bestMs : null,
       tensorflowVsFast: t ? t.bestMs / f.bestMs : null,
     };
     trainSteps.push(row);
-    log(formatTrainRow(row, fast.backendName));
+    log(formatTrainRow(row, fastName));
   }
-
-  if (previousBackend) await tf.setBackend(previousBackend);
-  return {
-    date: new Date().toISOString(),
-    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadAverageStart, loadAverageEnd: loadavg(), node: process.version, tfjs: tf.version_core },
-    fastCpu: { available: true, notice, threads: convThreads(), workspaceLimitBytes: convWorkspaceBytes(), workspaceReservedBytes: convWorkspaceReservedBytes() },
-    wasm: { available: wasmOk, notice: wasmNotice },
-    tensorflow: tensorflowInfo,
-    kernels,
-    trainSteps,
-    trainStepSpeedupVsCpu: trainSteps.find((r) => r.preset === 'cpu-small')?.speedupVsCpu ?? null,
-    maxGradRelError,
-    tensorflowMaxGradRelError: tensorflow === null ? null : tensorflowMaxGradRelError,
-    profile: profiles.find((p) => p.preset === 'cpu-small') ?? null,
-    profiles,
-  };
+  return { trainSteps, profiles };
 }
 
 const gflops = (g: number) => (g >= 1 ? g.toFixed(1) : g.toFixed(2));

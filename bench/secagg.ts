@@ -14,7 +14,8 @@
  * Times are CPU time of this single-threaded process (process.cpuUsage), which a loaded machine
  * distorts far less than wall time; wall time is reported too. Bytes are message payloads
  * (keys, envelopes, vectors, shares, ids), without transport framing, chunk sealing or signatures,
- * which both modes pay alike.
+ * which both modes pay alike. Real rounds through the coordinator and site clients, with the
+ * network protocol, are `--federated` (bench/secagg-rounds.ts).
  */
 import { loadavg } from 'node:os';
 import { experimentLayout, layoutManifest } from '../shared/model/index.ts';
@@ -119,7 +120,6 @@ function benchOne(model: string, d: number, n: number, neighbours: number | unde
   const holders = neighbours === undefined ? n : Math.min(n, neighbours + 1);
   const threshold = Math.floor(holders / 2) + 1;
   const ctx = { experiment: 'bench-secagg', round: 1 };
-  const params = fixedPointParams({ maxSites: Math.max(n, 2) });
   const rng = mulberry32(1234 + n);
   // One synthetic update per site, made lazily so at most one float32 copy is alive at a time.
   const updateOf = (i: number) => {
@@ -129,25 +129,70 @@ function benchOne(model: string, d: number, n: number, neighbours: number | unde
     return u;
   };
   const samples = ids.map((_, i) => 20 + 7 * i);
-  const sampleCap = Math.max(...samples);
 
-  // --- plain: float32 upload, float64 weighted sum at the coordinator ---
+  // The plain run draws its updates first, the secure run the next ones from the same generator.
+  const plainAggregate = benchPlainAggregate(d, n, updateOf, samples);
+  const secure = benchSecureRound({ ids, d, threshold, neighbours, ctx, updateOf, samples });
+  const degree = secure.graph.get(ids[0] ?? '')?.length ?? n - 1;
+  const perDrop = benchDroppedSite(ctx, d, degree, threshold);
+
+  const t = secure.timings;
+  const siteTotal = sum(t.keys.per(n), t.shares.per(n), t.encode.per(n), t.mask.per(n), t.respond.per(n));
+  const vectorBytes = 4 * (d + 1);
+  const bytes = secure.bytes;
+  return {
+    model,
+    parameters: d,
+    sites: n,
+    threshold,
+    neighbours: degree,
+    plain: { coordinatorAggregate: plainAggregate, uploadBytesPerSite: 4 * d, downloadBytesPerSite: 4 * d },
+    secure: {
+      site: { keys: t.keys.per(n), shares: t.shares.per(n), encode: t.encode.per(n), mask: t.mask.per(n), respond: t.respond.per(n), total: siteTotal },
+      coordinator: { sum: t.coordSum.per(1), unmask: t.coordUnmask.per(1), total: sum(t.coordSum.per(1), t.coordUnmask.per(1)) },
+      perDroppedSite: perDrop,
+      uploadBytesPerSite: Math.round(2 * X25519_KEY_BYTES + (bytes.envelopesUp + bytes.sharesUp) / n + vectorBytes),
+      // roster (ids + 2 keys each), envelopes addressed to the site, the request, and the new checkpoint.
+      downloadBytesPerSite: Math.round(ids.reduce((b, id) => b + idBytes(id) + 2 * X25519_KEY_BYTES, 0) + (bytes.envelopesDown + bytes.requestsDown) / n + 4 * d),
+    },
+    verified: secure.verified,
+  };
+}
+
+/** Plain: float32 upload, float64 weighted sum at the coordinator; the coordinator's time. */
+function benchPlainAggregate(d: number, n: number, updateOf: (i: number) => Float32Array, samples: readonly number[]): Timing {
   const plainAggregate = new Stopwatch();
   const acc = new Float64Array(d);
   for (let i = 0; i < n; i++) {
     const u = updateOf(i);
     const w = samples[i] ?? 1;
     plainAggregate.time(() => {
-      for (let j = 0; j < d; j++) acc[j] += w * u[j];
+      for (let j = 0; j < d; j++) acc[j]! += w * u[j]!; // j < d: in range, no per-element check
     });
   }
   const total = samples.reduce((a, b) => a + b, 0);
   const mean = new Float32Array(d);
   plainAggregate.time(() => {
-    for (let j = 0; j < d; j++) mean[j] = acc[j] / total;
+    for (let j = 0; j < d; j++) mean[j] = acc[j]! / total;
   });
+  return plainAggregate.per(1);
+}
 
-  // --- secure ---
+interface SecureRoundRequest {
+  ids: string[];
+  d: number;
+  threshold: number;
+  neighbours: number | undefined;
+  ctx: { experiment: string; round: number };
+  updateOf: (i: number) => Float32Array;
+  samples: readonly number[];
+}
+
+/** Secure: one SecAgg(+) round with every site, each phase timed, message bytes counted, the sum checked. */
+function benchSecureRound({ ids, d, threshold, neighbours, ctx, updateOf, samples }: SecureRoundRequest) {
+  const n = ids.length;
+  const params = fixedPointParams({ maxSites: Math.max(n, 2) });
+  const sampleCap = Math.max(...samples);
   const keys = new Stopwatch();
   const shares = new Stopwatch();
   const encode = new Stopwatch();
@@ -196,40 +241,26 @@ function benchOne(model: string, d: number, n: number, neighbours: number | unde
   }
   const outcome = coordUnmask.time(() => server.finish());
   const verified = Buffer.from(outcome.sum.buffer, outcome.sum.byteOffset, outcome.sum.byteLength).equals(Buffer.from(expected.buffer));
-
-  // --- one dropout's extra coordinator work: rebuild its key from t shares, remove its masks ---
-  const perDrop = new Stopwatch();
-  const degree = used.get(ids[0] ?? '')?.length ?? n - 1;
-  {
-    const dropped = generateX25519KeyPair();
-    const peers = Array.from({ length: degree }, () => generateX25519KeyPair().publicKey);
-    const keyShares = splitSecret(dropped.secretKey, Array.from({ length: threshold }, (_, i) => i + 1), threshold);
-    const scratch = new Uint32Array(d + 1);
-    perDrop.time(() => {
-      const secretKey = combineShares(keyShares, threshold);
-      peers.forEach((pk, k) => addMaskInPlace(scratch, pairwiseMaskSeed(ctx, { id: 'dropped', secretKey, publicKey: dropped.publicKey }, { id: `peer-${k}`, publicKey: pk }), -1));
-    });
-  }
-
-  const siteTotal = sum(keys.per(n), shares.per(n), encode.per(n), mask.per(n), respond.per(n));
-  const vectorBytes = 4 * (d + 1);
   return {
-    model,
-    parameters: d,
-    sites: n,
-    threshold,
-    neighbours: degree,
-    plain: { coordinatorAggregate: plainAggregate.per(1), uploadBytesPerSite: 4 * d, downloadBytesPerSite: 4 * d },
-    secure: {
-      site: { keys: keys.per(n), shares: shares.per(n), encode: encode.per(n), mask: mask.per(n), respond: respond.per(n), total: siteTotal },
-      coordinator: { sum: coordSum.per(1), unmask: coordUnmask.per(1), total: sum(coordSum.per(1), coordUnmask.per(1)) },
-      perDroppedSite: perDrop.per(1),
-      uploadBytesPerSite: Math.round(2 * X25519_KEY_BYTES + (envelopesUp + sharesUp) / n + vectorBytes),
-      // roster (ids + 2 keys each), envelopes addressed to the site, the request, and the new checkpoint.
-      downloadBytesPerSite: Math.round(ids.reduce((b, id) => b + idBytes(id) + 2 * X25519_KEY_BYTES, 0) + (envelopesDown + requestsDown) / n + 4 * d),
-    },
+    timings: { keys, shares, encode, mask, respond, coordSum, coordUnmask },
+    bytes: { envelopesUp, envelopesDown, sharesUp, requestsDown },
+    graph: used,
     verified,
   };
+}
+
+/** One dropout's extra coordinator work: rebuild its key from t shares, remove its masks. */
+function benchDroppedSite(ctx: { experiment: string; round: number }, d: number, degree: number, threshold: number): Timing {
+  const perDrop = new Stopwatch();
+  const dropped = generateX25519KeyPair();
+  const peers = Array.from({ length: degree }, () => generateX25519KeyPair().publicKey);
+  const keyShares = splitSecret(dropped.secretKey, Array.from({ length: threshold }, (_, i) => i + 1), threshold);
+  const scratch = new Uint32Array(d + 1);
+  perDrop.time(() => {
+    const secretKey = combineShares(keyShares, threshold);
+    peers.forEach((pk, k) => addMaskInPlace(scratch, pairwiseMaskSeed(ctx, { id: 'dropped', secretKey, publicKey: dropped.publicKey }, { id: `peer-${k}`, publicKey: pk }), -1));
+  });
+  return perDrop.per(1);
 }
 
 export function runSecAggBench(options: SecAggBenchOptions = {}): SecAggBenchReport {

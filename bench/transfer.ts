@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { Server } from 'socket.io';
 import { io as connectClient, type Socket as ClientSocket } from 'socket.io-client';
 import { encodeWeights, decodeWeightsFile } from '../shared/codec/weights-codec.ts';
-import { generateKeyPairs, publicKeysOf } from '../shared/crypto/keys.ts';
+import { generateKeyPairs, publicKeysOf, type KeyPairs } from '../shared/crypto/keys.ts';
 import { deriveSharedKey } from '../shared/crypto/seal.ts';
 import { DEFAULT_CHUNK_BYTES, SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/protocol/limits.ts';
 import type { Metrics } from '../shared/protocol/messages.ts';
@@ -135,56 +135,8 @@ export async function benchTransfer(options: TransferBenchOptions = {}): Promise
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const chunkCount = Math.ceil(payload.length / chunkBytes);
   const disconnectAfter = options.disconnectAfterChunks === undefined ? Math.floor(chunkCount / 2) : options.disconnectAfterChunks;
-  const dir = await mkdtemp(path.join(tmpdir(), 'patchfed-transfer-'));
-  const receiver = new UpdateReceiver({ directory: dir, coordinatorBoxSecretKey: coordinator.boxSecretKey });
-  let sha256Received = '';
-  let decodedEqual = false;
-  let ackedBeforeDisconnect: number | null = null;
-  let dropped = false;
-
-  const http = createServer();
-  const server = new Server(http, { maxHttpBufferSize: SOCKET_IO_MAX_HTTP_BUFFER_SIZE, transports: ['websocket'] });
-  server.on('connection', (socket) => {
-    const plain = socketHandlers(socket, (e) => log(`internal error: ${String(e)}`));
-    const base = options.tamperChunkIndex === undefined ? plain : flipByteOfChunk(plain, options.tamperChunkIndex);
-    // Only the first connection is dropped; the resumed one runs to the end.
-    const handlers = disconnectAfter !== null && !dropped ? dropAfterAcks(base, disconnectAfter, () => socket.disconnect(true), () => {
-      dropped = true;
-      ackedBeforeDisconnect = disconnectAfter;
-      log(`server: dropping the connection after ${disconnectAfter} acknowledged chunks`);
-    }) : base;
-    acceptSiteHandshake(handlers, {
-      coordinatorKeys: coordinator,
-      enrolledKeys: (id) => (id === siteId ? publicKeysOf(site) : undefined),
-      onAuthenticated: (s) => {
-        receiver.attach(handlers, {
-          siteId: s.siteId,
-          siteKeys: s.siteKeys,
-          currentRound: () => round,
-          onComplete: async (upload) => {
-            sha256Received = await sha256OfFile(upload.path);
-            decodedEqual = sameWeights(weights, await decodeWeightsFile(upload.path, { expectedManifest: weights.manifest }));
-          },
-        });
-      },
-    });
-  });
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  const port = (http.address() as AddressInfo).port;
-
-  const clients: ClientSocket[] = [];
-  const connect = async (attempt: number) => {
-    const socket = connectClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], reconnection: false, forceNew: true });
-    clients.push(socket);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', () => resolve());
-      socket.once('connect_error', reject);
-    });
-    const transport = socketRequester(socket);
-    await authenticateSite(transport, { siteId, siteKeys: site, pinnedCoordinatorSignPublicKey: coordinator.signPublicKey, agentVersion: 'bench' });
-    log(`client: connected and authenticated (attempt ${attempt})`);
-    return transport;
-  };
+  const server = await startBenchCoordinator({ coordinator, site, siteId, round, weights, disconnectAfter, tamperChunkIndex: options.tamperChunkIndex, log });
+  const client = siteConnector({ port: server.port, coordinator, site, siteId, log });
 
   const sender = new UpdateSender({
     payload,
@@ -197,12 +149,10 @@ export async function benchTransfer(options: TransferBenchOptions = {}): Promise
   const metrics: Metrics = { loss: 0.5, dice: { tumour: 0.7 }, timeMs: 1, peakMemoryBytes: 1, backend: 'cpu', patch: [64, 64, 48], batch: 1 };
   const started = performance.now();
   try {
-    await uploadWithResume(sender, connect, { samples: 10, metrics }, { onInterrupted: (e) => log(`client: ${e.message}`) });
+    await uploadWithResume(sender, client.connect, { samples: 10, metrics }, { onInterrupted: (e) => log(`client: ${e.message}`) });
   } finally {
-    for (const c of clients) c.disconnect();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await receiver.close();
-    await rm(dir, { recursive: true, force: true });
+    client.disconnectAll();
+    await server.close();
   }
   const seconds = (performance.now() - started) / 1000;
   const result: TransferBenchResult = {
@@ -211,18 +161,106 @@ export async function benchTransfer(options: TransferBenchOptions = {}): Promise
     seconds,
     megabytesPerSecond: payload.length / (1024 * 1024) / seconds,
     resumedFrom: sender.stats.resumedFrom,
-    ackedBeforeDisconnect,
+    ackedBeforeDisconnect: server.seen.ackedBeforeDisconnect,
     chunksSent: sender.stats.chunksSent,
     chunksResent: sender.stats.chunksResent,
-    chunksStored: receiver.stats.chunksStored,
-    duplicateChunks: receiver.stats.duplicateChunks,
+    chunksStored: server.receiver.stats.chunksStored,
+    duplicateChunks: server.receiver.stats.duplicateChunks,
     sha256Sent: createHash('sha256').update(payload).digest('hex'),
-    sha256Received,
-    decodedEqual,
+    sha256Received: server.seen.sha256Received,
+    decodedEqual: server.seen.decodedEqual,
   };
   log(
     `transfer: ${(result.bytes / 1048576).toFixed(1)} MiB in ${result.chunkCount} chunks, ${seconds.toFixed(2)} s, ` +
       `${result.megabytesPerSecond.toFixed(1)} MiB/s; resumed from ${result.resumedFrom.join(' → ')}, ${result.chunksResent} chunk(s) re-sent`,
   );
   return result;
+}
+
+interface BenchCoordinatorOptions {
+  coordinator: KeyPairs;
+  site: KeyPairs;
+  siteId: string;
+  round: number;
+  weights: NamedWeights;
+  /** Drop the first connection after this many acknowledged chunks (null: never). */
+  disconnectAfter: number | null;
+  tamperChunkIndex?: number;
+  log: (line: string) => void;
+}
+
+interface BenchCoordinator {
+  port: number;
+  receiver: UpdateReceiver;
+  /** What the coordinator saw, filled in while the upload runs. */
+  seen: { sha256Received: string; decodedEqual: boolean; ackedBeforeDisconnect: number | null };
+  /** Closes the server and the receiver and removes the received files. */
+  close(): Promise<void>;
+}
+
+/** The coordinator side on a free loopback port: socket.io server, site handshake and update receiver. */
+async function startBenchCoordinator(o: BenchCoordinatorOptions): Promise<BenchCoordinator> {
+  const { coordinator, site, siteId, round, weights, disconnectAfter, log } = o;
+  const dir = await mkdtemp(path.join(tmpdir(), 'patchfed-transfer-'));
+  const receiver = new UpdateReceiver({ directory: dir, coordinatorBoxSecretKey: coordinator.boxSecretKey });
+  const seen: BenchCoordinator['seen'] = { sha256Received: '', decodedEqual: false, ackedBeforeDisconnect: null };
+  let dropped = false;
+
+  const http = createServer();
+  const server = new Server(http, { maxHttpBufferSize: SOCKET_IO_MAX_HTTP_BUFFER_SIZE, transports: ['websocket'] });
+  server.on('connection', (socket) => {
+    const plain = socketHandlers(socket, (e) => log(`internal error: ${String(e)}`));
+    const base = o.tamperChunkIndex === undefined ? plain : flipByteOfChunk(plain, o.tamperChunkIndex);
+    // Only the first connection is dropped; the resumed one runs to the end.
+    const handlers = disconnectAfter !== null && !dropped ? dropAfterAcks(base, disconnectAfter, () => socket.disconnect(true), () => {
+      dropped = true;
+      seen.ackedBeforeDisconnect = disconnectAfter;
+      log(`server: dropping the connection after ${disconnectAfter} acknowledged chunks`);
+    }) : base;
+    acceptSiteHandshake(handlers, {
+      coordinatorKeys: coordinator,
+      enrolledKeys: (id) => (id === siteId ? publicKeysOf(site) : undefined),
+      onAuthenticated: (s) => {
+        receiver.attach(handlers, {
+          siteId: s.siteId,
+          siteKeys: s.siteKeys,
+          currentRound: () => round,
+          onComplete: async (upload) => {
+            seen.sha256Received = await sha256OfFile(upload.path);
+            seen.decodedEqual = sameWeights(weights, await decodeWeightsFile(upload.path, { expectedManifest: weights.manifest }));
+          },
+        });
+      },
+    });
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const port = (http.address() as AddressInfo).port;
+  return {
+    port,
+    receiver,
+    seen,
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await receiver.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The site side: each connect() is a fresh socket.io connection, authenticated (as after a reconnect). */
+function siteConnector(o: { port: number; coordinator: KeyPairs; site: KeyPairs; siteId: string; log: (line: string) => void }) {
+  const clients: ClientSocket[] = [];
+  const connect = async (attempt: number) => {
+    const socket = connectClient(`http://127.0.0.1:${o.port}`, { transports: ['websocket'], reconnection: false, forceNew: true });
+    clients.push(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('connect_error', reject);
+    });
+    const transport = socketRequester(socket);
+    await authenticateSite(transport, { siteId: o.siteId, siteKeys: o.site, pinnedCoordinatorSignPublicKey: o.coordinator.signPublicKey, agentVersion: 'bench' });
+    o.log(`client: connected and authenticated (attempt ${attempt})`);
+    return transport;
+  };
+  return { connect, disconnectAll: () => clients.forEach((c) => c.disconnect()) };
 }

@@ -55,7 +55,7 @@ export function makeRound(round: number, siteIds: string[], labels: string[], ra
   }
   const globalDice: LabelDice = {};
   for (const l of labels) {
-    const vals = siteIds.map((id) => siteDice[id][l]).filter((v): v is number => v !== null);
+    const vals = siteIds.map((id) => siteDice[id]![l]).filter((v): v is number => v !== null);
     globalDice[l] = vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : null;
   }
   return {
@@ -97,7 +97,7 @@ export function makeSnapshot(shape: SnapshotShape): DashboardSnapshot {
           : shape.rounds > 0
             ? { round: shape.rounds, status: 'accepted' }
             : null,
-      dice: lastRound ? lastRound.siteDice[id] : null,
+      dice: lastRound?.siteDice[id] ?? null,
     };
   });
   const states = ['downloading', 'evaluating', 'training', 'uploading', 'done', 'late'] as const;
@@ -135,7 +135,7 @@ export function makeSnapshot(shape: SnapshotShape): DashboardSnapshot {
       startedAt: new Date(now - 60_000).toISOString(),
       deadline: new Date(now + 540_000).toISOString(),
       sites: ids.map((id, i) => {
-        const state = states[i % states.length];
+        const state = states[i % states.length]!;
         const stepsDone = state === 'training' ? 7 + (i % 10) : state === 'downloading' || state === 'evaluating' ? 0 : 20;
         const bytesTotal = 14_600_000;
         const downloadTotalBytes = 14_580_000;

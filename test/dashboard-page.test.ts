@@ -105,48 +105,48 @@ describe.skipIf(skip)('dashboard page (chromium)', () => {
       const cookies = await context.cookies();
       expect(cookies).toHaveLength(1);
       expect(cookies[0]).toMatchObject({ name: 'patchfed_dashboard', httpOnly: true, sameSite: 'Strict' });
-      expect(cookies[0].value).not.toContain(TEST_TOKEN);
+      expect(cookies[0]!.value).not.toContain(TEST_TOKEN);
 
       // Sites table
       const rows = await tableCells(page, '#sites-table');
       expect(rows.map((r) => r[0])).toEqual(['site-01', 'site-02', 'site-03']);
       expect(rows.map((r) => r[1])).toEqual(snap.sites.map((s) => (s.online ? 'online' : 'offline')));
-      expect(rows[0][5]).toBe('96×96×32');
-      expect(rows[1][5]).toBe('64×64×32');
-      expect(rows[0][3]).toBe('GPU · webgl');
-      expect(rows[1][8]).toContain('rejected (round 6)');
+      expect(rows[0]![5]).toBe('96×96×32');
+      expect(rows[1]![5]).toBe('64×64×32');
+      expect(rows[0]![3]).toBe('GPU · webgl');
+      expect(rows[1]![8]).toContain('rejected (round 6)');
       // The hostile rejection reason is shown as text, never parsed as HTML.
-      expect(rows[1][8]).toContain(XSS_REASON);
+      expect(rows[1]![8]).toContain(XSS_REASON);
       expect(await page.locator('#sites-table img').count()).toBe(0);
       expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
       const labels = snap.experiment.labels;
-      expect(rows[2].slice(9)).toEqual(labels.map((l) => (snap.sites[2].dice![l] as number).toFixed(3)));
+      expect(rows[2]!.slice(9)).toEqual(labels.map((l) => (snap.sites[2]!.dice![l] as number).toFixed(3)));
 
       // Dice chart: one point per completed round, the snapshot's values.
       await expectDiceChart(page, snap);
       // Per-site Dice for the selected label (columns: round, sites..., mean).
       const siteTable = await tableCells(page, 'table[data-chart="dice-site"]');
       expect(siteTable).toHaveLength(6);
-      expect(siteTable[2][1]).toBe((snap.rounds[2].siteDice['site-01'][labels[0]] as number).toFixed(3));
-      expect(siteTable[2][4]).toBe((snap.rounds[2].globalDice[labels[0]] as number).toFixed(3));
-      await page.selectOption('#dice-site-label', labels[2]);
+      expect(siteTable[2]![1]).toBe((snap.rounds[2]!.siteDice['site-01']![labels[0]!] as number).toFixed(3));
+      expect(siteTable[2]![4]).toBe((snap.rounds[2]!.globalDice[labels[0]!] as number).toFixed(3));
+      await page.selectOption('#dice-site-label', labels[2]!);
       const siteTable2 = await tableCells(page, 'table[data-chart="dice-site"]');
-      expect(siteTable2[4][2]).toBe((snap.rounds[4].siteDice['site-02'][labels[2]] as number).toFixed(3));
+      expect(siteTable2[4]![2]).toBe((snap.rounds[4]!.siteDice['site-02']![labels[2]!] as number).toFixed(3));
 
       // Current round and checkpoints
       expect(await page.locator('#current-round tbody tr').count()).toBe(3);
       // A site fetching the checkpoint shows 'downloading' with no steps done and its bytes on the checkpoint bar.
       const round = await tableCells(page, '#current-round table');
       expect(round.map((r) => r[1])).toEqual(['downloading', 'evaluating', 'training']);
-      expect(round[0][2]).toBe('0 / 20');
-      expect(round[0][4]).toBe('—');
+      expect(round[0]![2]).toBe('0 / 20');
+      expect(round[0]![4]).toBe('—');
       const downloading = page.locator('#current-round tr[data-state="downloading"] [role="progressbar"]');
       expect(await downloading.evaluateAll((bars) => bars.map((b) => [b.getAttribute('aria-label'), b.getAttribute('aria-valuenow')]))).toEqual([
         ['site-01 steps', '0'],
         ['site-01 checkpoint download', '25'],
         ['site-01 update upload', '0'],
       ]);
-      expect(round[2][2]).toBe('9 / 20');
+      expect(round[2]![2]).toBe('9 / 20');
       expect(await page.locator('#deadline-left').textContent()).toMatch(/^\d+:\d\d left$/);
       expect(await page.locator('#checkpoints-table a[href="/api/checkpoints/6/download"]').count()).toBe(1);
       await expectConnection(page);
@@ -201,7 +201,7 @@ describe.skipIf(skip)('dashboard page (chromium)', () => {
       expect(await page.locator('#chart-dice-site').getAttribute('data-series')).toBe('33');
       expect(await page.locator('#chart-loss').getAttribute('data-series')).toBe('32');
       const loss = await tableCells(page, 'table[data-chart="loss"]');
-      expect(loss[99][32]).toBe((snap.rounds[99].siteLoss['site-32'] as number).toPrecision(4));
+      expect(loss[99]![32]).toBe((snap.rounds[99]!.siteLoss['site-32'] as number).toPrecision(4));
       await expectConnection(page);
 
       await page.screenshot({ path: `${OUT}/dashboard-32-sites-1920.png`, fullPage: true });

@@ -11,7 +11,7 @@ function once<T = unknown>(socket: Socket, event: string): Promise<T> {
 
 function cookieFrom(res: Response): string {
   const set = res.headers.get('set-cookie') ?? '';
-  return set.split(';')[0];
+  return set.split(';')[0] ?? '';
 }
 
 describe('dashboard auth helpers', () => {
@@ -43,10 +43,10 @@ describe('dashboard payload', () => {
     // the newest events are kept
     expect(payload.events.at(-1)).toEqual(snap.events.at(-1));
     expect(payload.serverTime).toBe('2025-03-01T12:00:00.000Z');
-    const d = snap.rounds[41].globalDice.edema as number;
+    const d = snap.rounds[41]!.globalDice.edema as number;
     expect(payload.rounds[41].globalDice.edema).toBeCloseTo(d, 4);
     expect(String(payload.rounds[41].globalDice.edema).replace(/^0\./, '').length).toBeLessThanOrEqual(5);
-    expect(payload.rounds[41].bytesMoved).toBe(snap.rounds[41].bytesMoved);
+    expect(payload.rounds[41].bytesMoved).toBe(snap.rounds[41]!.bytesMoved);
   });
 });
 
@@ -242,8 +242,8 @@ describe('dashboard snapshot throttling', () => {
       });
       expect(srv.providerCalls() - callsBefore).toBe(2);
       expect(received).toHaveLength(2);
-      expect(received[0].rounds).toHaveLength(4);
-      expect(received[1].rounds).toHaveLength(23);
+      expect(received[0]!.rounds).toHaveLength(4);
+      expect(received[1]!.rounds).toHaveLength(23);
     } finally {
       viewer.close();
       await srv.close();

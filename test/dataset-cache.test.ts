@@ -45,7 +45,7 @@ describe('lazy loading with a bounded cache', () => {
 
   it('keeps recently used cases: a hit refreshes, the least recently used goes', async () => {
     const d = await dataset(3, 2.5 * CASE_BYTES);
-    const [a, b, c] = d.cases.map((x) => x.id);
+    const [a, b, c] = d.cases.map((x) => x.id) as [string, string, string];
     const first = await d.load(a);
     await d.load(b);
     expect(await d.load(a)).toBe(first); // hit: same object, no decode
@@ -60,7 +60,7 @@ describe('lazy loading with a bounded cache', () => {
 
   it('decodes a case once when it is requested concurrently', async () => {
     const d = await dataset(2, 10 * CASE_BYTES);
-    const id = d.cases[0].id;
+    const id = d.cases[0]!.id;
     const [x, y, z] = await Promise.all([d.load(id), d.load(id), d.load(id)]);
     expect(x).toBe(y);
     expect(y).toBe(z);
@@ -69,8 +69,8 @@ describe('lazy loading with a bounded cache', () => {
 
   it('with a cache smaller than one case, loads still work and nothing is kept', async () => {
     const d = await dataset(2, CASE_BYTES - 1);
-    await d.load(d.cases[0].id);
-    await d.load(d.cases[0].id);
+    await d.load(d.cases[0]!.id);
+    await d.load(d.cases[0]!.id);
     expect(d.cacheStats()).toMatchObject({ bytes: 0, entries: 0, decodes: 2 });
   });
 

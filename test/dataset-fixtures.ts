@@ -21,7 +21,7 @@ export interface FixtureVolume {
 
 export async function writeVolume(file: string, v: FixtureVolume): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
-  const shape: [number, number, number] = [v.dims[0], v.dims[1], v.dims[2]];
+  const shape: [number, number, number] = [v.dims[0]!, v.dims[1]!, v.dims[2]!];
   await writeNifti(file, { data: v.data, dims: v.dims, datatype: v.datatype }, geometryFor(shape, v.spacing));
 }
 

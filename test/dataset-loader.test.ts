@@ -23,7 +23,7 @@ describe('openMsdDataset on a good dataset', () => {
     const dir = await newDir();
     const shapes: [number, number, number][] = [[6, 5, 4], [5, 7, 3], [4, 4, 6]];
     const cases = shapes.map((s, i) => goodCase(`BRATS_00${i + 1}`, s, i + 1));
-    cases[1].image!.spacing = [0.5, 0.75, 2];
+    cases[1]!.image!.spacing = [0.5, 0.75, 2];
     await writeDataset(dir, { cases, test: [{ id: 'BRATS_100', image: mriImage([4, 4, 4], 2, 9) }] });
 
     const d = await openMsdDataset(dir);
@@ -32,7 +32,7 @@ describe('openMsdDataset on a good dataset', () => {
     expect(d.labels).toEqual([{ value: 0, name: 'background' }, { value: 1, name: 'tumour' }]);
     expect(d.cases.map((c) => c.id)).toEqual(['BRATS_001', 'BRATS_002', 'BRATS_003']);
     expect(d.cases.map((c) => c.shape)).toEqual(shapes);
-    expect(d.cases[1].spacing).toEqual([0.5, 0.75, 2]);
+    expect(d.cases[1]!.spacing).toEqual([0.5, 0.75, 2]);
     expect(d.cases.every((c) => c.channels === 2)).toBe(true);
     expect(d.problems).toEqual([]);
     expect(d.largestShape()).toEqual([6, 7, 6]);
@@ -50,16 +50,16 @@ describe('openMsdDataset on a good dataset', () => {
     expect(c.geometry.spacing).toEqual([0.5, 0.75, 2]);
 
     // Recompute channel 1 by hand from the fixture and compare voxel by voxel.
-    const src = cases[1].image!.data as Float32Array;
+    const src = cases[1]!.image!.data as Float32Array;
     const n = X * Y * Z;
     const nz = [...src.subarray(n, 2 * n)].filter((v) => v !== 0);
     const mean = nz.reduce((a, b) => a + b, 0) / nz.length;
     const std = Math.sqrt(nz.reduce((a, b) => a + (b - mean) ** 2, 0) / nz.length);
-    const lab = cases[1].label!.data;
+    const lab = cases[1]!.label!.data;
     for (let x = 0; x < X; x++)
       for (let y = 0; y < Y; y++)
         for (let z = 0; z < Z; z++) {
-          const v = src[n + x + X * (y + Y * z)];
+          const v = src[n + x + X * (y + Y * z)]!;
           expect(c.image[((1 * X + x) * Y + y) * Z + z]).toBeCloseTo(v === 0 ? 0 : (v - mean) / std, 4);
           expect(c.label[(x * Y + y) * Z + z]).toBe(lab[x + X * (y + Y * z)]);
         }
@@ -116,7 +116,7 @@ describe('validation: bad cases are reported and skipped', () => {
     });
     const d = await openMsdDataset(dir);
     expect(d.cases.map((c) => c.id)).toEqual(['one']);
-    expect(d.problems[0].reason).toMatch(/image has 2 channel\(s\).*lists 1 modality \(T2\)/);
+    expect(d.problems[0]!.reason).toMatch(/image has 2 channel\(s\).*lists 1 modality \(T2\)/);
   });
 
   it('finds undeclared label values when the case is decoded, records it and skips it', async () => {

@@ -46,8 +46,8 @@ describe('dataset.json', () => {
     expect(m.modalities).toEqual(['FLAIR', 'T1w', 't1gd', 'T2w']);
     expect(m.labels.map((l) => l.value)).toEqual([0, 1, 2, 3]);
     expect(m.training.map((c) => c.id)).toEqual(['BRATS_001', 'BRATS_002']);
-    expect(m.training[0].imagePath).toBe(path.join(ds!.dir, 'imagesTr', 'BRATS_001.nii.gz'));
-    expect(m.training[1].labelPath).toBe(path.join(ds!.dir, 'labelsTr', 'BRATS_002.nii.gz'));
+    expect(m.training[0]!.imagePath).toBe(path.join(ds!.dir, 'imagesTr', 'BRATS_001.nii.gz'));
+    expect(m.training[1]!.labelPath).toBe(path.join(ds!.dir, 'labelsTr', 'BRATS_002.nii.gz'));
     expect(m.test).toEqual([{ id: 'BRATS_485', imagePath: path.join(ds!.dir, 'imagesTs', 'BRATS_485.nii.gz') }]);
     expect(m.problems).toEqual([]);
   });

@@ -11,7 +11,7 @@ import { convertLabel, preprocessCase, preprocessImage } from '../site-agent/dat
 import { geometryFor } from './dataset-fixtures.ts';
 import type { Volume } from '../shared/volume.ts';
 
-const vol = (data: Volume['data'], dims: number[]): Volume => ({ data, dims, datatype: data instanceof Uint8Array ? 'uint8' : 'float32', geometry: geometryFor([dims[0], dims[1], dims[2]]) });
+const vol = (data: Volume['data'], dims: number[]): Volume => ({ data, dims, datatype: data instanceof Uint8Array ? 'uint8' : 'float32', geometry: geometryFor([dims[0]!, dims[1]!, dims[2]!]) });
 
 describe('layout: NIfTI (x fastest) -> row-major (C, X, Y, Z) (z fastest)', () => {
   it('puts source voxel (x,y,z,c) at ((c*X + x)*Y + y)*Z + z', () => {

@@ -24,7 +24,7 @@ describe('caseToTensors', () => {
     const v = last.image.arraySync() as number[][][][];
     for (let ch = 0; ch < C; ch++)
       for (let x = 0; x < X; x++)
-        for (let y = 0; y < Y; y++) for (let z = 0; z < Z; z++) expect(v[x][y][z][ch]).toBe(image[((ch * X + x) * Y + y) * Z + z]);
+        for (let y = 0; y < Y; y++) for (let z = 0; z < Z; z++) expect(v[x]![y]![z]![ch]).toBe(image[((ch * X + x) * Y + y) * Z + z]);
 
     tf.dispose([first.image, first.label, last.image, last.label]);
     expect(tf.memory().numTensors).toBe(before);

@@ -5,8 +5,8 @@
  * retraining), a site that comes back (it catches up on the latest checkpoint), and checkpoints
  * forged or corrupted on their way to a site (the site refuses them, the round goes on).
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { startCoordinator, type CoordinatorEvents, type RunningCoordinator } from '../coordinator/index.ts';
+import { describe, expect, it } from 'vitest';
+import type { CoordinatorEvents } from '../coordinator/index.ts';
 import type { ClientEvents, RoundTask } from '../site-agent/daemon/client.ts';
 import {
   collect,
@@ -14,31 +14,17 @@ import {
   fakeManifest,
   fakeMetrics,
   fakeUpdate,
-  makeFederation,
   relativeError,
-  startSite,
-  testLog,
   waitForEvent,
   weightedMean,
-  type Federation,
   type TestSite,
+  FederationHarness,
 } from './federation-fixtures.ts';
 
 /** ~80 KB models: these tests are about timing and faults, not volume (one chunk per transfer). */
 const SMALL = fakeManifest(20_000);
 
-let fed: Federation | null = null;
-let coordinator: RunningCoordinator | null = null;
-let sites: TestSite[] = [];
-
-afterEach(async () => {
-  await Promise.all(sites.map((s) => s.client.stop()));
-  await coordinator?.stop();
-  fed?.cleanup();
-  fed = null;
-  coordinator = null;
-  sites = [];
-});
+const federation = new FederationHarness();
 
 /** A handler that "dies" mid-training: the site's connection goes away and the work is abandoned. */
 function dyingHandler(site: () => TestSite) {
@@ -52,13 +38,12 @@ function dyingHandler(site: () => TestSite) {
 
 describe('federation faults', () => {
   it('a site dying mid-round does not block it (deadline + minSites); back online, it catches up on the latest checkpoint', async () => {
-    fed = makeFederation({ experiment: { rounds: 3, minSites: 2, roundDeadlineSeconds: 5 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
+    const { coordinator } = await federation.start({ experiment: { rounds: 3, minSites: 2, roundDeadlineSeconds: 5 }, manifest: SMALL });
     const completes = collect<CoordinatorEvents['round-complete']>(coordinator.events, 'round-complete');
     const dropouts = collect<CoordinatorEvents['dropout']>(coordinator.events, 'dropout');
-    const [a, b] = [startSite(fed, coordinator.url, 'site-a'), startSite(fed, coordinator.url, 'site-b')];
-    const c: TestSite = startSite(fed, coordinator.url, 'site-c', { handler: dyingHandler(() => c) });
-    sites = [a, b, c];
+    const a = federation.addSite('site-a');
+    federation.addSite('site-b');
+    const c: TestSite = federation.addSite('site-c', { handler: dyingHandler(() => c) });
 
     const round1 = await waitForEvent<CoordinatorEvents['round-complete']>(coordinator.events, 'round-complete', (e) => e.round === 1);
     expect(round1.accepted).toEqual(['site-a', 'site-b']);
@@ -67,9 +52,8 @@ describe('federation faults', () => {
     expect(coordinator.state().onlineSites).toEqual(['site-a', 'site-b']);
 
     // site-c restarts (same keys, new client) and must get the checkpoint that is current then.
-    const back = startSite(fed, coordinator.url, 'site-c', { start: false });
-    sites.push(back);
-    const latestAtFirstTask = new Promise<string>((resolve) => back.client.once('task', () => resolve(coordinator!.checkpoints().at(-1)?.sha256 ?? '')));
+    const back = federation.addSite('site-c', { start: false });
+    const latestAtFirstTask = new Promise<string>((resolve) => back.client.once('task', () => resolve(coordinator.checkpoints().at(-1)?.sha256 ?? '')));
     const backComplete = waitForEvent<ClientEvents['complete']>(back.client, 'complete');
     back.client.start();
 
@@ -89,24 +73,21 @@ describe('federation faults', () => {
   });
 
   it('a round that misses its minimum is retried with a clear event; the retry reuses the kept update', async () => {
-    fed = makeFederation({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2, roundDeadlineSeconds: 4 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
+    const { coordinator } = await federation.start({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2, roundDeadlineSeconds: 4 }, manifest: SMALL });
     const failed = collect<CoordinatorEvents['round-failed']>(coordinator.events, 'round-failed');
     let trainedA = 0;
-    const a = startSite(fed, coordinator.url, 'site-a', {
+    federation.addSite('site-a', {
       handler: async (task) => {
         trainedA++;
         return { update: fakeUpdate(task.global, 0, task.round), samples: 10, metrics: fakeMetrics() };
       },
     });
-    const b: TestSite = startSite(fed, coordinator.url, 'site-b', { handler: dyingHandler(() => b) });
-    sites = [a, b];
+    const b: TestSite = federation.addSite('site-b', { handler: dyingHandler(() => b) });
     const failure = await waitForEvent<CoordinatorEvents['round-failed']>(coordinator.events, 'round-failed');
     expect(failure).toMatchObject({ round: 1, attempt: 1 });
     expect(failure.message).toMatch(/accepted update\(s\), 2 needed/);
 
-    const b2 = startSite(fed, coordinator.url, 'site-b');
-    sites.push(b2);
+    federation.addSite('site-b');
     const end = await coordinator.finished;
     expect(end).toMatchObject({ kind: 'complete', round: 1 });
     expect(failed.length).toBeGreaterThanOrEqual(1);
@@ -119,14 +100,13 @@ describe('federation faults', () => {
   });
 
   it('sites refuse an altered round task or corrupted checkpoint content; the round completes without them', async () => {
-    fed = makeFederation({ experiment: { rounds: 2, minSites: 1, roundDeadlineSeconds: 5 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(SMALL), log: testLog() });
+    const { coordinator } = await federation.start({ experiment: { rounds: 2, minSites: 1, roundDeadlineSeconds: 5 }, manifest: SMALL });
     const siteErrors = collect<CoordinatorEvents['site-error']>(coordinator.events, 'site-error');
     const declines = collect<CoordinatorEvents['round-declined']>(coordinator.events, 'round-declined');
     const completes = collect<CoordinatorEvents['round-complete']>(coordinator.events, 'round-complete');
-    const a = startSite(fed, coordinator.url, 'site-a');
+    federation.addSite('site-a');
     // site-b: a man in the middle (plaintext deployment) rewrites the steps of every task.
-    const b = startSite(fed, coordinator.url, 'site-b', {
+    const b = federation.addSite('site-b', {
       start: false,
       inbound: (type, payload) => {
         const p = payload as { steps?: number };
@@ -134,7 +114,7 @@ describe('federation faults', () => {
       },
     });
     // site-c: the announcement is genuine, but one byte of the downloaded content is flipped.
-    const c = startSite(fed, coordinator.url, 'site-c', {
+    const c = federation.addSite('site-c', {
       start: false,
       tamper: (type, args) => {
         if (type !== 'checkpoint-request') return args;
@@ -149,7 +129,6 @@ describe('federation faults', () => {
         return [...args.slice(0, -1), wrapped];
       },
     });
-    sites = [a, b, c];
     const bRefused = collect<ClientEvents['checkpoint-refused']>(b.client, 'checkpoint-refused');
     const cRefused = collect<ClientEvents['checkpoint-refused']>(c.client, 'checkpoint-refused');
     let trainedB = 0;

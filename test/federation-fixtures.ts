@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Socket } from 'socket.io-client';
+import { afterEach } from 'vitest';
+import { startCoordinator, type RunningCoordinator, type StartCoordinatorOptions } from '../coordinator/index.ts';
 import { CoordinatorConfigSchema, type CoordinatorConfig } from '../shared/config/coordinator.ts';
 import { generateKeyPairs, writeKeyFiles, type KeyPairs } from '../shared/crypto/keys.ts';
 import type { Metrics } from '../shared/protocol/messages.ts';
@@ -300,6 +302,74 @@ export function startSite(
   });
   if (options.start !== false) site.client.start();
   return site;
+}
+
+export type SiteOptions = NonNullable<Parameters<typeof startSite>[3]>;
+
+/** A test's federation: its files and its running coordinator. */
+export interface FederationUnderTest {
+  fed: Federation;
+  coordinator: RunningCoordinator;
+}
+
+/**
+ * The setup every federation test repeats, in one place: `start` writes a federation and starts
+ * its coordinator (fake initial weights of `manifest`, the test log, the federation's folder as
+ * base), `addSite` starts an in-process site; after each test the sites, the coordinator and the
+ * files go. Call once at the top level of a test file: it registers the `afterEach`.
+ */
+export class FederationHarness {
+  private files: Federation | null = null;
+  private service: RunningCoordinator | null = null;
+  /** Every site started through `addSite` (or handed to `track`) in the current test. */
+  sites: TestSite[] = [];
+
+  constructor() {
+    afterEach(() => this.teardown());
+  }
+
+  async start(options: FederationOptions & { manifest?: WeightSpec[] } = {}, coordinatorOptions: StartCoordinatorOptions = {}): Promise<FederationUnderTest> {
+    const { manifest, ...federationOptions } = options;
+    // Kept before the coordinator starts: a failed start still removes the files.
+    const fed = (this.files = makeFederation(federationOptions));
+    const coordinator = (this.service = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(manifest), log: testLog(), ...coordinatorOptions }));
+    return { fed, coordinator };
+  }
+
+  /** The current test's federation (after `start`). */
+  get fed(): Federation {
+    if (!this.files) throw new Error('FederationHarness: start() first');
+    return this.files;
+  }
+
+  get coordinator(): RunningCoordinator {
+    if (!this.service) throw new Error('FederationHarness: start() first');
+    return this.service;
+  }
+
+  /** Starts an in-process site of the current federation (see startSite); it is stopped after the test. */
+  addSite(siteId: string, options: SiteOptions = {}): TestSite {
+    return this.track(startSite(this.fed, this.coordinator.url, siteId, options));
+  }
+
+  /** Stops `site` with the others after the test (a site started with startSite directly). */
+  track(site: TestSite): TestSite {
+    this.sites.push(site);
+    return site;
+  }
+
+  private async teardown(): Promise<void> {
+    const { sites, service, files } = this;
+    this.sites = [];
+    this.service = null;
+    this.files = null;
+    try {
+      await Promise.all(sites.map((s) => s.client.stop()));
+      await service?.stop();
+    } finally {
+      files?.cleanup();
+    }
+  }
 }
 
 /**

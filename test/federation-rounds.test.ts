@@ -3,53 +3,36 @@
  * training: the FedAvg arithmetic end to end, the same final checkpoint at every site, the
  * dashboard view of it, and what the sites put on the wire.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encodedWeightsSize } from '../shared/codec/index.ts';
 import { sha256Hex } from '../shared/crypto/encoding.ts';
 import { encodeWeights } from '../shared/codec/index.ts';
 import { SEAL_OVERHEAD_BYTES } from '../shared/crypto/seal.ts';
 import { SITE_MESSAGE_TYPES } from '../shared/protocol/messages.ts';
 import type { NamedWeights } from '../shared/weights.ts';
-import { startCoordinator, type RunningCoordinator } from '../coordinator/index.ts';
+
 import type { DashboardRoundSite } from '../coordinator/dashboard/types.ts';
 import type { ClientEvents } from '../site-agent/daemon/client.ts';
 import {
   MiB,
-  fakeInitialWeights,
   fakeManifest,
   fakeMetrics,
   fakeUpdate,
-  makeFederation,
   relativeError,
-  startSite,
-  testLog,
   waitForEvent,
   weightedMean,
-  type Federation,
-  type TestSite,
+  FederationHarness,
 } from './federation-fixtures.ts';
 
-let fed: Federation | null = null;
-let coordinator: RunningCoordinator | null = null;
-let sites: TestSite[] = [];
-
-afterEach(async () => {
-  await Promise.all(sites.map((s) => s.client.stop()));
-  await coordinator?.stop();
-  fed?.cleanup();
-  fed = null;
-  coordinator = null;
-  sites = [];
-});
+const federation = new FederationHarness();
 
 describe('federation rounds', () => {
   it('three sites, two rounds: sample-weighted mean, same final checkpoint everywhere, only site messages within the byte budget', async () => {
-    fed = makeFederation({ experiment: { rounds: 2 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const { fed, coordinator } = await federation.start({ experiment: { rounds: 2 } });
     const ids = [...fed.siteKeys.keys()];
     const completes = new Map<string, ClientEvents['complete']>();
     const taskTimes = new Map<string, number[]>();
-    sites = ids.map((id) => startSite(fed!, coordinator!.url, id));
+    const sites = ids.map((id) => federation.addSite(id));
     const allComplete = Promise.all(
       sites.map((s) => {
         taskTimes.set(s.id, []);
@@ -123,27 +106,26 @@ describe('federation rounds', () => {
 
 describe('round progress on the dashboard', () => {
   it('a site fetching the checkpoint shows as downloading (bytes, no steps), then evaluating, training N/M and uploading', async () => {
-    fed = makeFederation({ experiment: { rounds: 1 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const { fed, coordinator } = await federation.start({ experiment: { rounds: 1 } });
     const ids = [...fed.siteKeys.keys()];
     const watched = ids[0]!;
     // What the dashboard would show for the watched site right after each of its status reports.
     const views: (Pick<DashboardRoundSite, 'state' | 'stepsDone' | 'stepsTotal' | 'downloadedBytes' | 'downloadTotalBytes'> & { phase?: string; sentSteps: number })[] = [];
     coordinator.events.on('site-status', (p: { siteId: string; phase?: string; stepsDone: number }) => {
       if (p.siteId !== watched) return;
-      const s = coordinator!.snapshot().currentRound?.sites.find((x) => x.id === watched);
+      const s = coordinator.snapshot().currentRound?.sites.find((x) => x.id === watched);
       if (s) views.push({ phase: p.phase, sentSteps: p.stepsDone, state: s.state, stepsDone: s.stepsDone, stepsTotal: s.stepsTotal, downloadedBytes: s.downloadedBytes, downloadTotalBytes: s.downloadTotalBytes });
     });
-    sites = ids.map((id, i) =>
-      startSite(fed!, coordinator!.url, id, {
+    for (const [i, id] of ids.entries()) {
+      federation.addSite(id, {
         handler: async (task, ctl) => {
           // Like the real trainer: evaluate the received global model, then train.
           ctl.progress(0, task.steps, 'evaluating');
           ctl.progress(task.steps, task.steps, 'training');
           return { update: fakeUpdate(task.global, i, task.round), samples: 10, metrics: fakeMetrics() };
         },
-      }),
-    );
+      });
+    }
     expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
 
     const size = coordinator.snapshot().checkpoints.find((c) => c.round === 0)!.sizeBytes;

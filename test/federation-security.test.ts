@@ -12,7 +12,7 @@ import { PROTOCOL_VERSION, SOCKET_IO_MAX_HTTP_BUFFER_SIZE } from '../shared/prot
 import { UpdateSender } from '../shared/protocol/transfer.ts';
 import { socketRequester } from '../shared/protocol/transport.ts';
 import type { NamedWeights } from '../shared/weights.ts';
-import { startCoordinator, type CoordinatorEvents, type RunningCoordinator } from '../coordinator/index.ts';
+import type { CoordinatorEvents } from '../coordinator/index.ts';
 import { CoordinatorClient, type ClientEvents } from '../site-agent/daemon/client.ts';
 import {
   MiB,
@@ -20,31 +20,21 @@ import {
   fakeInitialWeights,
   fakeMetrics,
   fakeUpdate,
-  makeFederation,
   relativeError,
-  startSite,
-  testLog,
   waitForEvent,
   weightedMean,
-  type Federation,
-  type TestSite,
+  FederationHarness,
 } from './federation-fixtures.ts';
 import { rng as seededRandom } from './dataset-fixtures.ts';
 
-let fed: Federation | null = null;
-let coordinator: RunningCoordinator | null = null;
-let sites: TestSite[] = [];
+const federation = new FederationHarness();
+/** Connections a test opens besides the harness's sites: closed after each test. */
 const extraClients: CoordinatorClient[] = [];
 const rawSockets: Socket[] = [];
 
 afterEach(async () => {
   for (const s of rawSockets.splice(0)) s.disconnect();
-  await Promise.all([...sites.map((s) => s.client.stop()), ...extraClients.splice(0).map((c) => c.stop())]);
-  await coordinator?.stop();
-  fed?.cleanup();
-  fed = null;
-  coordinator = null;
-  sites = [];
+  await Promise.all(extraClients.splice(0).map((c) => c.stop()));
 });
 
 function rawSocket(url: string): Promise<Socket> {
@@ -73,14 +63,13 @@ function closed(socket: Socket): Promise<string> {
 
 describe('federation security', () => {
   it('refuses unknown sites, wrong keys and an impostor coordinator; drops unauthenticated and hostile traffic', async () => {
-    fed = makeFederation({ sites: ['site-a'], experiment: { rounds: 1, startupGraceSeconds: 600, minSites: 1 }, limits: { handshakeTimeoutSeconds: 1 } });
     // Hold the round back: nothing in this test needs training.
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const { fed, coordinator } = await federation.start({ sites: ['site-a'], experiment: { rounds: 1, startupGraceSeconds: 600, minSites: 1 }, limits: { handshakeTimeoutSeconds: 1 } });
     const refusals = collect<CoordinatorEvents['auth-failed']>(coordinator.events, 'auth-failed');
     const online = collect<CoordinatorEvents['site-online']>(coordinator.events, 'site-online');
 
-    const mk = (siteId: string, keys = generateKeyPairs(), coordinatorPublicKey = fed!.coordinatorKeys) => {
-      const c = new CoordinatorClient({ url: coordinator!.url, siteId, keys, coordinatorPublicKey, backoff: { initialMs: 100, maxMs: 200 } });
+    const mk = (siteId: string, keys = generateKeyPairs(), coordinatorPublicKey = fed.coordinatorKeys) => {
+      const c = new CoordinatorClient({ url: coordinator.url, siteId, keys, coordinatorPublicKey, backoff: { initialMs: 100, maxMs: 200 } });
       extraClients.push(c);
       return c;
     };
@@ -133,16 +122,15 @@ describe('federation security', () => {
     expect(await erringClosed).toBe('io server disconnect');
 
     // The coordinator is still healthy and the genuine site gets in.
-    sites.push(startSite(fed, coordinator.url, 'site-a', { start: false }));
-    const connected = waitForEvent(sites[0]!.client, 'connected');
-    sites[0]!.client.start();
+    const genuine = federation.addSite('site-a', { start: false });
+    const connected = waitForEvent(genuine.client, 'connected');
+    genuine.client.start();
     await connected;
     expect(coordinator.state().onlineSites).toEqual(['site-a']);
   });
 
   it('rejects a tampered chunk and a NaN update, ignores a replayed upload, and completes the rounds with the honest updates', async () => {
-    fed = makeFederation({ experiment: { rounds: 2, minSites: 2 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const { fed, coordinator } = await federation.start({ experiment: { rounds: 2, minSites: 2 } });
     const ids = [...fed.siteKeys.keys()]; // site-a, site-b, site-c
     const rejected = collect<CoordinatorEvents['update-rejected']>(coordinator.events, 'update-rejected');
     const ignored = collect<CoordinatorEvents['update-ignored']>(coordinator.events, 'update-ignored');
@@ -153,7 +141,7 @@ describe('federation security', () => {
     // site-a: records its round-1 upload messages and replays them during round 2.
     const captured: [string, unknown][] = [];
     let replayReplies: unknown[] = [];
-    const siteA = startSite(fed, coordinator.url, 'site-a', {
+    const siteA = federation.addSite('site-a', {
       tamper: (type, args) => {
         if (type.startsWith('update-') && captured.length < 100) captured.push([type, args[0]]);
         return args;
@@ -169,7 +157,7 @@ describe('federation security', () => {
       },
     });
     // site-b: in round 2 it bypasses the client and uploads an update containing NaN.
-    const siteB = startSite(fed, coordinator.url, 'site-b', {
+    const siteB = federation.addSite('site-b', {
       handler: async (task) => {
         if (task.round === 2) {
           const payload = encodeWeights(fakeUpdate(task.global, 1, 2));
@@ -183,7 +171,7 @@ describe('federation security', () => {
     });
     // site-c: one flipped ciphertext byte in its first round-1 chunk.
     let flipped = false;
-    const siteC = startSite(fed, coordinator.url, 'site-c', {
+    const siteC = federation.addSite('site-c', {
       tamper: (type, args) => {
         const p = args[0] as { index?: number; ciphertext?: Uint8Array };
         if (type === 'update-chunk' && !flipped && p.index === 0) {
@@ -195,7 +183,6 @@ describe('federation security', () => {
         return args;
       },
     });
-    sites = [siteA, siteB, siteC];
     const cRejected = waitForEvent<ClientEvents['rejected']>(siteC.client, 'rejected');
     const bRejected = waitForEvent<ClientEvents['rejected']>(siteB.client, 'rejected');
 
@@ -225,7 +212,7 @@ describe('federation security', () => {
 
     // Durable record of the rejections.
     const rounds = coordinator.db.listRounds('fed-test').filter((r) => r.status === 'complete' && r.round > 0);
-    const statuses = rounds.map((r) => coordinator!.db.listSiteUpdates(r.id).map((u) => `${u.siteId}:${u.status}`).sort());
+    const statuses = rounds.map((r) => coordinator.db.listSiteUpdates(r.id).map((u) => `${u.siteId}:${u.status}`).sort());
     expect(statuses).toEqual([
       ['site-a:accepted', 'site-b:accepted', 'site-c:rejected'],
       ['site-a:accepted', 'site-b:rejected', 'site-c:accepted'],
@@ -234,12 +221,10 @@ describe('federation security', () => {
   });
 
   it('survives fuzzed payloads from an authenticated site, which keeps working, as does the federation', async () => {
-    fed = makeFederation({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2 }, limits: { maxMessagesPerSecond: 5000 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const { coordinator } = await federation.start({ sites: ['site-a', 'site-b'], experiment: { rounds: 1, minSites: 2 }, limits: { maxMessagesPerSecond: 5000 } });
     const internalErrors = collect<CoordinatorEvents['internal-error']>(coordinator.events, 'internal-error');
     // site-a is authenticated; no round opens while site-b is away.
-    const a = startSite(fed, coordinator.url, 'site-a', { start: false });
-    sites.push(a);
+    const a = federation.addSite('site-a', { start: false });
     const connected = waitForEvent(a.client, 'connected');
     a.client.start();
     await connected;
@@ -307,15 +292,14 @@ describe('federation security', () => {
     expect(a.client.connected).toBe(true);
 
     // After all that, site-b joins and a normal round completes with both honest updates.
-    sites.push(startSite(fed, coordinator.url, 'site-b'));
+    federation.addSite('site-b');
     expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
     const g0 = fakeInitialWeights();
     expect(relativeError((await coordinator.globalWeights()).weights.values, weightedMean([0, 1].map((i) => ({ update: fakeUpdate(g0, i, 1), samples: 10 * (i + 1) }))))).toBeLessThan(1e-6);
     expect(internalErrors).toHaveLength(0);
   });
   it('enforces message size, connection and rate limits without affecting anyone else', async () => {
-    fed = makeFederation({ sites: ['site-a'], experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 600 }, limits: { maxPreAuthConnectionsPerIp: 3, maxMessagesPerSecond: 20 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog() });
+    const { coordinator } = await federation.start({ sites: ['site-a'], experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 600 }, limits: { maxPreAuthConnectionsPerIp: 3, maxMessagesPerSecond: 20 } });
     const internalErrors = collect<CoordinatorEvents['internal-error']>(coordinator.events, 'internal-error');
     // Size: a message over the pre-auth limits (and socket.io's buffer limit) ends that connection, nothing else.
     const big = await rawSocket(coordinator.url);
@@ -345,7 +329,7 @@ describe('federation security', () => {
     for (const s of rawSockets.splice(0)) s.disconnect();
     // The coordinator is unharmed: healthy, and the genuine site can join and finish the round.
     expect(await fetch(`${coordinator.url}/healthz`).then((r) => r.json())).toMatchObject({ ok: true });
-    sites.push(startSite(fed, coordinator.url, 'site-a'));
+    federation.addSite('site-a');
     expect(await coordinator.finished).toMatchObject({ kind: 'complete', round: 1 });
     expect(internalErrors).toHaveLength(0);
   });

@@ -6,26 +6,20 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { hogSlots, type SlotHog } from '../bench/hostile-clients.ts';
-import { startCoordinator, type CoordinatorEvents, type RunningCoordinator } from '../coordinator/index.ts';
+import type { CoordinatorEvents } from '../coordinator/index.ts';
 import { StateDb } from '../coordinator/store/index.ts';
-import { collect, fakeInitialWeights, makeFederation, testLog, type Federation } from './federation-fixtures.ts';
+import { collect, FederationHarness } from './federation-fixtures.ts';
 
-let fed: Federation | null = null;
-let coordinator: RunningCoordinator | null = null;
+const federation = new FederationHarness();
 const hogs: SlotHog[] = [];
 
 afterEach(async () => {
   await Promise.all(hogs.splice(0).map((h) => h.stop()));
-  await coordinator?.stop();
-  coordinator = null;
-  fed?.cleanup();
-  fed = null;
 });
 
 describe('event log', () => {
   it('repeated refused hellos for unknown sites make one row per interval, not one per attempt', { timeout: 120_000 }, async () => {
-    fed = makeFederation({ sites: ['site-a'], experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 600 }, limits: { maxEventRows: 200 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(), log: testLog(), repeatSummaryIntervalMs: 500 });
+    const { coordinator } = await federation.start({ sites: ['site-a'], experiment: { rounds: 1, minSites: 1, startupGraceSeconds: 600 }, limits: { maxEventRows: 200 } }, { repeatSummaryIntervalMs: 500 });
     const c = coordinator;
     const refusals = collect<CoordinatorEvents['auth-failed']>(c.events, 'auth-failed');
     const rowsBefore = c.db.countEvents('enrol-refused');

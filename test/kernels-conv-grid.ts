@@ -92,7 +92,7 @@ export function referenceConv3d(info: tf.backend_util.Conv3DInfo, x: ArrayLike<n
                 for (let i = 0; i < ci; i++) {
                   const xv = x[xBase + i]!;
                   const wRow = wBase + i * co;
-                  for (let o = 0; o < co; o++) y[yBase + o] += xv * w[wRow + o]!;
+                  for (let o = 0; o < co; o++) y[yBase + o]! += xv * w[wRow + o]!;
                 }
               }
             }

@@ -33,9 +33,9 @@ function referenceLoss(p: ArrayLike<number>, q: ArrayLike<number>, opts: SoftDic
         if (opts.perSample && n !== g) continue;
         for (let v = 0; v < S; v++) {
           const i = (n * S + v) * K + k;
-          inter += p[i] * q[i];
-          ps += p[i];
-          qs += q[i];
+          inter += p[i]! * q[i]!;
+          ps += p[i]!;
+          qs += q[i]!;
         }
       }
       losses.push(1 - (2 * inter + eps) / (ps + qs + eps));
@@ -53,8 +53,8 @@ function fixture(seed: number): { p: Float32Array; labels: Uint8Array } {
   const p = new Float32Array(N * S * K);
   for (let v = 0; v < N * S; v++) {
     const e = [rng(), rng(), rng()].map((x) => Math.exp(2 * x));
-    const s = e[0] + e[1] + e[2];
-    for (let k = 0; k < K; k++) p[v * K + k] = e[k] / s;
+    const s = e[0]! + e[1]! + e[2]!;
+    for (let k = 0; k < K; k++) p[v * K + k] = e[k]! / s;
   }
   const labels = Uint8Array.from({ length: N * S }, (_, v) => (v < S ? Math.floor(rng() * 3) : Math.floor(rng() * 2)));
   return { p, labels };
@@ -88,7 +88,7 @@ describe('softDiceLoss', () => {
     let maxAbs = 0;
     let maxErr = 0;
     for (let i = 0; i < x.length; i++) {
-      const orig = x[i];
+      const orig = x[i]!;
       x[i] = orig + h;
       const up = referenceLoss(x, q, opts);
       x[i] = orig - h;
@@ -96,7 +96,7 @@ describe('softDiceLoss', () => {
       x[i] = orig;
       const fd = (up - down) / (2 * h);
       maxAbs = Math.max(maxAbs, Math.abs(fd));
-      maxErr = Math.max(maxErr, Math.abs(fd - grad[i]));
+      maxErr = Math.max(maxErr, Math.abs(fd - grad[i]!));
     }
     expect(maxAbs).toBeGreaterThan(1e-3);
     expect(maxErr).toBeLessThan(1e-4 * maxAbs + 1e-7);
@@ -106,7 +106,7 @@ describe('softDiceLoss', () => {
     const labels = Uint8Array.from({ length: N * S }, (_, v) => (v % 5 === 0 ? 1 : 0)); // class 2 absent
     const q = labelsToOneHot(labels, K);
     for (const opts of VARIANTS) {
-      const loss = tf.tidy(() => softDiceLoss(tf.tensor5d(q, SHAPE), tf.tensor5d(q, SHAPE), opts).dataSync()[0]);
+      const loss = tf.tidy(() => softDiceLoss(tf.tensor5d(q, SHAPE), tf.tensor5d(q, SHAPE), opts).dataSync()[0]!);
       expect(Math.abs(loss)).toBeLessThan(1e-6);
     }
   });
@@ -122,8 +122,8 @@ describe('softDiceLoss', () => {
       p[v * K] = 1 - a - b;
       p[v * K + 1] = a;
       p[v * K + 2] = b;
-      fpSum[1] += Math.fround(a);
-      fpSum[2] += Math.fround(b);
+      fpSum[1]! += Math.fround(a);
+      fpSum[2]! += Math.fround(b);
     }
     const q = labelsToOneHot(new Uint8Array(N * S), K);
     const opts = { includeBackground: false, epsilon: eps };
@@ -142,9 +142,9 @@ describe('softDiceLoss', () => {
       expect(grad[v * K]).toBe(0); // background channel is not in the loss
       for (const k of [1, 2]) {
         // ∂/∂p of mean_k Σp_k/(Σp_k + ε) = ε/(Σp_k + ε)² / (K − 1): positive, so descent lowers false positives
-        const want = eps / (fpSum[k] + eps) ** 2 / (K - 1);
+        const want = eps / (fpSum[k]! + eps) ** 2 / (K - 1);
         expect(grad[v * K + k]).toBeGreaterThan(0);
-        expect(Math.abs(grad[v * K + k] - want) / want).toBeLessThan(1e-3);
+        expect(Math.abs(grad[v * K + k]! - want) / want).toBeLessThan(1e-3);
       }
     }
   });
@@ -155,7 +155,7 @@ describe('softDiceLoss', () => {
     const all = tf.tidy(() => softDicePerChannel(tf.tensor5d(p, SHAPE), tf.tensor5d(q, SHAPE), { includeBackground: false }).arraySync() as number[]);
     const skipped = tf.tidy(() => softDiceLoss(tf.tensor5d(p, SHAPE), tf.tensor5d(q, SHAPE), { includeBackground: false, skipAbsentChannels: true }).dataSync()[0]);
     expect(all).toHaveLength(2);
-    expect(skipped).toBeCloseTo(all[0], 6);
+    expect(skipped).toBeCloseTo(all[0]!, 6);
 
     const bg = labelsToOneHot(new Uint8Array(N * S), K);
     const opts = { includeBackground: false, skipAbsentChannels: true };
@@ -179,7 +179,7 @@ describe('softDiceLoss', () => {
       softDiceLoss(pt, qt, opts).dispose();
       softDicePerChannel(pt, qt, opts).dispose();
       const { value, grads } = tf.variableGrads(() => softDiceLoss(pv, qt, opts), [pv]);
-      expect(grads[pv.name].shape).toEqual(SHAPE);
+      expect(grads[pv.name]!.shape).toEqual(SHAPE);
       value.dispose();
       Object.values(grads).forEach((g) => g.dispose());
     }

@@ -23,7 +23,7 @@ async function geometryOf(o: Partial<Omit<CraftOptions, 'datatype'>>) {
 
 function expectMatClose(actual: number[][], expected: number[][], tol = 1e-5): void {
   expect(actual.length).toBe(expected.length);
-  actual.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - expected[i][j]), `[${i}][${j}] ${v} vs ${expected[i][j]}`).toBeLessThanOrEqual(tol)));
+  actual.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - expected[i]![j]!), `[${i}][${j}] ${v} vs ${expected[i]![j]}`).toBeLessThanOrEqual(tol)));
 }
 
 describe("header affine follows nibabel's rule", () => {
@@ -123,7 +123,7 @@ describe('affineToQform (nibabel set_qform / mat2quat)', () => {
     for (const r of rotations) {
       for (const flip of [1, -1]) {
         const zooms = [0.7, 1.3, 2.9];
-        const affine = [0, 1, 2].map((i) => [...[0, 1, 2].map((j) => r[i][j] * zooms[j] * (j === 2 ? flip : 1)), [5, -6, 7][i]]);
+        const affine = [0, 1, 2].map((i) => [...[0, 1, 2].map((j) => r[i]![j]! * zooms[j]! * (j === 2 ? flip : 1)), [5, -6, 7][i]!]);
         affine.push([0, 0, 0, 1]);
         const q = affineToQform(affine as Mat4);
         expect(q.qfac).toBe(flip);
@@ -162,8 +162,8 @@ describe('affineToQform (nibabel set_qform / mat2quat)', () => {
       const fromPlain = quaternionToRotation(...(q.map(Math.fround) as [number, number, number]));
       for (let i = 0; i < 3; i++) {
         for (let j = 0; j < 3; j++) {
-          expect(Math.abs(fromStored[i][j] - exact[i][j])).toBeLessThan(1e-6);
-          worstPlain = Math.max(worstPlain, Math.abs(fromPlain[i][j] - exact[i][j]));
+          expect(Math.abs(fromStored[i]![j]! - exact[i]![j]!)).toBeLessThan(1e-6);
+          worstPlain = Math.max(worstPlain, Math.abs(fromPlain[i]![j]! - exact[i]![j]!));
         }
       }
     }

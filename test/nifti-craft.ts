@@ -106,7 +106,7 @@ export function encodeValues(values: ArrayLike<number>, datatype: DatatypeName, 
   const out = new Uint8Array(values.length * w);
   const v = new DataView(out.buffer);
   for (let i = 0; i < values.length; i++) {
-    const x = values[i];
+    const x = values[i]!;
     const at = i * w;
     switch (datatype) {
       case 'uint8': v.setUint8(at, x); break;
@@ -152,7 +152,7 @@ export const SAMPLE_VALUES: Record<DatatypeName, number[]> = {
 /** n values cycling through SAMPLE_VALUES[datatype]. */
 export function sampleData(datatype: DatatypeName, n: number): number[] {
   const s = SAMPLE_VALUES[datatype];
-  return Array.from({ length: n }, (_, i) => s[i % s.length]);
+  return Array.from({ length: n }, (_, i) => s[i % s.length]!);
 }
 
 export const ALL_DATATYPES = Object.keys(WIDTH) as DatatypeName[];

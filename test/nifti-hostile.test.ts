@@ -63,7 +63,7 @@ describe('hostile and broken NIfTI files are refused with the file and the reaso
 
   it('corrupt gzip (CRC mismatch), found although all voxels arrived first', async () => {
     const gz = Buffer.from(gzipSync(bigNoise()));
-    gz[gz.length - 6] ^= 0xff; // inside the CRC32 of the trailer
+    gz[gz.length - 6]! ^= 0xff; // inside the CRC32 of the trailer
     const path = await put('crc.nii.gz', gz);
     await expectRefused(path, 'NIFTI_CORRUPT_GZIP', /corrupt/);
   });
@@ -227,7 +227,7 @@ describe('hostile and broken NIfTI files are refused with the file and the reaso
       const bytes = good();
       for (let k = 0; k < 4; k++) bytes[Math.floor(rnd() * 360)] = Math.floor(rnd() * 256);
       const payload = trial % 2 ? gzipSync(bytes) : bytes;
-      if (trial % 3 === 0) payload[Math.floor(rnd() * payload.length)] ^= 0x5a;
+      if (trial % 3 === 0) payload[Math.floor(rnd() * payload.length)]! ^= 0x5a;
       const path = await put(`fuzz-${trial}.nii${trial % 2 ? '.gz' : ''}`, payload);
       try {
         const vol = await readNifti(path);

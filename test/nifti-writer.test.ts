@@ -18,14 +18,14 @@ afterAll(async () => {
 });
 
 function expectMatClose(actual: number[][], expected: number[][], tol = 1e-5): void {
-  actual.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - expected[i][j]), `[${i}][${j}] ${v} vs ${expected[i][j]}`).toBeLessThanOrEqual(tol)));
+  actual.forEach((row, i) => row.forEach((v, j) => expect(Math.abs(v - expected[i]![j]!), `[${i}][${j}] ${v} vs ${expected[i]![j]}`).toBeLessThanOrEqual(tol)));
 }
 
 /** Oblique, left-handed source geometry: 30° about z, then x flipped, anisotropic voxels. */
 const OBLIQUE: Mat4 = (() => {
   const c = Math.cos(Math.PI / 6);
   const s = Math.sin(Math.PI / 6);
-  const z = [0.8, 1.2, 2.5];
+  const z = [0.8, 1.2, 2.5] as const;
   return [
     [-c * z[0], -s * z[1], 0, 91.5],
     [-s * z[0], c * z[1], 0, -125.25],
@@ -50,7 +50,7 @@ function geometry(shape: [number, number, number], overrides: Partial<Geometry> 
 
 /** The affine a reader gets from the qform fields alone, to check qform and sform agree. */
 function qformAffineOf(header: Awaited<ReturnType<typeof readNifti>>['header']): Mat4 {
-  return affineFromHeaderFields({ ...header, dim0: header.dim[0], sformCode: 0 }).affine;
+  return affineFromHeaderFields({ ...header, dim0: header.dim[0]!, sformCode: 0 }).affine;
 }
 
 describe('read → write → read round trip', () => {

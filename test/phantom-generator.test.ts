@@ -253,7 +253,7 @@ describe('site styles', () => {
     // Column norms of the affine are the spacing; the sign pattern is the storage orientation.
     for (const c of [a, b]) {
       for (let col = 0; col < 3; col++) {
-        const norm = Math.hypot(c.geometry.affine[0][col], c.geometry.affine[1][col], c.geometry.affine[2][col]);
+        const norm = Math.hypot(c.geometry.affine[0][col]!, c.geometry.affine[1][col]!, c.geometry.affine[2][col]!);
         expect(norm).toBeCloseTo(c.geometry.spacing[col]!, 9);
       }
     }

@@ -39,6 +39,6 @@ export function randomCase(shape: Shape3, channels: number, numClasses: number, 
 export function toChannelsLast(image: Float32Array, channels: number): Float32Array {
   const v = image.length / channels;
   const out = new Float32Array(image.length);
-  for (let c = 0; c < channels; c++) for (let i = 0; i < v; i++) out[i * channels + c] = image[c * v + i];
+  for (let c = 0; c < channels; c++) for (let i = 0; i < v; i++) out[i * channels + c] = image[c * v + i]!;
   return out;
 }

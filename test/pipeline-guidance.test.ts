@@ -70,6 +70,6 @@ describe('guidedCase', () => {
     const p = extractPatch(g, [1, 1, 1], [2, 2, 2]);
     expect(p.image.length).toBe(8 * 4);
     // guidance channels in the patch are one-hot of foreground (at most one 1 per voxel)
-    for (let v = 0; v < 8; v++) expect(p.image[v * 4 + 2] + p.image[v * 4 + 3]).toBeLessThanOrEqual(1);
+    for (let v = 0; v < 8; v++) expect(p.image[v * 4 + 2]! + p.image[v * 4 + 3]!).toBeLessThanOrEqual(1);
   });
 });

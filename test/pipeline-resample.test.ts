@@ -16,16 +16,16 @@ import { randomCase, toChannelsLast } from './pipeline-fixtures.ts';
 /** Straightforward 8-neighbour trilinear sampling of one channel-first channel, align_corners=false. */
 function naiveTrilinear(img: Float32Array, c: number, shape: Shape3, target: Shape3, tx: number, ty: number, tz: number): number {
   const coord = (j: number, a: number) => {
-    const s = Math.min(Math.max((j + 0.5) * (shape[a] / target[a]) - 0.5, 0), shape[a] - 1);
+    const s = Math.min(Math.max((j + 0.5) * (shape[a]! / target[a]!) - 0.5, 0), shape[a]! - 1);
     const i0 = Math.floor(s);
-    return [i0, Math.min(i0 + 1, shape[a] - 1), s - i0];
+    return [i0, Math.min(i0 + 1, shape[a]! - 1), s - i0] as const;
   };
   const [x0, x1, wx] = coord(tx, 0);
   const [y0, y1, wy] = coord(ty, 1);
   const [z0, z1, wz] = coord(tz, 2);
-  const at = (x: number, y: number, z: number) => img[((c * shape[0] + x) * shape[1] + y) * shape[2] + z];
+  const at = (x: number, y: number, z: number) => img[((c * shape[0] + x) * shape[1] + y) * shape[2] + z]!;
   let v = 0;
-  for (const [x, fx] of [[x0, 1 - wx], [x1, wx]]) for (const [y, fy] of [[y0, 1 - wy], [y1, wy]]) for (const [z, fz] of [[z0, 1 - wz], [z1, wz]]) v += fx * fy * fz * at(x, y, z);
+  for (const [x, fx] of [[x0, 1 - wx], [x1, wx]] as const) for (const [y, fy] of [[y0, 1 - wy], [y1, wy]] as const) for (const [z, fz] of [[z0, 1 - wz], [z1, wz]] as const) v += fx * fy * fz * at(x, y, z);
   return v;
 }
 
@@ -74,11 +74,11 @@ describe('trilinear (align_corners=false)', () => {
     for (let x = 0; x < X; x++) for (let y = 0; y < Y; y++) for (let z = 0; z < Z; z++) img[(x * Y + y) * Z + z] = 2 * x - 3 * y + 0.5 * z + 1;
     for (const target of [[4, 3, 4], [25, 11, 20]] as Shape3[]) {
       const out = resampleImage(img, 1, shape, target);
-      const src = (j: number, a: number) => Math.min(Math.max((j + 0.5) * (shape[a] / target[a]) - 0.5, 0), shape[a] - 1);
+      const src = (j: number, a: number) => Math.min(Math.max((j + 0.5) * (shape[a]! / target[a]!) - 0.5, 0), shape[a]! - 1);
       let i = 0;
       let maxErr = 0;
       for (let x = 0; x < target[0]; x++) for (let y = 0; y < target[1]; y++) for (let z = 0; z < target[2]; z++) {
-        maxErr = Math.max(maxErr, Math.abs(out[i++] - (2 * src(x, 0) - 3 * src(y, 1) + 0.5 * src(z, 2) + 1)));
+        maxErr = Math.max(maxErr, Math.abs(out[i++]! - (2 * src(x, 0) - 3 * src(y, 1) + 0.5 * src(z, 2) + 1)));
       }
       expect(maxErr).toBeLessThan(1e-5);
     }
@@ -104,11 +104,11 @@ describe('trilinear (align_corners=false)', () => {
     const p = new Float32Array(60 * K);
     for (let v = 0; v < 60; v++) {
       const a = [rng(), rng(), rng()];
-      const s = a[0] + a[1] + a[2];
-      for (let k = 0; k < K; k++) p[v * K + k] = a[k] / s;
+      const s = a[0]! + a[1]! + a[2]!;
+      for (let k = 0; k < K; k++) p[v * K + k] = a[k]! / s;
     }
     const up = resampleProbabilities(p, K, shape, [7, 9, 11]);
-    for (let v = 0; v < 7 * 9 * 11; v++) expect(up[v * K] + up[v * K + 1] + up[v * K + 2]).toBeCloseTo(1, 5);
+    for (let v = 0; v < 7 * 9 * 11; v++) expect(up[v * K]! + up[v * K + 1]! + up[v * K + 2]!).toBeCloseTo(1, 5);
   });
 
   it('returns a copy when the shape does not change and checks sizes', () => {
@@ -130,7 +130,7 @@ describe('nearest (labels)', () => {
 
   it('keeps the label set (no new values) and undoes integer upsampling', () => {
     const shape: Shape3 = [4, 3, 5];
-    const labels = Uint8Array.from({ length: 60 }, (_, i) => [0, 2, 5][i % 3]);
+    const labels = Uint8Array.from({ length: 60 }, (_, i) => [0, 2, 5][i % 3]!);
     const down = resampleLabels(labels, shape, [3, 2, 2]);
     const up = resampleLabels(labels, shape, [9, 7, 11]);
     for (const out of [down, up]) expect(new Set(out).size).toBeLessThanOrEqual(3);

@@ -61,7 +61,7 @@ describe('PatchSampler', () => {
     for (let i = 0; i < 100; i++) origins.push(...s.sampleOrigins(1));
     expect(s.forcedCount).toBe(33);
     // sample i is forced iff floor((i+1)·0.33) > floor(i·0.33): i = 3, 6, 9, …
-    for (const i of [3, 6, 9, 96]) expect(patchHasForeground(c.label!, c.shape, origins[i], patch)).toBe(true);
+    for (const i of [3, 6, 9, 96]) expect(patchHasForeground(c.label!, c.shape, origins[i]!, patch)).toBe(true);
     const all = new PatchSampler(c, patch, { seed: 3, foregroundRate: 1 }).sampleOrigins(60);
     expect(all.every((o) => patchHasForeground(c.label!, c.shape, o, patch))).toBe(true);
   });
@@ -134,7 +134,7 @@ describe('assembleBatch', () => {
       expect(batch.labels.subarray(i * 64, (i + 1) * 64)).toEqual(p.label);
     });
     expect(batch.oneHot).toEqual(labelsToOneHot(batch.labels, 3));
-    expect(() => assembleBatch([items[0], { case: randomCase([4, 4, 4], 1, 3, 1), origin: [0, 0, 0] }], patch, 3)).toThrow(/mixes 2- and 1-channel/);
+    expect(() => assembleBatch([items[0]!, { case: randomCase([4, 4, 4], 1, 3, 1), origin: [0, 0, 0] }], patch, 3)).toThrow(/mixes 2- and 1-channel/);
     expect(() => assembleBatch(items, patch, 2)).toThrow(/label value 2/);
   });
 });

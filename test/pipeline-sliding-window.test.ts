@@ -34,7 +34,7 @@ function positionPredictor(K: number, calls: { n: number }): PatchPredictor {
     const out = new Float32Array(n * px * py * pz * K);
     let i = 0;
     for (let s = 0; s < n; s++) {
-      const [ox, oy, oz] = b.origins[s];
+      const [ox, oy, oz] = b.origins[s]!;
       for (let x = 0; x < px; x++) for (let y = 0; y < py; y++) for (let z = 0; z < pz; z++) for (let k = 0; k < K; k++) out[i++] = positionValue(ox + x, oy + y, oz + z, k);
     }
     return out;
@@ -49,7 +49,7 @@ function contentPredictor(K: number): (image: Float32Array, C: number) => Float3
     for (const a of image) mean += a;
     mean /= image.length;
     const out = new Float32Array(v * K);
-    for (let i = 0; i < v; i++) for (let k = 0; k < K; k++) out[i * K + k] = image[i * C] * (k + 1) + mean;
+    for (let i = 0; i < v; i++) for (let k = 0; k < K; k++) out[i * K + k] = image[i * C]! * (k + 1) + mean;
     return out;
   };
 }
@@ -100,7 +100,7 @@ describe('slidingWindowInference', () => {
     let i = 0;
     for (let x = 0; x < X; x++) for (let y = 0; y < Y; y++) for (let z = 0; z < Z; z++) for (let k = 0; k < K; k++) {
       const want = positionValue(x, y, z, k);
-      expect(Math.abs(r.probabilities[i++] - want)).toBeLessThanOrEqual(2e-6 * Math.max(1, Math.abs(want)));
+      expect(Math.abs(r.probabilities[i++]! - want)).toBeLessThanOrEqual(2e-6 * Math.max(1, Math.abs(want)));
     }
     const windows = slidingWindowOrigins(shape, patch, overlap).length;
     expect(windows).toBeGreaterThan(1);
@@ -138,7 +138,7 @@ describe('slidingWindowInference', () => {
     const batched = (b: PatchBatch) => {
       const v = 4 * 4 * 4 * C;
       const outs = b.origins.map((_, i) => model(b.data.subarray(i * v, (i + 1) * v), C));
-      const all = new Float32Array(outs.length * outs[0].length);
+      const all = new Float32Array(outs.length * outs[0]!.length);
       outs.forEach((o, i) => all.set(o, i * o.length));
       return all;
     };
@@ -170,8 +170,8 @@ describe('slidingWindowInference', () => {
     expect(tf.memory().numTensors).toBe(before);
     const v = 5 * 6 * 7;
     for (let i = 0; i < v; i++) {
-      const a = c.image[i];
-      const b = c.image[v + i];
+      const a = c.image[i]!;
+      const b = c.image[v + i]!;
       const p1 = 1 / (1 + Math.exp(a - b));
       expect(r.probabilities[i * 2 + 1]).toBeCloseTo(p1, 5);
     }

@@ -4,25 +4,19 @@
  * a site-info without backend, GPU, plan or budget; the coordinator aggregates its update all the
  * same and records nothing it was not sent. A site with the default config reports everything.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCoordinator, type RunningCoordinator } from '../coordinator/index.ts';
 import { WITHHELD_REPORTS } from '../shared/config/site.ts';
 import { CoordinatorClient } from '../site-agent/daemon/client.ts';
 import { loadSiteConfig } from '../site-agent/site-config.ts';
-import { MiB, fakeInitialWeights, fakeManifest, fakeMetrics, fakeUpdate, makeFederation, recordEmits, testLog, waitForEvent, type Federation, type WireRecord } from './federation-fixtures.ts';
+import { MiB, fakeManifest, fakeMetrics, fakeUpdate, makeFederation, recordEmits, testLog, waitForEvent, type WireRecord, FederationHarness } from './federation-fixtures.ts';
 
-let fed: Federation | null = null;
-let coordinator: RunningCoordinator | null = null;
+const federation = new FederationHarness();
 let clients: CoordinatorClient[] = [];
 
 afterEach(async () => {
   await Promise.all(clients.map((c) => c.stop()));
-  await coordinator?.stop();
-  fed?.cleanup();
-  fed = null;
-  coordinator = null;
   clients = [];
 });
 
@@ -35,9 +29,10 @@ function sent(wire: WireRecord[], type: string): Record<string, unknown>[] {
 
 describe('a site config withholds optional reports', () => {
   it('site config: federation.withhold takes the report names and refuses unknown ones by name', () => {
-    fed = makeFederation({ sites: ['site-a'] });
+    const fed = makeFederation({ sites: ['site-a'] });
+    onTestFinished(() => fed.cleanup());
     const write = (withhold: unknown) => {
-      const path = join(fed!.dir, 'site.json');
+      const path = join(fed.dir, 'site.json');
       const federation = { coordinatorUrl: 'http://127.0.0.1:1', secretKey: 'k', publicKey: 'p', coordinatorPublicKey: 'c', withhold };
       writeFileSync(path, JSON.stringify({ siteId: 'site-a', dataset: 'data', memoryBudgetMB: 64, federation }));
       return path;
@@ -47,8 +42,7 @@ describe('a site config withholds optional reports', () => {
   });
 
   it('withheld reports never reach the wire or the coordinator; the update still counts', async () => {
-    fed = makeFederation({ sites: ['site-a', 'site-b'], experiment: { rounds: 1 } });
-    coordinator = await startCoordinator(fed.config, { baseDir: fed.dir, initialWeights: () => fakeInitialWeights(fakeManifest(2000)), log: testLog() });
+    const { fed, coordinator } = await federation.start({ sites: ['site-a', 'site-b'], experiment: { rounds: 1 }, manifest: fakeManifest(2000) });
     const wires = new Map<string, WireRecord[]>();
     const completes: Promise<unknown>[] = [];
     for (const [index, id] of ['site-a', 'site-b'].entries()) {
@@ -87,7 +81,7 @@ describe('a site config withholds optional reports', () => {
     // The coordinator aggregated both and recorded only what it was sent.
     const snap = coordinator.snapshot();
     expect(snap.rounds[0]!.siteLoss).toEqual({ 'site-a': null, 'site-b': 0.25 });
-    const metricKinds = (siteId: string) => new Set(coordinator!.db.listMetrics('fed-test', { siteId }).map((m) => m.kind));
+    const metricKinds = (siteId: string) => new Set(coordinator.db.listMetrics('fed-test', { siteId }).map((m) => m.kind));
     expect([...metricKinds('site-a')].sort()).toEqual(['bytes', 'samples']);
     expect(metricKinds('site-b')).toEqual(new Set(['bytes', 'samples', 'loss', 'time_ms', 'peak_memory_bytes', 'dice']));
     const siteA = snap.sites.find((s) => s.id === 'site-a')!;

@@ -78,7 +78,7 @@ describe('checkpoint store', () => {
     store.write({ experimentId: 'exp', round: 0, artifact: artifact(1) });
     const path = join(stateDir, 'checkpoints', 'v000001', 'weights.pfw');
     const bytes = fs.readFileSync(path);
-    bytes[10] ^= 0x01;
+    bytes[10]! ^= 0x01;
     fs.writeFileSync(path, bytes);
     const err = errorOf(() => store.read(1));
     expect(err.code).toBe('checkpoint-corrupt');

@@ -198,7 +198,7 @@ describe('resumable site training (cascade) and its state file', () => {
     const back = readTrainingState(file).site.current?.trainer;
     expect(back?.optimizer).toEqual(checkpoint[0]!.optimizer);
     expect(back?.weights).toEqual(checkpoint[0]!.weights);
-    bytes[bytes.length - 5] ^= 0xff;
+    bytes[bytes.length - 5]! ^= 0xff;
     await writeFile(file, bytes);
     expect(() => readTrainingState(file)).toThrow(/state\.pfts: not a usable training state \(blob 'current\/.*' fails its checksum\)/);
     await writeFile(file, bytes.subarray(0, 40));

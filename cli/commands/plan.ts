@@ -4,7 +4,8 @@
  * the chosen one, and what the full 3D U-Net would need on the whole volume.
  */
 import type { Command } from 'commander';
-import { MODEL_PRESETS, resolveArchitecture, type Mode, type Norm, type PresetName } from '../../shared/config/model.ts';
+import { MODEL_PRESETS, resolveArchitecture, type Architecture, type Mode, type Norm, type PresetName } from '../../shared/config/model.ts';
+import type { Plan } from '../../site-agent/planner/plan.ts';
 import { CliError, parseChoice, parseFloatOption, parseIntOption, parseShapeOption } from '../main.ts';
 
 /** The real MSD geometries of the thesis (Table 2.1), for sizing hardware before data arrives. */
@@ -95,49 +96,23 @@ async function runCalibration(opts: PlanCliOptions): Promise<void> {
   }
 }
 
+/** What to plan for: the geometry, budget and model from a site config, an MSD geometry or the flags. */
+interface PlanInput {
+  shape: [number, number, number];
+  channels: number;
+  classes: number;
+  budgetMB: number | undefined;
+  mode: Mode;
+  spec: { preset?: PresetName; base?: number; depth?: number; norm: Norm };
+  cascadeFactor: number | undefined;
+  /** Where the geometry came from, for the first line of the output. */
+  source: string;
+}
+
 async function runPlan(opts: PlanCliOptions): Promise<void> {
   const { planTraining, formatBytes } = await import('../../site-agent/planner/plan.ts');
   const { kernelWorkspaceBytes } = await import('../../site-agent/planner/workspace.ts');
-  let shape: [number, number, number];
-  let channels: number;
-  let classes: number;
-  let budgetMB = opts.budgetMb;
-  let mode: Mode = opts.mode ?? 'patch';
-  let spec = { preset: opts.preset, base: opts.base, depth: opts.depth, norm: opts.norm ?? ('instance' as Norm) };
-  let cascadeFactor = opts.cascadeFactor;
-  let source: string;
-
-  if (opts.config) {
-    const { loadSiteConfig } = await import('../../site-agent/site-config.ts');
-    const { scanMsdDataset } = await import('../../site-agent/data/index.ts');
-    const cfg = loadSiteConfig(opts.config);
-    const scan = await scanMsdDataset(cfg.dataset);
-    if (scan.cases.length === 0) throw new CliError(`dataset ${cfg.dataset} has no usable case to plan for`, 1);
-    shape = [0, 0, 0];
-    for (const c of scan.cases) for (let i = 0; i < 3; i++) shape[i] = Math.max(shape[i]!, c.shape[i]!);
-    channels = scan.modalities.length;
-    classes = scan.labels.length;
-    budgetMB ??= cfg.memoryBudgetMB;
-    mode = opts.mode ?? cfg.model.mode;
-    spec = { preset: opts.preset ?? cfg.model.preset, base: opts.base ?? cfg.model.base, depth: opts.depth ?? cfg.model.depth, norm: opts.norm ?? cfg.model.norm };
-    cascadeFactor ??= cfg.model.cascadeFactor;
-    source = `dataset ${scan.name} (${scan.cases.length} cases, largest ${shape.join('x')})`;
-  } else if (opts.geometry) {
-    const g = MSD_GEOMETRIES[opts.geometry];
-    shape = [...g.shape];
-    channels = opts.channels ?? g.channels;
-    classes = opts.classes ?? g.classes;
-    cascadeFactor ??= g.cascadeFactor;
-    source = `${opts.geometry} ${shape.join('x')}x${channels}ch`;
-  } else {
-    if (!opts.shape || !opts.channels || !opts.classes) {
-      throw new CliError('give --config <site config>, or --geometry msd-brain|msd-liver, or all of --shape, --channels and --classes');
-    }
-    shape = opts.shape as [number, number, number];
-    channels = opts.channels;
-    classes = opts.classes;
-    source = `${shape.join('x')}x${channels}ch`;
-  }
+  const { shape, channels, classes, budgetMB, mode, spec, cascadeFactor, source } = await planInput(opts);
   if (budgetMB === undefined) throw new CliError('--budget-mb is required (or a --config that declares memoryBudgetMB)');
   const arch = resolveArchitecture(spec);
   const plan = planTraining({
@@ -152,58 +127,96 @@ async function runPlan(opts: PlanCliOptions): Promise<void> {
     maxBatch: opts.maxBatch,
     workspaceBytes: kernelWorkspaceBytes(),
   });
-  if (opts.json) {
-    const chosen = (s: (typeof plan.stages)[number]) => (s.chosen ? { patch: s.chosen.patch, batch: s.chosen.batch, peakBytes: Math.round(s.chosen.estimate.total) } : null);
-    process.stdout.write(
-      `${JSON.stringify(
-        {
-          source,
-          mode,
-          model: arch,
-          budgetBytes: plan.budgetBytes,
-          safetyMargin: plan.safetyMargin,
-          fits: plan.fits,
-          patch: plan.stages.at(-1)!.chosen?.patch ?? null,
-          batch: plan.stages.at(-1)!.chosen?.batch ?? null,
-          peakBytes: plan.peakBytes === null ? null : Math.round(plan.peakBytes),
-          fullVolumeBytes: Math.round(plan.fullVolumeBytes),
-          fullVolumeInferenceBytes: Math.round(plan.fullVolumeInferenceBytes),
-          stages: plan.stages.map((s) => ({
-            stage: s.stage,
-            inChannels: s.inChannels,
-            volumeShape: s.volumeShape,
-            chosen: chosen(s),
-            breakdown: s.chosen?.estimate ?? null,
-            candidates: s.candidates.map((c) => ({ patch: c.patch, batch: c.batch, peakBytes: Math.round(c.estimate.total), fits: c.fits })),
-          })),
-          message: plan.message,
-        },
-        null,
-        2,
-      )}\n`,
-    );
-  } else {
-    const lines = [`plan for ${source}, mode ${mode}, U-Net base ${arch.base} depth ${arch.depth} ${arch.norm}norm, budget ${formatBytes(plan.budgetBytes)}`];
-    for (const s of plan.stages) {
-      lines.push(`  ${s.stage} (volume ${s.volumeShape.join('x')}, ${s.inChannels} input channels):`);
-      const shown = s.candidates.length > 12 ? [...s.candidates.slice(0, 3), null, ...s.candidates.slice(-8)] : s.candidates;
-      for (const c of shown) {
-        if (!c) {
-          lines.push('      …');
-          continue;
-        }
-        const mark = c === s.chosen ? '→' : c.fits ? ' ' : '✗';
-        lines.push(`    ${mark} patch ${c.patch.join('x').padEnd(12)} batch ${String(c.batch).padEnd(2)} ~${formatBytes(c.estimate.total)}`);
-      }
-      if (s.chosen) {
-        const e = s.chosen.estimate;
-        lines.push(
-          `    chosen: weights ${formatBytes(e.weights)}, gradients ${formatBytes(e.gradients)}, Adam ${formatBytes(e.optimizer)}, tape (saved tensors + activation gradients) ${formatBytes(e.activations)}, batch ${formatBytes(e.io)}, conv workspace ${formatBytes(e.workspace)}, runtime ${formatBytes(e.overhead)}`,
-        );
-      }
-    }
-    lines.push(plan.message);
-    process.stdout.write(`${lines.join('\n')}\n`);
-  }
+  if (opts.json) process.stdout.write(`${JSON.stringify(planJson(plan, source, mode, arch), null, 2)}\n`);
+  else process.stdout.write(`${planLines(plan, source, mode, arch, formatBytes).join('\n')}\n`);
   if (!plan.fits) process.exitCode = 3;
+}
+
+async function planInput(opts: PlanCliOptions): Promise<PlanInput> {
+  const mode: Mode = opts.mode ?? 'patch';
+  const spec = { preset: opts.preset, base: opts.base, depth: opts.depth, norm: opts.norm ?? ('instance' as Norm) };
+  if (opts.config) {
+    const { loadSiteConfig } = await import('../../site-agent/site-config.ts');
+    const { scanMsdDataset } = await import('../../site-agent/data/index.ts');
+    const cfg = loadSiteConfig(opts.config);
+    const scan = await scanMsdDataset(cfg.dataset);
+    if (scan.cases.length === 0) throw new CliError(`dataset ${cfg.dataset} has no usable case to plan for`, 1);
+    const shape: [number, number, number] = [0, 0, 0];
+    for (const c of scan.cases) for (let i = 0; i < 3; i++) shape[i] = Math.max(shape[i] ?? 0, c.shape[i] ?? 0);
+    return {
+      shape,
+      channels: scan.modalities.length,
+      classes: scan.labels.length,
+      budgetMB: opts.budgetMb ?? cfg.memoryBudgetMB,
+      mode: opts.mode ?? cfg.model.mode,
+      spec: { preset: opts.preset ?? cfg.model.preset, base: opts.base ?? cfg.model.base, depth: opts.depth ?? cfg.model.depth, norm: opts.norm ?? cfg.model.norm },
+      cascadeFactor: opts.cascadeFactor ?? cfg.model.cascadeFactor,
+      source: `dataset ${scan.name} (${scan.cases.length} cases, largest ${shape.join('x')})`,
+    };
+  }
+  if (opts.geometry) {
+    const g = MSD_GEOMETRIES[opts.geometry];
+    const shape: [number, number, number] = [...g.shape];
+    const channels = opts.channels ?? g.channels;
+    const classes = opts.classes ?? g.classes;
+    return { shape, channels, classes, budgetMB: opts.budgetMb, mode, spec, cascadeFactor: opts.cascadeFactor ?? g.cascadeFactor, source: `${opts.geometry} ${shape.join('x')}x${channels}ch` };
+  }
+  if (!opts.shape || !opts.channels || !opts.classes) {
+    throw new CliError('give --config <site config>, or --geometry msd-brain|msd-liver, or all of --shape, --channels and --classes');
+  }
+  const shape = opts.shape as [number, number, number];
+  return { shape, channels: opts.channels, classes: opts.classes, budgetMB: opts.budgetMb, mode, spec, cascadeFactor: opts.cascadeFactor, source: `${shape.join('x')}x${opts.channels}ch` };
+}
+
+/** `--json` output (keys documented in the README). */
+function planJson(plan: Plan, source: string, mode: Mode, arch: Architecture): object {
+  const chosen = (s: (typeof plan.stages)[number]) => (s.chosen ? { patch: s.chosen.patch, batch: s.chosen.batch, peakBytes: Math.round(s.chosen.estimate.total) } : null);
+  const last = plan.stages.at(-1);
+  return {
+    source,
+    mode,
+    model: arch,
+    budgetBytes: plan.budgetBytes,
+    safetyMargin: plan.safetyMargin,
+    fits: plan.fits,
+    patch: last?.chosen?.patch ?? null,
+    batch: last?.chosen?.batch ?? null,
+    peakBytes: plan.peakBytes === null ? null : Math.round(plan.peakBytes),
+    fullVolumeBytes: Math.round(plan.fullVolumeBytes),
+    fullVolumeInferenceBytes: Math.round(plan.fullVolumeInferenceBytes),
+    stages: plan.stages.map((s) => ({
+      stage: s.stage,
+      inChannels: s.inChannels,
+      volumeShape: s.volumeShape,
+      chosen: chosen(s),
+      breakdown: s.chosen?.estimate ?? null,
+      candidates: s.candidates.map((c) => ({ patch: c.patch, batch: c.batch, peakBytes: Math.round(c.estimate.total), fits: c.fits })),
+    })),
+    message: plan.message,
+  };
+}
+
+/** Human-readable output: the candidates per stage (long lists shortened), the chosen one's breakdown. */
+function planLines(plan: Plan, source: string, mode: Mode, arch: Architecture, formatBytes: (bytes: number) => string): string[] {
+  const lines = [`plan for ${source}, mode ${mode}, U-Net base ${arch.base} depth ${arch.depth} ${arch.norm}norm, budget ${formatBytes(plan.budgetBytes)}`];
+  for (const s of plan.stages) {
+    lines.push(`  ${s.stage} (volume ${s.volumeShape.join('x')}, ${s.inChannels} input channels):`);
+    const shown = s.candidates.length > 12 ? [...s.candidates.slice(0, 3), null, ...s.candidates.slice(-8)] : s.candidates;
+    for (const c of shown) {
+      if (!c) {
+        lines.push('      …');
+        continue;
+      }
+      const mark = c === s.chosen ? '→' : c.fits ? ' ' : '✗';
+      lines.push(`    ${mark} patch ${c.patch.join('x').padEnd(12)} batch ${String(c.batch).padEnd(2)} ~${formatBytes(c.estimate.total)}`);
+    }
+    if (s.chosen) {
+      const e = s.chosen.estimate;
+      lines.push(
+        `    chosen: weights ${formatBytes(e.weights)}, gradients ${formatBytes(e.gradients)}, Adam ${formatBytes(e.optimizer)}, tape (saved tensors + activation gradients) ${formatBytes(e.activations)}, batch ${formatBytes(e.io)}, conv workspace ${formatBytes(e.workspace)}, runtime ${formatBytes(e.overhead)}`,
+      );
+    }
+  }
+  lines.push(plan.message);
+  return lines;
 }

@@ -40,8 +40,9 @@ function meanOf(values: readonly (number | null)[]): number | null {
 export function compareBaselines(report: SimulationReport): BaselineComparison | null {
   const b = report.baselines;
   if (!b) return null;
-  const labels = report.labels;
-  const of = (d: LabelDice | undefined) => (d ? meanOverLabels(d, labels) : null);
+  // A partially annotated site reports only the classes it scored (e.g. 'whole tumour'): its
+  // mean is over those, the same for all three models since each is scored on its ground truth.
+  const of = (d: LabelDice | undefined) => (d ? meanOverLabels(d, Object.keys(d)) : null);
   const rows = report.sites.map((s): BaselineSiteRow => {
     const federated = of(b.federated.sites?.[s.id]);
     const pooled = of(b.pooled.sites[s.id]);
@@ -69,6 +70,19 @@ const pct = (v: number | null) => (v === null ? '–' : `${(100 * v).toFixed(1)}
 const pad = (s: string, n: number) => s.padEnd(n);
 const lpad = (s: string, n: number) => s.padStart(n);
 
+/** One line per site whose Dice covers other classes than the experiment's (partial annotation, --site-labels). */
+export function scoredClassNotes(report: SimulationReport): string[] {
+  const b = report.baselines;
+  if (!b) return [];
+  const all = report.labels.join(', ');
+  return report.sites.flatMap((s) => {
+    const d = b.pooled.sites[s.id] ?? b.localOnly.sites[s.id] ?? b.federated.sites?.[s.id];
+    const scored = d ? Object.keys(d) : [];
+    const same = scored.length === report.labels.length && scored.every((k) => report.labels.includes(k));
+    return d && !same ? [`  ${s.id} annotates fewer classes: its Dice scores ${scored.join(', ') || 'nothing'} (not ${all})`] : [];
+  });
+}
+
 /** The per-site table printed after the baselines, or [] without baselines. */
 export function formatBaselineTable(report: SimulationReport): string[] {
   const c = compareBaselines(report);
@@ -83,6 +97,7 @@ export function formatBaselineTable(report: SimulationReport): string[] {
     head,
     ...c.rows.map(line),
     line(c.mean),
+    ...scoredClassNotes(report),
     `  federated ≥ ${(100 * TARGET_SHARE_OF_POOLED).toFixed(0)}% of pooled at every site: ${c.everySiteReachesTarget ? 'yes' : 'NO'}; better than local-only at every site: ${c.everySiteBeatsLocalOnly ? 'yes' : 'NO'}`,
   ];
 }

@@ -7,6 +7,7 @@
  *                the data could be shared) for as many steps as the whole federation ran.
  */
 import { join } from 'node:path';
+import { PatchFedError } from '../../shared/errors.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import type { BackendReport } from '../../site-agent/backend/index.ts';
 import type { SimulateOptions } from './options.ts';
@@ -50,13 +51,15 @@ export async function runBaselines(input: BaselineInput): Promise<NonNullable<Si
   out(`Baseline "pooled": one model on all sites' training splits, ${pooledSteps} steps…`);
   t = Date.now();
   const dir = join(layout.dir, 'pooled', 'data');
+  const firstSite = layout.sites[0];
+  if (!firstSite) throw new PatchFedError('E_OPTION', 'the pooled baseline needs at least one site');
   const { cases } = await buildPooledDataset(layout.sites, dir);
   const weights = await trainPooled(dir, exp, backend, initial, {
     steps: opts.steps * layout.sites.length,
     rounds: opts.rounds,
     budgetMB: Math.max(...layout.sites.map((s) => s.memoryBudgetMB)),
     seed: opts.seed,
-    foregroundRate: layout.sites[0]!.config.training.foregroundRate,
+    training: firstSite.config.training,
   });
   const pooledSites = await evaluateAtSites(layout.sites, exp, backend, weights);
   const pooled = summarise(pooledSites, labels, pooledSteps, Date.now() - t);

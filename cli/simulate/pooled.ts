@@ -10,11 +10,9 @@ import { join, relative } from 'node:path';
 import type { NamedWeights } from '../../shared/weights.ts';
 import type { BackendReport } from '../../site-agent/backend/index.ts';
 import { openMsdDataset } from '../../site-agent/data/index.ts';
-import { experimentLayout, roundTrainingSeed } from '../../shared/model/index.ts';
+import type { SiteConfig } from '../../shared/config/site.ts';
 import type { ExperimentModel } from '../../site-agent/run/federated-site.ts';
-import { combinedWeights, createStageNets, disposeStageNets, setCombinedWeights } from '../../site-agent/run/nets.ts';
-import { planSite } from '../../site-agent/run/site-plan.ts';
-import { trainSiteLocally } from '../../site-agent/run/train-site.ts';
+import { trainPooledModel } from '../../site-agent/run/pooled-training.ts';
 import { loadSiteConfig } from '../../site-agent/site-config.ts';
 import type { SimulatedSite } from './run-dir.ts';
 
@@ -44,52 +42,26 @@ export async function buildPooledDataset(sites: readonly SimulatedSite[], dir: s
   return { cases: training.length };
 }
 
+/**
+ * Trains the pooled model on `dir` (see buildPooledDataset) through site-agent's own pooled
+ * training, with the sites' training settings: the simulator gives every site the same ones.
+ */
 export async function trainPooled(
   dir: string,
   exp: ExperimentModel,
   backend: BackendReport,
   initial: NamedWeights,
-  opts: { steps: number; rounds: number; budgetMB: number; seed: number; foregroundRate: number },
+  opts: { steps: number; rounds: number; budgetMB: number; seed: number; training: SiteConfig['training'] },
 ): Promise<NamedWeights> {
   void backend; // the backend is process-wide; taking it documents that it must be selected first
-  const ds = await openMsdDataset(dir, { seed: opts.seed, cacheMB: 256 });
-  const layout = experimentLayout(exp);
-  const plan = planSite({
-    largestShape: ds.largestShape(),
-    channels: layout.channels,
-    classes: layout.classes,
-    mode: layout.mode,
-    arch: layout.arch,
-    budgetMB: opts.budgetMB,
-    cascadeFactor: exp.model.cascadeFactor,
+  return trainPooledModel({
+    datasetDir: dir,
+    experiment: exp,
+    training: opts.training,
+    initial,
+    rounds: opts.rounds,
+    stepsPerRound: opts.steps,
+    memoryBudgetMB: opts.budgetMB,
+    seed: opts.seed,
   });
-  const nets = createStageNets(plan.stages, layout.arch, layout.classes, exp.seed);
-  try {
-    setCombinedWeights(nets, initial);
-    const trainIds = ds.cases.map((c) => c.id);
-    // Same rhythm as the federation (one optimiser per round), with every round's steps of all sites.
-    for (let round = 1; round <= opts.rounds; round++) {
-      await trainSiteLocally({
-        dataset: ds,
-        trainIds,
-        validationIds: [],
-        nets,
-        numClasses: layout.classes,
-        divisor: plan.divisor,
-        cascadeFactor: exp.model.cascadeFactor,
-        stepsPerStage: opts.steps,
-        learningRate: exp.learningRate,
-        foregroundRate: opts.foregroundRate,
-        skipEmptyPatches: false,
-        loss: 'dice-ce',
-        restoreBest: false,
-        inference: { overlap: 0, blend: 'gaussian' },
-        seed: roundTrainingSeed(opts.seed, round),
-        budgetBytes: opts.budgetMB * 1024 * 1024,
-      });
-    }
-    return combinedWeights(nets);
-  } finally {
-    disposeStageNets(nets);
-  }
 }

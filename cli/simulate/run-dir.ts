@@ -16,7 +16,7 @@ import { SiteConfigSchema, type SiteConfig } from '../../shared/config/site.ts';
 import { generateKeyPairs, writeKeyFiles } from '../../shared/crypto/keys.ts';
 import { PatchFedError } from '../../shared/errors.ts';
 import { BRAIN_LABELS, BRAIN_MODALITIES, LIVER_LABELS, LIVER_MODALITIES, SITE_ARCHETYPES, generatePhantomDataset } from '../../site-agent/phantom/index.ts';
-import { simulatedSiteIds, simulationStrategy, type SimulateOptions } from './options.ts';
+import { annotatedLabelsForSite, casesForSite, simulatedSiteIds, simulationSecureAggregation, simulationStrategy, type SimulateOptions } from './options.ts';
 
 export interface SimulatedSite {
   id: string;
@@ -89,56 +89,81 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
   writeKeyFiles(join(dir, 'keys', 'coordinator'), coordinatorKeys);
 
   const sites: SimulatedSite[] = [];
-  for (const [i, id] of ids.entries()) {
-    const siteDir = join(dir, id);
-    mkdirSync(join(siteDir, 'keys'), { recursive: true });
-    writeKeyFiles(join(siteDir, 'keys', id), generateKeyPairs());
-    // Enrolment: the site hands over its .pub; the coordinator pins it. And the reverse.
-    copyFileSync(join(siteDir, 'keys', `${id}.pub`), join(dir, 'sites', `${id}.pub`));
-    copyFileSync(join(dir, 'keys', 'coordinator.pub'), join(siteDir, 'coordinator.pub'));
+  for (const [i, id] of ids.entries()) sites.push(await createSimulatedSite(opts, dir, id, i, url, log));
+  const raw = coordinatorConfigFor(opts, port, token, ids);
+  const coordinatorConfigPath = join(dir, 'coordinator.json');
+  writeJson(coordinatorConfigPath, raw, 0o600);
+  return {
+    dir,
+    coordinatorConfigPath,
+    coordinatorConfig: CoordinatorConfigSchema.parse(raw),
+    stateDir: join(dir, 'state'),
+    logDir: join(dir, 'logs'),
+    url,
+    port,
+    token,
+    sites,
+  };
+}
 
-    const style = siteStyleFor(i, opts.siteStyles);
-    const phantom = await generatePhantomDataset({
-      task: opts.task,
-      cases: opts.cases,
-      testCases: 1,
-      shape: opts.shape,
-      seed: opts.seed * 1000 + i,
-      siteStyle: style,
-      out: join(siteDir, 'data'),
-    });
-    const memoryBudgetMB = opts.budgetsMB[i % opts.budgetsMB.length]!;
-    const raw = {
-      siteId: id,
-      dataset: 'data',
-      memoryBudgetMB,
-      backend: opts.backend,
-      seed: opts.seed,
-      cacheMB: 64,
-      workDir: 'work',
-      model: { mode: opts.model, preset: opts.preset, norm: 'instance', cascadeFactor: 0.5 },
-      // Validation by a Gaussian sliding window (overlap 0.5, windows flush with the volume end):
-      // the non-overlapping grid (overlap 0) zero-pads the last patch per axis, and an
-      // instance-normalised net sees mostly padding there — on 32×32×24 volumes with 20³/24³
-      // patches the same weights scored mean Dice 0.33 by grid vs 0.98 by sliding window.
-      training: { learningRate: opts.learningRate, foregroundRate: opts.foregroundRate, overlap: 0.5, blend: 'gaussian' },
-      federation: {
-        coordinatorUrl: url,
-        secretKey: `keys/${id}.key`,
-        publicKey: `keys/${id}.pub`,
-        coordinatorPublicKey: 'coordinator.pub',
-        // Cross-site validation also scores each site's own last local model: what federation bought it.
-        evaluateLocalModel: true,
-      },
-    };
-    const configPath = join(siteDir, 'site.json');
-    writeJson(configPath, raw);
-    sites.push({ id, dir: siteDir, configPath, config: SiteConfigSchema.parse(raw), memoryBudgetMB, siteStyle: style, orientation: phantom.style.orientation });
-    log(`  ${id}: phantom ${opts.task} ${opts.cases}+1 cases ${opts.shape.join('×')} (site style ${style}, ${phantom.style.orientation}), budget ${memoryBudgetMB} MB`);
-  }
+/** One hospital: its keys (enrolled both ways), its phantom dataset and its site config. */
+async function createSimulatedSite(opts: SimulateOptions, dir: string, id: string, i: number, url: string, log: (line: string) => void): Promise<SimulatedSite> {
+  const siteDir = join(dir, id);
+  mkdirSync(join(siteDir, 'keys'), { recursive: true });
+  writeKeyFiles(join(siteDir, 'keys', id), generateKeyPairs());
+  // Enrolment: the site hands over its .pub; the coordinator pins it. And the reverse.
+  copyFileSync(join(siteDir, 'keys', `${id}.pub`), join(dir, 'sites', `${id}.pub`));
+  copyFileSync(join(dir, 'keys', 'coordinator.pub'), join(siteDir, 'coordinator.pub'));
 
-  const minSites = opts.drop ? Math.max(1, opts.sites - 1) : opts.sites;
+  const style = siteStyleFor(i, opts.siteStyles);
+  const cases = casesForSite(i, opts.cases);
+  const annotatedLabels = annotatedLabelsForSite(i, opts.task, opts.siteLabels);
+  const phantom = await generatePhantomDataset({
+    task: opts.task,
+    cases,
+    testCases: 1,
+    shape: opts.shape,
+    seed: opts.seed * 1000 + i,
+    siteStyle: style,
+    out: join(siteDir, 'data'),
+    ...(annotatedLabels ? { annotatedLabels } : {}),
+  });
+  const memoryBudgetMB = opts.budgetsMB[i % opts.budgetsMB.length]!;
   const raw = {
+    siteId: id,
+    dataset: 'data',
+    ...(annotatedLabels ? { annotatedLabels } : {}),
+    memoryBudgetMB,
+    backend: opts.backend,
+    seed: opts.seed,
+    cacheMB: 64,
+    workDir: 'work',
+    model: { mode: opts.model, preset: opts.preset, norm: 'instance', cascadeFactor: 0.5 },
+    // Validation by a Gaussian sliding window (overlap 0.5, windows flush with the volume end):
+    // the non-overlapping grid (overlap 0) zero-pads the last patch per axis, and an
+    // instance-normalised net sees mostly padding there — on 32×32×24 volumes with 20³/24³
+    // patches the same weights scored mean Dice 0.33 by grid vs 0.98 by sliding window.
+    training: { learningRate: opts.learningRate, foregroundRate: opts.foregroundRate, overlap: 0.5, blend: 'gaussian' },
+    federation: {
+      coordinatorUrl: url,
+      secretKey: `keys/${id}.key`,
+      publicKey: `keys/${id}.pub`,
+      coordinatorPublicKey: 'coordinator.pub',
+      // Cross-site validation also scores each site's own last local model: what federation bought it.
+      evaluateLocalModel: true,
+    },
+  };
+  const configPath = join(siteDir, 'site.json');
+  writeJson(configPath, raw);
+  const site: SimulatedSite = { id, dir: siteDir, configPath, config: SiteConfigSchema.parse(raw), memoryBudgetMB, siteStyle: style, orientation: phantom.style.orientation };
+  log(`  ${id}: phantom ${opts.task} ${cases}+1 cases ${opts.shape.join('×')} (site style ${style}, ${phantom.style.orientation}), budget ${memoryBudgetMB} MB${annotatedLabels ? `, annotates ${JSON.stringify(annotatedLabels)}` : ''}`);
+  return site;
+}
+
+/** coordinator.json of the run (before validation by CoordinatorConfigSchema). */
+function coordinatorConfigFor(opts: SimulateOptions, port: number, token: string, ids: readonly string[]) {
+  const minSites = opts.drop ? Math.max(1, opts.sites - 1) : opts.sites;
+  return {
     host: '127.0.0.1',
     port,
     stateDir: 'state',
@@ -161,23 +186,10 @@ export async function createRunDir(opts: SimulateOptions, log: (line: string) =>
       // Site processes need a few seconds to start (backend self-check) before round 1.
       startupGraceSeconds: 120,
       strategy: simulationStrategy(opts),
-      ...(opts.secureAggregation ? { aggregation: { secure: { threshold: opts.secureAggregation.threshold } } } : {}),
+      ...(opts.secureAggregation ? { aggregation: { secure: simulationSecureAggregation(opts.secureAggregation, opts.dp, minSites) } } : {}),
       // Keep every round's checkpoint: the report names each one's SHA-256.
       checkpointRetention: opts.rounds + 1,
       seed: opts.seed,
     },
-  };
-  const coordinatorConfigPath = join(dir, 'coordinator.json');
-  writeJson(coordinatorConfigPath, raw, 0o600);
-  return {
-    dir,
-    coordinatorConfigPath,
-    coordinatorConfig: CoordinatorConfigSchema.parse(raw),
-    stateDir: join(dir, 'state'),
-    logDir: join(dir, 'logs'),
-    url,
-    port,
-    token,
-    sites,
   };
 }

@@ -14,7 +14,7 @@
  * is acted upon: no handler listens.
  *
  * Every token attempt (login form, `?token=` link, Bearer header, socket handshake) goes through
- * the per-address LoginThrottle (429 + Retry-After once an address has failed too often) and
+ * token-gate.ts: the per-address LoginThrottle (429 + Retry-After once an address has failed too often) and
  * failed ones are logged, one line per address at first and then one summary per interval.
  * Under TLS every response carries Strict-Transport-Security.
  */
@@ -22,20 +22,16 @@ import { gzipSync } from 'node:zlib';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Server as SocketIoServer } from 'socket.io';
 import { clientKey } from '../server/connection-gate.ts';
-import { RepeatDigest, describeDetails } from '../server/repeat-digest.ts';
 import { DashboardAuth, originMatchesHost } from './auth.ts';
-import { LoginThrottle } from './login-throttle.ts';
 import { escapeHtml, loadStaticAssets, readPage } from './assets.ts';
 import { serializePayload } from './payload.ts';
+import { TokenGate, requestClient, throttledMessage, type TokenVerdict } from './token-gate.ts';
 import type { DashboardEvent, DashboardHandle, MountDashboardOptions } from './types.ts';
 
 export const DASHBOARD_NAMESPACE = '/dashboard';
 const DEFAULT_PUSH_INTERVAL_MS = 250;
-const DEFAULT_LOG_SUMMARY_INTERVAL_MS = 60_000;
 /** One year, the usual HSTS lifetime; no includeSubDomains: the coordinator does not own its siblings. */
 const HSTS = 'max-age=31536000';
-
-type TokenVerdict = { ok: true } | { ok: false; retryAfter: number };
 
 const PAGE_CSP = [
   "default-src 'none'",
@@ -59,62 +55,36 @@ function pageHeaders(res: Response): void {
 }
 
 export function mountDashboard(app: express.Express, io: SocketIoServer, opts: MountDashboardOptions): DashboardHandle {
-  const auth = new DashboardAuth(opts.token);
-  const assets = loadStaticAssets();
-  const indexHtml = readPage('index.html');
-  const loginTemplate = readPage('login.html');
   const onError = opts.onError ?? ((e: unknown) => console.error('dashboard: snapshot push failed:', e));
-  const interval = Math.max(0, opts.minPushIntervalMs ?? DEFAULT_PUSH_INTERVAL_MS);
   const log = opts.log ?? ((level, msg) => (level === 'warn' || level === 'error' ? console.warn(msg) : undefined));
-  const throttle = new LoginThrottle(opts.loginThrottle);
-  const failures = new RepeatDigest(opts.logSummaryIntervalMs ?? DEFAULT_LOG_SUMMARY_INTERVAL_MS, (s) =>
-    log('warn', `dashboard: ${s.count} more ${s.key === 'throttled' ? 'token attempts refused by the throttle' : 'failed logins'} in the last ${Math.round(s.intervalMs / 1000)} s (${describeDetails(s)})`, {
-      event: `dashboard-login-${s.key}`,
-      count: s.count,
-    }),
-  );
-
-  /** One token attempt by `client` through `via`: throttled, compared, counted and logged. */
-  const tryToken = (client: string, candidate: unknown, via: string): TokenVerdict => {
-    const wait = throttle.retryAfterSeconds(client);
-    if (wait > 0) {
-      if (failures.note('throttled', client)) log('warn', `dashboard: refused a token attempt from ${client} (${via}) without checking it: too many failed logins; it may try again in ${wait} s`, { event: 'dashboard-login-throttled', client });
-      return { ok: false, retryAfter: wait };
-    }
-    if (auth.tokenMatches(candidate)) {
-      throttle.succeeded(client);
-      return { ok: true };
-    }
-    throttle.failed(client);
-    if (failures.note('failed', client)) log('warn', `dashboard: failed login from ${client} (${via}: wrong token)`, { event: 'dashboard-login-failed', client });
-    return { ok: false, retryAfter: 0 };
-  };
-  /** A request's credentials: a valid session cookie, else a Bearer header (a token attempt). */
-  const authorise = (req: Request): TokenVerdict | null => {
-    const bearer = DashboardAuth.bearerAttempt(req.headers);
-    if (bearer === undefined) return auth.headersAuthorised(req.headers) ? { ok: true } : null;
-    if (auth.headersAuthorised({ cookie: req.headers.cookie })) return { ok: true };
-    return tryToken(requestClient(req), bearer, 'Bearer header');
-  };
-  const tooMany = (res: Response, retryAfter: number): Response => res.status(429).set({ 'Retry-After': String(retryAfter), 'Cache-Control': 'no-store' });
-
-  // --- transport security ----------------------------------------------------------------------
+  const gate = new TokenGate(new DashboardAuth(opts.token), log, opts);
+  // Transport security first: every response below carries HSTS under TLS.
   app.use((req, res, next) => {
     if (req.secure) res.set('Strict-Transport-Security', HSTS);
     next();
   });
-
-  const loginPage = (message: string | null): string =>
-    loginTemplate.replace('<!--MESSAGE-->', message ? `<p class="login-error" role="alert">${escapeHtml(message)}</p>` : '');
-  const sendLogin = (res: Response, status: number, message: string | null): void => {
-    pageHeaders(res);
-    res.status(status).type('html').send(loginPage(message));
+  mountAssets(app);
+  mountPageAndLogin(app, gate);
+  app.use('/api', dashboardApi(gate, opts, onError));
+  const live = liveNamespace(io, gate, opts, onError);
+  return {
+    publishSnapshot: () => live.publishSnapshot(),
+    publishEvent: (event: DashboardEvent) => live.publishEvent(event),
+    close(): void {
+      live.close();
+      gate.close();
+    },
   };
-  const secureRequest = (req: Request): boolean => req.secure;
+}
 
-  // --- public assets -------------------------------------------------------------------------
-  // From memory, gzip when accepted; `no-cache` + ETag: a reload costs only 304s, and a
-  // coordinator restarted with new code is never shadowed by a stale cached file.
+const tooMany = (res: Response, retryAfter: number): Response => res.status(429).set({ 'Retry-After': String(retryAfter), 'Cache-Control': 'no-store' });
+
+/**
+ * Public assets, from memory, gzip when accepted; `no-cache` + ETag: a reload costs only 304s,
+ * and a coordinator restarted with new code is never shadowed by a stale cached file.
+ */
+function mountAssets(app: express.Express): void {
+  const assets = loadStaticAssets();
   app.get(/^\/assets\/(.+)$/, (req, res, next) => {
     const asset = assets.get(String(req.params[0]));
     if (!asset) return next();
@@ -124,19 +94,29 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
     if (gzip) res.set('Content-Encoding', 'gzip');
     res.end(gzip ? asset.gzip : asset.body);
   });
+}
 
-  // --- page and login ------------------------------------------------------------------------
+/** The page (token required; `?token=` once sets the cookie and redirects), login and logout. */
+function mountPageAndLogin(app: express.Express, gate: TokenGate): void {
+  const { auth } = gate;
+  const indexHtml = readPage('index.html');
+  const loginTemplate = readPage('login.html');
+  const sendLogin = (res: Response, status: number, message: string | null): void => {
+    pageHeaders(res);
+    res.status(status).type('html').send(loginTemplate.replace('<!--MESSAGE-->', message ? `<p class="login-error" role="alert">${escapeHtml(message)}</p>` : ''));
+  };
+
   app.get('/', (req, res) => {
     const linkToken = req.query.token;
     if (linkToken !== undefined) {
-      const verdict = tryToken(requestClient(req), linkToken, 'link');
+      const verdict = gate.tryToken(requestClient(req), linkToken, 'link');
       if (!verdict.ok && verdict.retryAfter > 0) return sendLogin(tooMany(res, verdict.retryAfter), 429, throttledMessage(verdict.retryAfter));
       if (!verdict.ok) return sendLogin(res, 401, 'The token in that link is not valid.');
-      res.set('Set-Cookie', auth.sessionCookie(secureRequest(req)));
+      res.set('Set-Cookie', auth.sessionCookie(req.secure));
       res.set('Referrer-Policy', 'no-referrer');
       return res.redirect(303, withoutTokenParam(req.originalUrl));
     }
-    const verdict = authorise(req);
+    const verdict = gate.authorise(req);
     if (verdict && !verdict.ok && verdict.retryAfter > 0) return sendLogin(tooMany(res, verdict.retryAfter), 429, throttledMessage(verdict.retryAfter));
     if (!verdict?.ok) return sendLogin(res, 401, null);
     pageHeaders(res);
@@ -150,10 +130,10 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
 
   app.post('/login', express.urlencoded({ extended: false, limit: '4kb', parameterLimit: 4 }), (req, res) => {
     const token = (req.body as Record<string, unknown> | undefined)?.token;
-    const verdict = tryToken(requestClient(req), token, 'login form');
+    const verdict = gate.tryToken(requestClient(req), token, 'login form');
     if (!verdict.ok && verdict.retryAfter > 0) return sendLogin(tooMany(res, verdict.retryAfter), 429, throttledMessage(verdict.retryAfter));
     if (!verdict.ok) return sendLogin(res, 401, 'That token is not valid.');
-    res.set('Set-Cookie', auth.sessionCookie(secureRequest(req)));
+    res.set('Set-Cookie', auth.sessionCookie(req.secure));
     res.redirect(303, '/');
   });
 
@@ -161,11 +141,13 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
     res.set('Set-Cookie', DashboardAuth.clearedCookie());
     res.redirect(303, '/login');
   });
+}
 
-  // --- API: every /api path needs the token --------------------------------------------------
+/** The /api router: every path needs the token (including ones the coordinator mounts later). */
+function dashboardApi(gate: TokenGate, opts: MountDashboardOptions, onError: (e: unknown) => void): express.Router {
   const api = express.Router();
   api.use((req, res, next) => {
-    const verdict = authorise(req);
+    const verdict = gate.authorise(req);
     if (verdict?.ok) return next();
     if (verdict && verdict.retryAfter > 0) return void tooMany(res, verdict.retryAfter).json({ error: 'too-many-attempts', message: throttledMessage(verdict.retryAfter) });
     res.status(401).set({ 'WWW-Authenticate': 'Bearer realm="patchfed-dashboard"', 'Cache-Control': 'no-store' });
@@ -204,9 +186,15 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
     onError(err);
     if (!res.headersSent) res.status(500).json({ error: 'internal', message: 'dashboard data unavailable' });
   });
-  app.use('/api', api);
+  return api;
+}
 
-  // --- live pushes ---------------------------------------------------------------------------
+/**
+ * The live namespace: refuses unauthorised handshakes; sends a fresh snapshot on connect and
+ * pushes at most one snapshot per `minPushIntervalMs` (a burst of changes costs one push).
+ */
+function liveNamespace(io: SocketIoServer, gate: TokenGate, opts: MountDashboardOptions, onError: (e: unknown) => void): DashboardHandle {
+  const interval = Math.max(0, opts.minPushIntervalMs ?? DEFAULT_PUSH_INTERVAL_MS);
   const nsp = io.of(DASHBOARD_NAMESPACE);
   nsp.use((socket, next) => {
     const headers = socket.handshake.headers;
@@ -214,8 +202,8 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
     const handshakeToken = (socket.handshake.auth as Record<string, unknown> | undefined)?.token;
     const bearer = DashboardAuth.bearerAttempt(headers);
     let verdict: TokenVerdict = { ok: false, retryAfter: 0 };
-    if (auth.headersAuthorised({ cookie: headers.cookie })) verdict = { ok: true };
-    else if (handshakeToken !== undefined || bearer !== undefined) verdict = tryToken(clientKey(socket.handshake.address), handshakeToken ?? bearer, 'live socket');
+    if (gate.auth.headersAuthorised({ cookie: headers.cookie })) verdict = { ok: true };
+    else if (handshakeToken !== undefined || bearer !== undefined) verdict = gate.tryToken(clientKey(socket.handshake.address), handshakeToken ?? bearer, 'live socket');
     if (!verdict.ok) return next(new Error(verdict.retryAfter > 0 ? 'too many failed logins; retry later' : 'unauthorized'));
     if (opts.admitViewer && !opts.admitViewer(socket.conn)) return next(new Error('the dashboard is at its connection limit; retry later'));
     next();
@@ -240,7 +228,6 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
       onError(e);
     }
   };
-
   return {
     publishSnapshot(): void {
       if (timer) return; // a push is already scheduled and will read the newest state
@@ -258,17 +245,8 @@ export function mountDashboard(app: express.Express, io: SocketIoServer, opts: M
     close(): void {
       if (timer) clearTimeout(timer);
       timer = null;
-      failures.close();
     },
   };
-}
-
-function requestClient(req: Request): string {
-  return clientKey(req.socket.remoteAddress);
-}
-
-function throttledMessage(retryAfterSeconds: number): string {
-  return `Too many failed logins from your address; try again in ${retryAfterSeconds} s.`;
 }
 
 function withoutTokenParam(originalUrl: string): string {

@@ -40,7 +40,7 @@ export function describeExperiment(experiment: Experiment): ExperimentDescriptio
   };
   const parsed = experimentDescriptionSchema.safeParse(description);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
+    const issue = parsed.error.issues[0]!; // zod: a failed parse has at least one issue
     throw new PatchFedError('E_CONFIG', `coordinator config: experiment.${issue.path.join('.')} cannot be sent to sites: ${issue.message}.`, { subject: 'experiment' });
   }
   return parsed.data;

@@ -21,7 +21,7 @@ import type { SecureAggregationFit } from '../../shared/protocol/messages.ts';
 import { fixedPointParams, type FixedPointParams } from '../../shared/secagg/fixed-point.ts';
 import { rosterGraph } from '../../shared/secagg/graph.ts';
 import type { SecAggContext } from '../../shared/secagg/key-agreement.ts';
-import { decodeModelRuns, maskedLayout, vectorLength, type MaskedLayout } from '../../shared/secagg/model-vector.ts';
+import { decodeModelRuns, maskedLayout, vectorLength, type DecodeMode, type MaskedLayout } from '../../shared/secagg/model-vector.ts';
 import { forEachRingBlock } from '../../shared/secagg/ring-payload.ts';
 import { SecAggServerRound, type UnmaskingOutcome } from '../../shared/secagg/server-round.ts';
 import { shareValueFromBytes } from '../../shared/secagg/shamir.ts';
@@ -102,10 +102,17 @@ export class SecureRound {
     this.ctx = ctx;
     this.fit = secureAggregationFit(deps.spec, deps.enrolled);
     this.params = fitFixedPoint(this.fit);
-    const local = Object.values(instructions)[0]?.localTensors ?? [];
-    this.layout = maskedLayout(global.manifest, local);
+    const first = Object.values(instructions)[0];
+    this.layout = maskedLayout(global.manifest, first?.localTensors ?? []);
     this.server = new SecAggServerRound(ctx, deps.spec.threshold, vectorLength(this.layout));
-    this.aggregator = new SecureAggregator(this.layout, global, this.params, inner);
+    // Sites told to apply DP (distributed: clip + noise share) mask their privatised delta with
+    // weight 1 (site-agent/daemon/client-task.ts); the sum is then decoded undivided for the DP
+    // aggregator. The strategy gives every site the same dp instructions, or none.
+    const dp = first?.dp !== undefined;
+    if (Object.values(instructions).some((fit) => (fit.dp !== undefined) !== dp)) {
+      throw new PatchFedError('secagg-dp-mixed', `Secure aggregation round ${ctx.round}: some sites are told to apply DP and others not; one masked sum cannot mix the two.`);
+    }
+    this.aggregator = new SecureAggregator(this.layout, global, this.params, inner, dp ? 'sum' : 'weighted-mean');
   }
 
   /** The strategy's instructions with secure aggregation's parameters added. */
@@ -368,6 +375,14 @@ function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
  * a server optimiser (FedAdam, FedAvgM, ...) steps on it and saves its state with the checkpoint.
  * For FedAvg/FedProx/FedBN the result is the sample-weighted mean of the sites while every site
  * has at most sampleCap samples (fixed-point.ts).
+ *
+ * Distributed DP ('sum'): the sites masked their clipped, noised deltas Δ'_i with weight 1, and
+ * the strategy's aggregator is DP-FedAvg's (dp-sum.ts, distributed mode: no clipping or noise of
+ * its own). It receives g + Σ Δ'_i as one update, so it computes g + Σ Δ'_i / m with its fixed
+ * denominator m, then the server optimiser steps and the checkpoint carries the privacy ledger —
+ * the same finish as the plain distributed-DP path. Error against the plain path's aggregate of
+ * the same Δ'_i, per element: n/(2s) from the fixed point plus the float32 rounding of g + ΣΔ'
+ * (2^-24·|g + ΣΔ'|), both divided by m, plus the float32 rounding of the result.
  */
 export class SecureAggregator implements Aggregator {
   private included = 0;
@@ -380,6 +395,7 @@ export class SecureAggregator implements Aggregator {
     private readonly params: FixedPointParams,
     /** The strategy's aggregator for this round (strategy.beginAggregation). */
     private readonly inner: Aggregator,
+    private readonly mode: DecodeMode = 'weighted-mean',
   ) {}
 
   get count(): number {
@@ -397,7 +413,15 @@ export class SecureAggregator implements Aggregator {
 
   /** The unmasked sum of the round (server-round.ts finish()), decoded into the strategy's aggregator. */
   async setSum(outcome: UnmaskingOutcome): Promise<void> {
-    const { runs, totalWeight } = decodeModelRuns(outcome.sum, this.layout, this.global, this.params);
+    const { runs, totalWeight } = decodeModelRuns(outcome.sum, this.layout, this.global, this.params, this.mode);
+    // Under DP every site encodes ω = 1 (exactly s in the ring), so Σω is the number of included
+    // sites; anything else means a site weighted its update and could move the sum by more than C.
+    if (this.mode === 'sum' && totalWeight !== outcome.included.length) {
+      throw new PatchFedError(
+        'secagg-dp-weight',
+        `Secure aggregation with DP: the sum's weight element decodes to ${totalWeight}, but ${outcome.included.length} site(s) are included; every site must mask its clipped update with weight 1.`,
+      );
+    }
     await this.inner.add('secure-aggregate', runs, 1);
     this.weight = totalWeight;
     this.included = outcome.included.length;

@@ -45,6 +45,8 @@ interface SiteSession {
   sessionId: string;
   socket: Socket;
   router: SocketRouter;
+  /** The signed experiment description has been pushed on this session (see introduce()). */
+  introduced: boolean;
 }
 
 /** Live facts a site reported that the DB has no column for. */
@@ -76,6 +78,7 @@ export class SiteSessions {
   send<T extends CoordinatorMessageType>(siteId: string, type: T, data: Message<T>): boolean {
     const s = this.sessions.get(siteId);
     if (!s) return false;
+    if (type !== 'experiment') this.introduce(s);
     s.socket.emit(type, encodeMessage(type, data));
     return true;
   }
@@ -84,9 +87,22 @@ export class SiteSessions {
   sendSigned<T extends SignedControlType>(siteId: string, type: T, body: ControlBody<T>): boolean {
     const s = this.sessions.get(siteId);
     if (!s) return false;
+    this.introduce(s);
     const signed = signControl(type, body, s.sessionId, this.ctx.setup.keys.signSecretKey);
     s.socket.emit(type, encodeMessage(type, signed));
     return true;
+  }
+
+  /**
+   * Pushes the experiment description once per session, before anything else: a site refuses
+   * round tasks until it has verified it. A round can start (another site's online callback) in
+   * the gap between this session's registration and its own online callback, so every push
+   * introduces the session first rather than relying on that callback's order.
+   */
+  private introduce(s: SiteSession): void {
+    if (s.introduced) return;
+    s.introduced = true;
+    s.socket.emit('experiment', encodeMessage('experiment', this.ctx.experimentMessage));
   }
 
   disconnectAll(): void {
@@ -121,7 +137,7 @@ export class SiteSessions {
         onAuthenticated: (site) => {
           ctx.gate.siteAuthenticated(socket.conn);
           router.markAuthenticated();
-          session = { siteId: site.siteId, sessionId: site.sessionId, socket, router };
+          session = { siteId: site.siteId, sessionId: site.sessionId, socket, router, introduced: false };
           const previous = this.sessions.get(site.siteId);
           this.sessions.set(site.siteId, session);
           if (previous) {
@@ -145,7 +161,7 @@ export class SiteSessions {
           // After the auth-ok acknowledgement has gone out.
           setImmediate(() => {
             if (this.sessions.get(site.siteId) !== session) return;
-            this.send(site.siteId, 'experiment', ctx.experimentMessage);
+            this.introduce(session);
             ctx.onSiteOnline(site.siteId);
           });
         },

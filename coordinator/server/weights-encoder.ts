@@ -44,13 +44,14 @@ export class CheckingEncoder {
     if (tensor !== this.tensor || offset !== this.offset || offset + run.length > (this.sizes[tensor] ?? 0)) {
       throw new PatchFedError('aggregate-out-of-order', `${this.source}: values for tensor #${tensor} from ${offset} arrived where tensor #${this.tensor} from ${this.offset} was expected.`);
     }
-    const bad = firstNonFinite(run);
-    if (bad >= 0) {
+    // One loop for the norm and the finite check: a float32 squared cannot overflow float64, so
+    // the sum of squares is non-finite exactly when a value is (NaN or ±Inf).
+    const sq = sumOfSquares(run);
+    if (sq - sq !== 0) {
+      const bad = firstNonFinite(run);
       const name = this.manifest[tensor]?.name ?? `#${tensor}`;
       throw new PatchFedError('aggregate-not-finite', `${this.source}: tensor '${name}' would hold a non-finite value (${run[bad]}) at element ${offset + bad}; the round is not published.`, { subject: name });
     }
-    let sq = 0;
-    for (let i = 0; i < run.length; i++) sq += (run[i] ?? 0) * (run[i] ?? 0);
     this.sumSquares += sq;
     let bytes = new Uint8Array(run.buffer, run.byteOffset, run.byteLength);
     if (!HOST_IS_LITTLE_ENDIAN) {
@@ -88,4 +89,13 @@ export class CheckingEncoder {
       this.offset = 0;
     }
   }
+}
+
+function sumOfSquares(run: Float32Array): number {
+  let sq = 0;
+  for (let i = 0; i < run.length; i++) {
+    const v = run[i] ?? 0;
+    sq += v * v;
+  }
+  return sq;
 }

@@ -380,8 +380,7 @@ export class CheckpointStore {
     }
     if (report.removedTemp.length > 0) fsyncDir(this.io, this.dir);
     let intact = this.list();
-    while (intact.length > 0) {
-      const newest = intact[intact.length - 1]!;
+    for (let newest = intact.at(-1); newest !== undefined; newest = intact.at(-1)) {
       const check = this.verify(newest.version);
       if (check.ok) {
         report.latest = check.meta;
@@ -403,7 +402,8 @@ export class CheckpointStore {
     let max = 0;
     for (const v of this.versionsOnDisk()) max = Math.max(max, v);
     for (const entry of safeReaddir(this.quarantineDir)) {
-      const v = parseVersionDirName(entry.split('.')[0]!);
+      const [stem = ''] = entry.split('.');
+      const v = parseVersionDirName(stem);
       if (v !== undefined) max = Math.max(max, v);
     }
     return max + 1;
@@ -450,7 +450,7 @@ export class CheckpointStore {
     }
     const parsed = checkpointMetaSchema.safeParse(json);
     if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
+      const issue = parsed.error.issues[0]!; // zod: a failed parse has at least one issue
       return { ok: false, reason: `${META_FILE} field '${issue.path.join('.')}': ${issue.message}` };
     }
     if (parsed.data.version !== version) {

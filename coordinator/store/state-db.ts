@@ -772,9 +772,10 @@ function migrate(db: Database.Database, path: string): void {
       { subject: path },
     );
   }
-  for (let v = current; v < MIGRATIONS.length; v++) {
+  for (const [v, migration] of MIGRATIONS.entries()) {
+    if (v < current) continue;
     db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
+      db.exec(migration);
       db.pragma(`user_version = ${v + 1}`);
     })();
   }

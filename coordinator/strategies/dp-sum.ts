@@ -10,20 +10,18 @@
  * Central mode clips again here: the guarantee must not rest on every site clipping honestly.
  * (In distributed mode it cannot: an update already carries its share of the noise.)
  * The sum is float64 and the noise is drawn in float64 before dividing. Memory: one float64
- * accumulator the size of the averaged part of the model.
+ * accumulator the size of the averaged part of the model (the DeltaSum FedAvg uses too, delta-sum.ts).
  *
  * Running variances (`norm-running-var`, FedAvg with batch norm) are clamped at 0 after the noise:
  * post-processing, so the guarantee is unchanged, and a negative variance would break the sites'
  * batch norm. FedBN keeps them local instead, which is the better choice with DP.
  */
-import { PatchFedError, errorMessage } from '../../shared/errors.ts';
-import { checkManifestMatches, type GlobalValues, type RunVisitor, type WeightRuns } from '../../shared/codec/index.ts';
+import { PatchFedError } from '../../shared/errors.ts';
+import type { GlobalValues, RunVisitor, WeightRuns } from '../../shared/codec/index.ts';
 import { clipFactor, type GaussianSampler } from '../../shared/dp/index.ts';
-import { sizeOf, type WeightSpec } from '../../shared/weights.ts';
-import { deltaLayout, foldScaledDelta } from './delta-sum.ts';
+import type { WeightSpec } from '../../shared/weights.ts';
+import { DeltaSum, deltaNorm, type FinishBlock } from './delta-sum.ts';
 import type { Aggregator, CheckpointAttachments } from './types.ts';
-
-const OUTPUT_BLOCK = 256 * 1024;
 
 export interface DpSumOptions {
   /** Tensors kept from the global (FedBN's norm tensors): neither clipped, summed nor noised. */
@@ -41,40 +39,29 @@ export interface DpSumOptions {
 }
 
 export class DpSumAggregator implements Aggregator {
-  private readonly manifest: WeightSpec[];
-  private readonly offsets: number[];
-  private readonly sum: Float64Array;
-  private readonly contributors = new Map<string, number>();
-  private readonly label: string;
-  private samples = 0;
-  private finished = false;
-  private busy = false;
-  private broken: string | null = null;
+  private readonly sum: DeltaSum;
   /** Updates the coordinator had to clip (central mode): sites should have clipped them already. */
   private clippedHere = 0;
 
   constructor(
-    private readonly global: GlobalValues,
+    global: GlobalValues,
     private readonly options: DpSumOptions,
   ) {
-    this.label = options.label ?? 'DP aggregation';
+    const label = options.label ?? 'DP aggregation';
     if (!(Number.isSafeInteger(options.denominator) && options.denominator >= 1)) {
-      throw new PatchFedError('dp-settings', `${this.label}: the denominator (sites selected) must be a positive integer, got ${options.denominator}.`);
+      throw new PatchFedError('dp-settings', `${label}: the denominator (sites selected) must be a positive integer, got ${options.denominator}.`);
     }
-    if (!(Number.isFinite(options.noiseStd) && options.noiseStd >= 0)) throw new PatchFedError('dp-settings', `${this.label}: the noise standard deviation must be >= 0, got ${options.noiseStd}.`);
-    if (options.clipNorm !== undefined && !(options.clipNorm > 0)) throw new PatchFedError('dp-settings', `${this.label}: the clip norm must be positive, got ${options.clipNorm}.`);
-    const { manifest, offsets, total } = deltaLayout(global.manifest, options.keepGlobal);
-    this.manifest = manifest;
-    this.offsets = offsets;
-    this.sum = new Float64Array(total);
+    if (!(Number.isFinite(options.noiseStd) && options.noiseStd >= 0)) throw new PatchFedError('dp-settings', `${label}: the noise standard deviation must be >= 0, got ${options.noiseStd}.`);
+    if (options.clipNorm !== undefined && !(options.clipNorm > 0)) throw new PatchFedError('dp-settings', `${label}: the clip norm must be positive, got ${options.clipNorm}.`);
+    this.sum = new DeltaSum(global, { keepGlobal: options.keepGlobal, label, precision: 'float64' });
   }
 
   get count(): number {
-    return this.contributors.size;
+    return this.sum.count;
   }
 
   get totalSamples(): number {
-    return this.samples;
+    return this.sum.totalSamples;
   }
 
   /** Updates clipped by the coordinator so far (central mode). */
@@ -82,72 +69,28 @@ export class DpSumAggregator implements Aggregator {
     return this.clippedHere;
   }
 
-  async add(siteId: string, update: WeightRuns, numSamples: number): Promise<void> {
-    if (this.finished) throw new PatchFedError('aggregation-closed', `Update from site '${siteId}' arrived after ${this.label} finished.`, { subject: siteId });
-    if (this.busy) throw new PatchFedError('aggregation-busy', `Update from site '${siteId}' arrived while another update is being added to ${this.label}; commits must be serialised.`, { subject: siteId });
-    if (this.contributors.has(siteId)) throw new PatchFedError('invalid-update', `Update from site '${siteId}' rejected: the site already contributed to ${this.label}.`, { subject: siteId });
-    if (!(Number.isSafeInteger(numSamples) && numSamples >= 1)) {
-      throw new PatchFedError('invalid-update', `Update from site '${siteId}' rejected: numSamples must be a positive integer, got ${String(numSamples)}.`, { subject: siteId });
-    }
-    checkManifestMatches(this.manifest, update.manifest, `update from site '${siteId}' (${this.label})`);
-    this.busy = true;
-    try {
-      let factor = 1;
-      if (this.options.clipNorm !== undefined) {
-        factor = clipFactor(await this.deltaNorm(update), this.options.clipNorm);
-        if (factor < 1) this.clippedHere++;
-      }
-      await foldScaledDelta(this.sum, this.offsets, this.global, update, factor);
-    } catch (e) {
-      this.broken = `reading the update from site '${siteId}' failed half-way (${errorMessage(e)})`;
-      throw e;
-    } finally {
-      this.busy = false;
-    }
-    this.contributors.set(siteId, numSamples);
-    this.samples += numSamples;
-  }
-
-  private async deltaNorm(update: WeightRuns): Promise<number> {
-    let sq = 0;
-    await update.forEachRun((tensor, offset, run) => {
-      if ((this.offsets[tensor] ?? -1) < 0) return;
-      const g = this.global.read(tensor, offset, run.length);
-      for (let j = 0; j < run.length; j++) {
-        const d = (run[j] ?? 0) - (g[j] ?? 0);
-        sq += d * d;
-      }
+  /** Every update weighs 1, times its clip factor in central mode (its norm is read first, then it is folded). */
+  add(siteId: string, update: WeightRuns, numSamples: number): Promise<void> {
+    const { clipNorm } = this.options;
+    return this.sum.add(siteId, update, numSamples, async (u) => {
+      if (clipNorm === undefined) return 1;
+      const factor = clipFactor(await deltaNorm(this.sum.offsets, this.sum.global, u), clipNorm);
+      if (factor < 1) this.clippedHere++;
+      return factor;
     });
-    return Math.sqrt(sq);
   }
 
   finish(sink: RunVisitor): void {
-    if (this.finished) throw new PatchFedError('aggregation-closed', `${this.label} was already finished.`);
-    if (this.busy) throw new PatchFedError('aggregation-busy', `${this.label} cannot be finished while an update is still being added.`);
-    if (this.broken) throw new PatchFedError('aggregation-broken', `${this.label} cannot be finished: ${this.broken}.`);
-    if (this.count === 0) throw new PatchFedError('no-updates', `${this.label}: no site update was accepted, nothing to aggregate.`);
-    this.finished = true;
     const { noiseStd, sampler, denominator } = this.options;
-    const block = new Float32Array(OUTPUT_BLOCK);
-    this.manifest.forEach((spec, t) => {
-      const size = sizeOf(spec.shape);
-      const base = this.offsets[t] ?? -1;
+    const noisyBlock: FinishBlock = (spec, g, sum, out) => {
       const clampAtZero = spec.role === 'norm-running-var';
-      for (let offset = 0; offset < size; offset += OUTPUT_BLOCK) {
-        const n = Math.min(OUTPUT_BLOCK, size - offset);
-        const g = this.global.read(t, offset, n);
-        const out = block.subarray(0, n);
-        if (base < 0) out.set(g);
-        else {
-          for (let j = 0; j < n; j++) {
-            const noisy = (this.sum[base + offset + j] ?? 0) + (noiseStd > 0 ? noiseStd * sampler.normal() : 0);
-            const v = (g[j] ?? 0) + noisy / denominator;
-            out[j] = clampAtZero && v < 0 ? 0 : v;
-          }
-        }
-        sink(t, offset, out);
+      for (let j = 0; j < out.length; j++) {
+        const noisy = (sum[j] ?? 0) + (noiseStd > 0 ? noiseStd * sampler.normal() : 0);
+        const v = (g[j] ?? 0) + noisy / denominator;
+        out[j] = clampAtZero && v < 0 ? 0 : v;
       }
-    });
+    };
+    this.sum.finish(sink, noisyBlock);
   }
 
   checkpointAttachments(): CheckpointAttachments {

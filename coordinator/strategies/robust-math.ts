@@ -21,6 +21,8 @@
  * clip bounds each update's size, the weights its share.
  *
  * Inputs are validated upstream (finite values, matching manifests); all sums are float64.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 
@@ -38,10 +40,10 @@ function sortSmall(a: Float64Array, n: number): void {
     return;
   }
   for (let i = 1; i < n; i++) {
-    const v = a[i];
+    const v = a[i]!;
     let k = i - 1;
-    while (k >= 0 && a[k] > v) {
-      a[k + 1] = a[k];
+    while (k >= 0 && a[k]! > v) {
+      a[k + 1] = a[k]!;
       k--;
     }
     a[k + 1] = v;
@@ -55,9 +57,9 @@ export function coordinateMedian(slices: readonly Float32Array[], out: Float32Ar
   const scratch = new Float64Array(n);
   const mid = n >> 1;
   for (let j = 0; j < out.length; j++) {
-    for (let i = 0; i < n; i++) scratch[i] = slices[i][j];
+    for (let i = 0; i < n; i++) scratch[i] = slices[i]![j]!;
     sortSmall(scratch, n);
-    out[j] = n % 2 === 1 ? scratch[mid] : 0.5 * (scratch[mid - 1] + scratch[mid]);
+    out[j] = n % 2 === 1 ? scratch[mid]! : 0.5 * (scratch[mid - 1]! + scratch[mid]!);
   }
 }
 
@@ -77,10 +79,10 @@ export function trimmedMean(slices: readonly Float32Array[], beta: number, out: 
   const kept = n - 2 * k;
   const scratch = new Float64Array(n);
   for (let j = 0; j < out.length; j++) {
-    for (let i = 0; i < n; i++) scratch[i] = slices[i][j];
+    for (let i = 0; i < n; i++) scratch[i] = slices[i]![j]!;
     sortSmall(scratch, n);
     let s = 0;
-    for (let i = k; i < n - k; i++) s += scratch[i];
+    for (let i = k; i < n - k; i++) s += scratch[i]!;
     out[j] = s / kept;
   }
 }
@@ -90,7 +92,7 @@ export function squaredDeltaNorm(update: Float32Array, global: Float32Array): nu
   if (update.length !== global.length) throw new PatchFedError('robust-aggregation', 'Norm clipping: update and global slices do not line up.');
   let s = 0;
   for (let j = 0; j < update.length; j++) {
-    const d = update[j] - global[j];
+    const d = update[j]! - global[j]!;
     s += d * d;
   }
   return s;
@@ -99,7 +101,7 @@ export function squaredDeltaNorm(update: Float32Array, global: Float32Array): nu
 function median(values: readonly number[]): number {
   const a = Float64Array.from(values).sort();
   const m = a.length >> 1;
-  return a.length % 2 === 1 ? a[m] : 0.5 * (a[m - 1] + a[m]);
+  return a.length % 2 === 1 ? a[m]! : 0.5 * (a[m - 1]! + a[m]!);
 }
 
 /** B = multiplier × median of the round's update norms. */
@@ -131,11 +133,11 @@ export function clippedMean(updates: readonly Float32Array[], global: Float32Arr
   if (!(total > 0) || weights.some((w) => !(Number.isFinite(w) && w >= 0))) {
     throw new PatchFedError('robust-aggregation', 'Norm-clipped mean: weights must be non-negative with a positive sum.');
   }
-  const coef = updates.map((_, i) => (weights[i] * factors[i]) / total);
+  const coef = updates.map((_, i) => (weights[i]! * factors[i]!) / total);
   for (let j = 0; j < out.length; j++) {
-    const g = global[j];
+    const g = global[j]!;
     let s = 0;
-    for (let i = 0; i < updates.length; i++) s += coef[i] * (updates[i][j] - g);
+    for (let i = 0; i < updates.length; i++) s += coef[i]! * (updates[i]![j]! - g);
     out[j] = g + s;
   }
 }

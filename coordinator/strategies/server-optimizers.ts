@@ -22,6 +22,8 @@
  * (`encodeServerOptimizerState`). Arithmetic per element is float64; m and v are stored in
  * float32, as the model is. Works slice by slice: `beginServerStep`, then `applyServerStep` on
  * each slice (with its offset into the flat parameter vector), then `commitServerStep`.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 
@@ -107,20 +109,20 @@ export function applyServerStep(
   if (spec.kind === 'fedavgm') {
     const beta = spec.momentum;
     for (let j = 0; j < n; j++) {
-      const x = global[j];
-      m[offset + j] = beta * m[offset + j] + (mean[j] - x);
-      out[j] = x + eta * m[offset + j];
+      const x = global[j]!;
+      m[offset + j] = beta * m[offset + j]! + (mean[j]! - x);
+      out[j] = x + eta * m[offset + j]!;
     }
     return;
   }
   const { beta1, beta2, tau } = spec;
   for (let j = 0; j < n; j++) {
     const k = offset + j;
-    const x = global[j];
-    const delta = mean[j] - x;
+    const x = global[j]!;
+    const delta = mean[j]! - x;
     const d2 = delta * delta;
-    const mj = beta1 * m[k] + (1 - beta1) * delta;
-    const vPrev = v[k];
+    const mj = beta1 * m[k]! + (1 - beta1) * delta;
+    const vPrev = v[k]!;
     let vj: number;
     if (spec.kind === 'fedadam') vj = beta2 * vPrev + (1 - beta2) * d2;
     else if (spec.kind === 'fedyogi') vj = vPrev - (1 - beta2) * d2 * Math.sign(vPrev - d2);

@@ -37,7 +37,7 @@ export function parseManifestJson(text: string, source: string): WeightSpec[] {
   }
   const parsed = manifestSchema.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
+    const issue = parsed.error.issues[0]!; // zod: a failed parse has at least one issue
     const [, index] = issue.path;
     const name = typeof index === 'number' ? (raw as { tensors?: { name?: unknown }[] }).tensors?.[index]?.name : undefined;
     const where = typeof name === 'string' ? `tensor '${name.slice(0, MAX_TENSOR_NAME_LENGTH)}'` : `manifest.${issue.path.join('.')}`;
@@ -53,9 +53,9 @@ export function parseManifestJson(text: string, source: string): WeightSpec[] {
 
 /** Same tensors, in the same order, with the same shapes and roles. */
 export function checkManifestMatches(expected: readonly WeightSpec[], actual: readonly WeightSpec[], source: string): void {
-  for (let i = 0; i < Math.min(expected.length, actual.length); i++) {
-    const e = expected[i]!;
-    const a = actual[i]!;
+  for (const [i, e] of expected.entries()) {
+    const a = actual[i];
+    if (a === undefined) break; // a shorter list is reported below
     if (e.name !== a.name) {
       throw new PatchFedError('weights-manifest-mismatch', `${source}: tensor ${i} should be '${e.name}', got '${a.name}'.`, { subject: a.name });
     }
@@ -67,7 +67,8 @@ export function checkManifestMatches(expected: readonly WeightSpec[], actual: re
     }
   }
   if (expected.length !== actual.length) {
-    const extraOrMissing = expected.length > actual.length ? `is missing '${expected[actual.length]!.name}'` : `has an extra tensor '${actual[expected.length]!.name}'`;
+    const missing = expected[actual.length];
+    const extraOrMissing = missing ? `is missing '${missing.name}'` : `has an extra tensor '${actual[expected.length]?.name}'`;
     throw new PatchFedError('weights-manifest-mismatch', `${source}: expected ${expected.length} tensors, got ${actual.length} (${extraOrMissing}).`, { subject: source });
   }
 }

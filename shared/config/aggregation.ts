@@ -7,11 +7,14 @@
  *   "aggregation": { "secure": { "threshold": 2 } }
  *
  * It composes with fedavg, fedprox and fedbn (FedBN's norm tensors stay local and are not in the
- * masked vector) and with distributed DP; robust rules and central DP need what it hides.
+ * masked vector) and with distributed DP (each site masks its clipped, noised delta with weight 1;
+ * the coordinator decodes the plain sum for DP-FedAvg's aggregator); robust rules and central DP
+ * need what it hides.
  */
 import { z } from 'zod';
 import { MAX_SECAGG_SITES } from '../protocol/limits.ts';
-import { DEFAULT_CLIP_RANGE, RING_BITS, fixedPointParams } from '../secagg/fixed-point.ts';
+import { DEFAULT_CLIP_RANGE, DP_NOISE_TAIL_SIGMAS, RING_BITS, dpRingClipRange, fixedPointParams } from '../secagg/fixed-point.ts';
+import { noiseStd } from '../dp/clip-and-noise.ts';
 import { PatchFedError } from '../errors.ts';
 import { strategyCombinationProblem, type StrategySpec } from './strategy.ts';
 
@@ -27,7 +30,9 @@ export const SecureAggregationSpecSchema = z.strictObject({
   /**
    * c: each element of a site's weighted update ω·Δ is clamped to [−c, c] before it is rounded
    * into the ring (≥ 1: the weight element ω ≤ 1 shares the bound). Clamped elements are counted
-   * in the site log; DP clipping (strategy.dp) bounds the whole update's norm instead.
+   * in the site log; DP clipping (strategy.dp) bounds the whole update's norm instead. With
+   * distributed DP it must be at least C + 10σ (σ: a site's noise share), so that no clipped,
+   * noised value is ever clamped (fixed-point.ts, dpRingClipRange).
    */
   clipRange: z.number().min(1).max(1e6).default(DEFAULT_CLIP_RANGE),
   /** log2 of the fixed-point scale s; default the largest with sites·c·s < 2^31 (the sum cannot overflow). */
@@ -103,8 +108,18 @@ export function secureAggregationProblem(
   }
   const combination = strategyCombinationProblem(experiment.strategy, { secureAggregation: true });
   if (combination) return combination;
-  // The round driver (coordinator/server/secure-round.ts) decodes a sample-weighted mean; DP-FedAvg
-  // needs the unweighted sum of clipped, noised updates over the selected sites instead.
-  if (experiment.strategy.dp) return `differential privacy together with secure aggregation is not wired into federated rounds yet (the masked sum is decoded as a sample-weighted mean, DP-FedAvg needs the sum of clipped updates); use one of the two`;
+  const dp = experiment.strategy.dp;
+  if (dp?.mode === 'distributed') {
+    // The noise share each site adds (n = minSites, as coordinator/strategies/differential-privacy.ts uses).
+    const sigma = noiseStd('distributed', dp, Math.max(1, experiment.minSites));
+    const needed = dpRingClipRange(dp.clipNorm, sigma);
+    if (spec.clipRange < needed) {
+      const suggestion = Math.ceil(needed * 100) / 100;
+      return (
+        `with distributed DP (C = ${dp.clipNorm}, each site's noise std ${sigma.toPrecision(3)}) aggregation.secure.clipRange must be at least C + ${DP_NOISE_TAIL_SIGMAS}σ = ${needed.toPrecision(4)}, ` +
+        `so that no clipped, noised value is clamped before masking (that would change the accounted mechanism); it is ${spec.clipRange}: set "clipRange": ${suggestion}`
+      );
+    }
+  }
   return null;
 }

@@ -10,6 +10,8 @@
  * 4 bits). For a random token the estimate is its real entropy (`openssl rand -hex 16` → 128,
  * 32 random bytes in base64url → 258); `aaaaaaaaaaaaaaaa` is worth 9 bits and
  * `test-dashboard-token-0123456789` 67. The example config's placeholder is refused by name.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { randomBytes } from 'node:crypto';
 

@@ -41,10 +41,30 @@ export const TrainingSchema = z
   .strict();
 export type TrainingSettings = z.infer<typeof TrainingSchema>;
 
+/**
+ * Partial annotation (issue 15): the label ids this site's ground truth holds, when it annotates
+ * fewer classes than the experiment. A number is a class annotated as such; `{ name, labels }` is
+ * a coarse label its annotators drew instead of those classes, stored under the smallest of their
+ * ids (e.g. brain `{ name: "whole tumour", labels: [1, 2, 3] }`). Every class named nowhere is
+ * unannotated: its voxels are stored as background. Absent = every class annotated.
+ * Ids are checked against the dataset's labels when the dataset is opened (site-agent/data/annotated-labels.ts).
+ */
+export const AnnotatedLabelSchema = z.union([
+  z.number().int().min(1, 'label 0 is background, always annotated; list foreground ids only'),
+  z.strictObject({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$/, 'must be 1-64 letters, digits, space, . _ -'),
+    labels: z.array(z.number().int().min(1, 'label 0 is background, always annotated; list foreground ids only')).min(2, 'a merged label joins at least 2 classes'),
+  }),
+]);
+export const AnnotatedLabelsSchema = z.array(AnnotatedLabelSchema).min(1, 'a site annotates at least one foreground class');
+export type AnnotatedLabels = z.infer<typeof AnnotatedLabelsSchema>;
+
 export const SiteConfigSchema = z
   .object({
     siteId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'site ids are 1-64 letters, digits, _ . -'),
     dataset: z.string().min(1),
+    /** The classes the dataset's ground truth holds (AnnotatedLabelsSchema); absent = all. */
+    annotatedLabels: AnnotatedLabelsSchema.optional(),
     memoryBudgetMB: z.number().positive(),
     backend: BackendChoiceSchema.default('auto'),
     seed: z.number().int().default(1),

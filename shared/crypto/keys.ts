@@ -90,7 +90,7 @@ function parseJson(text: string, source: string): unknown {
 }
 
 function schemaError(source: string, error: z.ZodError): PatchFedError {
-  const issue = error.issues[0]!;
+  const issue = error.issues[0]!; // zod: a failed parse has at least one issue
   const where = issue.path.length ? issue.path.join('.') : '(top level)';
   return new PatchFedError('bad-key-file', `${source}: ${where}: ${issue.message}.`, { subject: source });
 }

@@ -13,11 +13,16 @@
  *                   distributed discrete Gaussian mechanism", §1, for the idea).
  *
  * With dropouts fewer than n sites contribute noise; so n must be the *minimum* number of
- * contributors (the secure-aggregation threshold t), which over-noises slightly when more sites
- * survive rather than under-noising when fewer do. Noise is added in float64 before fixed-point
+ * contributors: the experiment's minSites, which the scheduler requires of every round, secure or
+ * not (under secure aggregation t survivors are needed too, so max(minSites, t) would also be a
+ * valid n; minSites is used). That over-noises slightly when more sites survive rather than
+ * under-noising when fewer do. Under secure aggregation the site masks Δ' with weight 1 and the
+ * ring's clip range must cover C + 10·noiseStd (shared/secagg/fixed-point.ts, dpRingClipRange). Noise is added in float64 before fixed-point
  * rounding. The accountant covers the continuous Gaussian sum; the per-site rounding afterwards
  * (≤ n/(2s) per element, fixed-point.ts) is not part of the accounted mechanism — Kairouz et al.
  * 2021 treat that gap exactly with a discrete Gaussian.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../errors.ts';
 import type { GaussianSampler } from './gaussian.ts';
@@ -43,7 +48,7 @@ export function checkDpSettings(s: DpSettings): void {
 /** L2 norm of a vector given in parts (the averaged tensors of a model), accumulated in float64. */
 export function l2Norm(parts: readonly ArrayLike<number>[]): number {
   let sq = 0;
-  for (const p of parts) for (let j = 0; j < p.length; j++) sq += p[j] * p[j];
+  for (const p of parts) for (let j = 0; j < p.length; j++) sq += p[j]! * p[j]!;
   return Math.sqrt(sq);
 }
 
@@ -57,7 +62,7 @@ export function clipFactor(norm: number, clipNorm: number): number {
 export function clipInPlace(parts: readonly Float32Array[], clipNorm: number): { norm: number; factor: number } {
   const norm = l2Norm(parts);
   const factor = clipFactor(norm, clipNorm);
-  if (factor < 1) for (const p of parts) for (let j = 0; j < p.length; j++) p[j] *= factor;
+  if (factor < 1) for (const p of parts) for (let j = 0; j < p.length; j++) p[j]! *= factor;
   return { norm, factor };
 }
 
@@ -79,5 +84,5 @@ export function noiseStd(mode: DpMode, settings: DpSettings, minContributors = 1
 export function addGaussianNoise(values: Float32Array | Float64Array, std: number, sampler: GaussianSampler): void {
   if (!(Number.isFinite(std) && std >= 0)) throw new PatchFedError('dp-settings', `DP: the noise standard deviation must be a non-negative number, got ${String(std)}.`);
   if (std === 0) return;
-  for (let j = 0; j < values.length; j++) values[j] += std * sampler.normal();
+  for (let j = 0; j < values.length; j++) values[j]! += std * sampler.normal();
 }

@@ -7,6 +7,9 @@ import type { AffineSource, Mat4 } from '../geometry.ts';
 
 type Vec3 = [number, number, number];
 type Mat3 = [Vec3, Vec3, Vec3];
+/** Typed axis indices, so loops over x/y/z index the tuples without `undefined`. */
+type Axis = 0 | 1 | 2;
+const AXES: readonly Axis[] = [0, 1, 2];
 
 export interface AffineFields {
   dim0: number;
@@ -83,12 +86,23 @@ function withTranslation(m: Mat3, t: Vec3): Mat4 {
   ] as Mat4;
 }
 
+/** An srow_* row as read from a header; the readers always produce four values. */
+function srowRow(row: number[], name: string): [number, number, number, number] {
+  const [a, b, c, t] = row;
+  if (a === undefined || b === undefined || c === undefined || t === undefined) {
+    throw new Error(`${name} has ${row.length} values; an sform row needs 4`);
+  }
+  return [a, b, c, t];
+}
+
 /** The affine the header implies: sform if sform_code > 0, else qform if qform_code > 0, else pixdim scaling. */
 export function affineFromHeaderFields(f: AffineFields): { affine: Mat4; source: AffineSource; qfac: 1 | -1 } {
   const qfac = qfacFromPixdim0(f.pixdim[0] ?? 0);
   const spacing = spacingFromPixdim(f.pixdim, f.dim0);
   if (f.sformCode > 0) {
-    const [x, y, z] = f.srow;
+    const x = srowRow(f.srow[0], 'srow_x');
+    const y = srowRow(f.srow[1], 'srow_y');
+    const z = srowRow(f.srow[2], 'srow_z');
     const m: Mat3 = [
       [x[0], x[1], x[2]],
       [y[0], y[1], y[2]],
@@ -99,7 +113,7 @@ export function affineFromHeaderFields(f: AffineFields): { affine: Mat4; source:
   if (f.qformCode > 0) {
     const r = quaternionToRotation(...f.quatern);
     const scale: Vec3 = [spacing[0], spacing[1], spacing[2] * qfac];
-    const m = r.map((row) => row.map((v, j) => v * scale[j])) as Mat3;
+    const m = r.map(([r0, r1, r2]) => [r0 * scale[0], r1 * scale[1], r2 * scale[2]]) as Mat3;
     return { affine: withTranslation(m, f.qoffset), source: 'qform', qfac };
   }
   const diag: Mat3 = [
@@ -121,7 +135,7 @@ function det3(m: Mat3): number {
 /** Transpose of the inverse (cofactor matrix / det). */
 function inverseTranspose(m: Mat3): Mat3 {
   const d = det3(m);
-  const c = (r0: number, c0: number, r1: number, c1: number) => m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+  const c = (r0: Axis, c0: Axis, r1: Axis, c1: Axis) => m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
   return [
     [c(1, 1, 2, 2) / d, -c(1, 0, 2, 2) / d, c(1, 0, 2, 1) / d],
     [-c(0, 1, 2, 2) / d, c(0, 0, 2, 2) / d, -c(0, 0, 2, 1) / d],
@@ -138,8 +152,9 @@ function nearestOrthogonal(r: Mat3): Mat3 {
   for (let iter = 0; iter < 100; iter++) {
     const it = inverseTranspose(cur);
     let change = 0;
-    const next = cur.map((row, i) =>
-      row.map((v, j) => {
+    const next = AXES.map((i) =>
+      AXES.map((j) => {
+        const v = cur[i][j];
         const nv = (v + it[i][j]) / 2;
         change = Math.max(change, Math.abs(nv - v));
         return nv;
@@ -192,13 +207,13 @@ function rotationToQuaternion(r: Mat3): [number, number, number, number] {
  */
 export function affineToQform(affine: Mat4): QformParams {
   const zooms: Vec3 = [0, 0, 0];
-  for (let j = 0; j < 3; j++) {
+  for (const j of AXES) {
     zooms[j] = Math.hypot(affine[0][j], affine[1][j], affine[2][j]);
     if (!(zooms[j] > 0) || !Number.isFinite(zooms[j])) {
       throw new Error(`affine column ${j} has norm ${zooms[j]}; a voxel axis must have a finite non-zero length`);
     }
   }
-  const r = [0, 1, 2].map((i) => [0, 1, 2].map((j) => affine[i][j] / zooms[j])) as Mat3;
+  const r = AXES.map((i) => AXES.map((j) => affine[i][j] / zooms[j])) as Mat3;
   const det = det3(r);
   if (!(Math.abs(det) > 1e-8)) {
     throw new Error('affine rotation part is singular (voxel axes are parallel)');
@@ -206,7 +221,7 @@ export function affineToQform(affine: Mat4): QformParams {
   let qfac = 1;
   if (det < 0) {
     qfac = -1;
-    for (let i = 0; i < 3; i++) r[i][2] = -r[i][2];
+    for (const i of AXES) r[i][2] = -r[i][2];
   }
   const [, b, c, d] = rotationToQuaternion(nearestOrthogonal(r));
   return { quatern: [b, c, d], qoffset: [affine[0][3], affine[1][3], affine[2][3]], qfac, zooms };
@@ -227,7 +242,7 @@ function rebuiltA(q: Vec3): number {
 export function float32Quaternion(quatern: Vec3): Vec3 {
   const trueA = rebuiltA(quatern);
   const rounded = quatern.map(Math.fround) as Vec3;
-  const big = [0, 1, 2].reduce((m, i) => (Math.abs(rounded[i]) > Math.abs(rounded[m]) ? i : m), 0);
+  const big = AXES.reduce<Axis>((m, i) => (Math.abs(rounded[i]) > Math.abs(rounded[m]) ? i : m), 0);
   const magnitude = Math.abs(rounded[big]);
   if (magnitude === 0) return rounded; // identity rotation: (0, 0, 0) is exact
   const ulp = 2 ** (Math.floor(Math.log2(magnitude)) - 23); // float32 spacing at this magnitude

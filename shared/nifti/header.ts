@@ -124,14 +124,19 @@ function checkMagic(file: string, version: 1 | 2, magic: number[]): void {
 }
 
 /** dims [X, Y, Z] or [X, Y, Z, C] after validating dim[0..7]; refuses before any allocation. */
-function validateDims(file: string, dim: number[], maxVoxels: number): { dims: number[]; voxelCount: number } {
-  const ndim = dim[0];
+function validateDims(
+  file: string,
+  dim: number[],
+  maxVoxels: number,
+): { ndim: number; shape: [number, number, number]; dims: number[]; voxelCount: number } {
+  const at = (i: number): number => dim[i] ?? fail(file, 'NIFTI_BAD_HEADER', `dim[${i}] is missing`);
+  const ndim = at(0);
   if (!(Number.isInteger(ndim) && ndim >= 1 && ndim <= 7)) {
     fail(file, 'NIFTI_BAD_HEADER', `dim[0] is ${ndim}; it must be between 1 and 7`);
   }
   let count = 1;
   for (let i = 1; i <= ndim; i++) {
-    const d = dim[i];
+    const d = at(i);
     // Infinity (an int64 beyond 2^53) passes here and is refused as too large just below.
     if (Number.isNaN(d) || d < 1) {
       fail(file, 'NIFTI_BAD_HEADER', `dim[${i}] is ${d}; every dimension must be at least 1`);
@@ -147,10 +152,11 @@ function validateDims(file: string, dim: number[], maxVoxels: number): { dims: n
       fail(file, 'NIFTI_UNSUPPORTED', `dim[${i}] is ${dim[i]}; only 3D volumes and 4D volumes (4th dimension = channel) are supported`);
     }
   }
-  const size = (i: number) => (i <= ndim ? dim[i] : 1);
-  const dims = [size(1), size(2), size(3)];
+  const size = (i: number) => (i <= ndim ? at(i) : 1);
+  const shape: [number, number, number] = [size(1), size(2), size(3)];
+  const dims: number[] = [...shape];
   if (size(4) > 1) dims.push(size(4));
-  return { dims, voxelCount: count };
+  return { ndim, shape, dims, voxelCount: count };
 }
 
 /** The intercept scaling uses: nibabel reads a non-finite scl_inter as 0. */
@@ -190,7 +196,7 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
   const raw = version === 1 ? readNifti1Fields(bytes, view, littleEndian) : readNifti2Fields(bytes, view, littleEndian);
   checkMagic(file, version, raw.magic);
 
-  const { dims, voxelCount } = validateDims(file, raw.dim, maxVoxels);
+  const { ndim, shape, dims, voxelCount } = validateDims(file, raw.dim, maxVoxels);
   const datatype = datatypeFromCode(raw.datatypeCode);
   if (!datatype) fail(file, 'NIFTI_UNSUPPORTED', `unsupported datatype ${describeDatatypeCode(raw.datatypeCode)}`);
   const dataBytes = voxelCount * bytesPerVoxel(datatype);
@@ -202,12 +208,12 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
     fail(file, 'NIFTI_BAD_HEADER', `vox_offset ${raw.voxOffset} is not a byte offset after the ${headerSize}-byte header`);
   }
   for (let i = 1; i <= 3; i++) {
-    if (!Number.isFinite(raw.pixdim[i])) fail(file, 'NIFTI_BAD_HEADER', `pixdim[${i}] is ${raw.pixdim[i]}`);
+    if (!Number.isFinite(raw.pixdim[i] ?? NaN)) fail(file, 'NIFTI_BAD_HEADER', `pixdim[${i}] is ${raw.pixdim[i]}`);
   }
 
   let affine;
   try {
-    affine = affineFromHeaderFields({ ...raw, dim0: raw.dim[0] });
+    affine = affineFromHeaderFields({ ...raw, dim0: ndim });
   } catch (e) {
     fail(file, 'NIFTI_BAD_HEADER', (e as Error).message);
   }
@@ -215,8 +221,8 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string, opts: NiftiRea
     fail(file, 'NIFTI_BAD_HEADER', `the ${affine.source} affine contains non-finite values`);
   }
   const geometry: Geometry = {
-    shape: [dims[0], dims[1], dims[2]],
-    spacing: spacingFromPixdim(raw.pixdim, raw.dim[0]),
+    shape,
+    spacing: spacingFromPixdim(raw.pixdim, ndim),
     qformCode: raw.qformCode,
     sformCode: raw.sformCode,
     affine: affine.affine,

@@ -30,9 +30,10 @@ class StatsAccumulator {
     const slope = applied ? this.scaling.slope : 1;
     const inter = applied ? effectiveIntercept(this.scaling) : 0;
     let { min, max, sum, finite, nonFinite } = this;
+    // Hot per-voxel loop: callers pass from/to within raw, so raw[i]! needs no runtime check.
     for (let i = from; i < to; i++) {
       // Math.fround: readNifti delivers scaled values as float32, so report what it would deliver.
-      const v = applied ? Math.fround(raw[i] * slope + inter) : raw[i];
+      const v = applied ? Math.fround(raw[i]! * slope + inter) : raw[i]!;
       if (v - v !== 0) {
         nonFinite++;
         continue;
@@ -61,8 +62,10 @@ export async function inspectNiftiFile(path: string, opts: NiftiReadOptions = {}
     voxelValueSink({
       begin: (h: NiftiHeader) => {
         acc.all = new StatsAccumulator(h.scaling);
-        acc.perChannel = h.dims[0] * h.dims[1] * h.dims[2];
-        acc.channels = h.dims.length === 4 ? Array.from({ length: h.dims[3] }, () => new StatsAccumulator(h.scaling)) : [];
+        const [x, y, z] = h.geometry.shape;
+        const channelCount = h.dims[3];
+        acc.perChannel = x * y * z;
+        acc.channels = channelCount !== undefined ? Array.from({ length: channelCount }, () => new StatsAccumulator(h.scaling)) : [];
       },
       values: (values, first) => {
         acc.all?.add(values, 0, values.length);

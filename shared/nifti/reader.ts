@@ -45,7 +45,8 @@ export async function readNifti(path: string, opts: NiftiReadOptions = {}): Prom
     values: (values: VoxelArray, first: number) => {
       const out = scaledOut;
       if (!out) return;
-      for (let k = 0; k < values.length; k++) out[first + k] = values[k] * slope + inter;
+      // Per-voxel hot loop; k is bounded by values.length.
+      for (let k = 0; k < values.length; k++) out[first + k] = values[k]! * slope + inter;
     },
   });
   const { header } = await pumpNiftiVoxels(path, opts, {

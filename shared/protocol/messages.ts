@@ -559,7 +559,7 @@ function screenPayload(payload: unknown): { copy: unknown } | { reason: string }
 }
 
 function describeIssue(error: z.ZodError): string {
-  const issue = error.issues[0]!;
+  const issue = error.issues[0]!; // zod: a failed parse has at least one issue
   const path = issue.path.map(String).join('.').slice(0, 200);
   return `${path || '(payload)'}: ${issue.message.slice(0, 300)}`;
 }

@@ -12,6 +12,8 @@
  *
  * Masks are never materialised whole: they are generated in 64 KiB chunks and added into the
  * target in place, so masking costs O(1) memory beyond the vector itself.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { createCipheriv } from 'node:crypto';
 import { PatchFedError } from '../errors.ts';
@@ -59,11 +61,11 @@ function asWords(bytes: Uint8Array, n: number): Uint32Array {
 export function addMaskInPlace(target: Uint32Array, seed: Uint8Array, sign: 1 | -1): void {
   if (sign === 1) {
     forEachMaskChunk(seed, target.length, (words, offset) => {
-      for (let j = 0; j < words.length; j++) target[offset + j] = (target[offset + j] + words[j]) >>> 0;
+      for (let j = 0; j < words.length; j++) target[offset + j] = (target[offset + j]! + words[j]!) >>> 0;
     });
   } else {
     forEachMaskChunk(seed, target.length, (words, offset) => {
-      for (let j = 0; j < words.length; j++) target[offset + j] = (target[offset + j] - words[j]) >>> 0;
+      for (let j = 0; j < words.length; j++) target[offset + j] = (target[offset + j]! - words[j]!) >>> 0;
     });
   }
 }

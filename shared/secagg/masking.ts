@@ -10,6 +10,8 @@
  * so the coordinator removes the survivors' self-masks (b_u reconstructed from shares) and the
  * masks survivors added for the dropped sites (s_vu recomputed from the dropped site's
  * reconstructed secret key). One vector of memory; each mask is streamed (mask-prg.ts).
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../errors.ts';
 import { addMaskInPlace } from './mask-prg.ts';
@@ -44,7 +46,7 @@ export function addInto(sum: Uint32Array, masked: Uint32Array): void {
   if (sum.length !== masked.length) {
     throw new PatchFedError('secagg-length', `Secure aggregation: a masked vector has ${masked.length} elements, the round's vectors have ${sum.length}.`);
   }
-  for (let j = 0; j < sum.length; j++) sum[j] = (sum[j] + masked[j]) >>> 0;
+  for (let j = 0; j < sum.length; j++) sum[j] = (sum[j]! + masked[j]!) >>> 0;
 }
 
 /**

@@ -78,11 +78,18 @@ export interface DecodedModel {
 }
 
 /**
+ * How the unmasked sum becomes a model: 'weighted-mean' g + Σω_iΔ_i / Σω_i (FedAvg, FedProx,
+ * FedBN); 'sum' g + Σ Δ_i, undivided, for distributed DP, whose aggregator divides by its own
+ * fixed denominator (coordinator/strategies/dp-sum.ts).
+ */
+export type DecodeMode = 'weighted-mean' | 'sum';
+
+/**
  * Coordinator side: the unmasked sum as the new global model, streamed from the sum and the
  * round's global (read a block at a time) — nothing is materialised beyond one output block.
  * The sum must stay alive until the runs have been consumed.
  */
-export function decodeModelRuns(sum: Uint32Array, layout: MaskedLayout, global: GlobalValues, params: FixedPointParams): DecodedModel {
+export function decodeModelRuns(sum: Uint32Array, layout: MaskedLayout, global: GlobalValues, params: FixedPointParams, mode: DecodeMode = 'weighted-mean'): DecodedModel {
   if (sum.length !== vectorLength(layout)) {
     throw new PatchFedError('secagg-length', `Secure aggregation: the unmasked sum has ${sum.length} elements, ${vectorLength(layout)} expected.`);
   }
@@ -91,7 +98,8 @@ export function decodeModelRuns(sum: Uint32Array, layout: MaskedLayout, global: 
   if (!(totalWeight > 0)) {
     throw new PatchFedError('secagg-decode', `Secure aggregation: the round's total sample weight decodes to ${totalWeight}; nothing to average.`);
   }
-  const factor = 1 / (params.scale * totalWeight);
+  // 'sum' (distributed DP): g + Σ Δ'_i, which the DP aggregator turns into g + Σ Δ'_i / m.
+  const factor = mode === 'sum' ? 1 / params.scale : 1 / (params.scale * totalWeight);
   const block = new Float32Array(OUTPUT_BLOCK);
   const runs: WeightRuns = {
     manifest: layout.manifest,

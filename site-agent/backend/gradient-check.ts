@@ -11,6 +11,8 @@
  * The step is tried at several sizes and the best agreement counts: in float32 a small ε drowns
  * in rounding noise, while a large ε lets ReLU and max-pool kinks fall inside [x−εv, x+εv].
  * A correct gradient agrees at some step size; a wrong one disagrees (~1) at all of them.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import './gradients/index.ts';

@@ -59,7 +59,8 @@ export function describeConnectError(e: unknown, url: string): { kind: 'refused'
   const cause = (description as { error?: unknown } | null)?.error ?? description;
   const code = typeof (cause as { code?: unknown } | null)?.code === 'string' ? String((cause as { code: string }).code) : '';
   const text = (cause as { message?: unknown } | null)?.message ?? (description as { message?: unknown } | null)?.message ?? (e as { message?: unknown } | null)?.message ?? String(e);
-  const message = String(text).split('\n')[0]!.slice(0, 200);
+  const [firstLine = ''] = String(text).split('\n');
+  const message = firstLine.slice(0, 200);
   const secure = url.startsWith('https:');
   if (code === 'ECONNREFUSED') return { kind: 'refused', reason: `connection refused (${message}): is the coordinator running, and is the port right?` };
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return { kind: 'dns', reason: `host not found (${message})` };

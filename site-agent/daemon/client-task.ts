@@ -15,7 +15,9 @@ import { CheckpointDownload } from '../../shared/protocol/checkpoint-transfer.ts
 import { metricsSchema, type ExperimentDescription, type FitInstructions, type Message, type Metrics } from '../../shared/protocol/messages.ts';
 import type { ControlBody } from '../../shared/protocol/signed-control.ts';
 import { MAX_PAYLOAD_BYTES } from '../../shared/protocol/limits.ts';
+import type { GaussianSampler } from '../../shared/dp/gaussian.ts';
 import { privatiseSiteUpdate } from '../../shared/dp/site-update.ts';
+import { firstNonFinite } from '../../shared/codec/weights-checks.ts';
 import type { WithheldReport } from '../../shared/config/site.ts';
 import { withholdMetrics } from './withheld-reports.ts';
 import { UpdateSender, isTransferInterrupted } from '../../shared/protocol/transfer.ts';
@@ -69,6 +71,8 @@ export interface JobEnvironment {
   chunkBytes?: number;
   /** Reports the site does not send (withheld-reports.ts). */
   withhold?: readonly WithheldReport[];
+  /** Source of this site's DP noise (tests, reproducible simulations); default cryptographically seeded per update. */
+  dpSampler?: () => GaussianSampler;
   log: ClientLog;
   ready(signal: AbortSignal): Promise<RequestTransport>;
   sendStatus(status: Message<'status'>): void;
@@ -132,8 +136,11 @@ export class TaskJob {
   private failure: { code: string; reason: string } | null = null;
   /** Secure aggregation: the session of the newest attempt (each attempt masks with fresh keys). */
   private secure: SecureSession | null = null;
-  /** Secure aggregation: the trained update, kept to mask it again for a retried attempt. */
-  private trained: { result: RoundResult; global: NamedWeights } | null = null;
+  /**
+   * Secure aggregation: the update as it may leave the site (DP: clipped and noised once), kept
+   * to mask it again for a retried attempt — the same noise, never a fresh draw of the same update.
+   */
+  private trained: { update: NamedWeights; samples: number; metrics: Metrics; global: NamedWeights } | null = null;
   /** Secure aggregation: the attempt `result` was masked for. */
   private maskedFor = 0;
 
@@ -277,10 +284,14 @@ export class TaskJob {
     }
     if (this.signal.aborted) return;
     try {
-      this.result = this.prepare(result, global);
+      const prepared = this.prepare(result, global);
       if (this.secure) {
-        this.trained = { result, global };
+        // encodeWeights refuses non-finite values on the plain path; the ring encoding would clamp an infinity.
+        refuseNonFinite(prepared.update, `update of round ${this.round}`);
+        this.trained = { ...prepared, global };
         this.result = await this.masked();
+      } else {
+        this.result = { payload: encodeWeights(prepared.update, `update of round ${this.round}`), samples: prepared.samples, metrics: prepared.metrics };
       }
     } catch (e) {
       if (this.signal.aborted) return;
@@ -292,15 +303,15 @@ export class TaskJob {
     await this.uploadLoop();
   }
 
-  /** Validates what the handler returned and encodes it (refusing non-finite values). */
-  private prepare(result: RoundResult, global: NamedWeights): { payload: Uint8Array; samples: number; metrics: Metrics } {
+  /** Validates what the handler returned and applies the task's DP (the update that may leave the site). */
+  private prepare(result: RoundResult, global: NamedWeights): { update: NamedWeights; samples: number; metrics: Metrics } {
     if (!result || typeof result !== 'object') throw new PatchFedError('bad-update', 'the task handler returned no result');
     if (!Number.isSafeInteger(result.samples) || result.samples < 1) {
       throw new PatchFedError('bad-update', `samples must be a positive integer, got ${String(result.samples)}`);
     }
     const metrics = metricsSchema.safeParse(withholdMetrics(result.metrics, this.env.withhold ?? []));
     if (!metrics.success) {
-      const issue = metrics.error.issues[0]!;
+      const issue = metrics.error.issues[0]!; // zod: a failed parse has at least one issue
       throw new PatchFedError('bad-metrics', `metrics.${issue.path.join('.')}: ${issue.message}`);
     }
     checkManifestMatches(global.manifest, result.update.manifest, `update of round ${this.round}`);
@@ -308,26 +319,29 @@ export class TaskJob {
     let update = result.update;
     const dp = this.task.fit.dp;
     if (dp) {
-      const privatised = privatiseSiteUpdate(update, global, dp, this.task.fit.localTensors);
+      const privatised = privatiseSiteUpdate(update, global, dp, this.task.fit.localTensors, this.env.dpSampler?.());
       update = privatised.update;
       const r = privatised.report;
       this.env.log('info', `round ${this.round}: update clipped to C = ${dp.clipNorm} (norm ${r.norm.toPrecision(4)}, factor ${r.factor.toPrecision(4)}), noise std ${r.noiseStd}`);
     }
-    const payload = encodeWeights(update, `update of round ${this.round}`);
-    return { payload, samples: result.samples, metrics: metrics.data };
+    return { update, samples: result.samples, metrics: metrics.data };
   }
 
-  /** The trained update masked for the newest attempt's session (ring payload; the commit's sample count is a placeholder 1). */
+  /**
+   * The kept update masked for the newest attempt's session (ring payload; the commit's sample
+   * count is a placeholder 1). Under DP the update is the clipped, noised one and is masked with
+   * weight 1: DP-FedAvg's sum weights every site alike (fixed-point.ts).
+   */
   private async masked(): Promise<{ payload: Uint8Array; samples: number; metrics: Metrics }> {
     for (;;) {
       const session = this.secure;
       const trained = this.trained;
-      const prepared = this.result;
-      if (!session || !trained || !prepared) throw new PatchFedError('secagg-phase', `Round ${this.round}: nothing to mask.`);
+      if (!session || !trained) throw new PatchFedError('secagg-phase', `Round ${this.round}: nothing to mask.`);
       try {
-        const { payload } = await session.maskedPayload(trained.result.update, trained.global, trained.result.samples, this.task.fit.localTensors);
+        const weighting = this.task.fit.dp ? 'unit' : { samples: trained.samples };
+        const { payload } = await session.maskedPayload(trained.update, trained.global, weighting, this.task.fit.localTensors);
         this.maskedFor = session.attempt;
-        return { payload, samples: 1, metrics: prepared.metrics };
+        return { payload, samples: 1, metrics: trained.metrics };
       } catch (e) {
         if (this.secure !== session && !this.signal.aborted) continue; // a newer attempt's session took over: mask for it
         throw e;
@@ -466,6 +480,14 @@ export type SecAggPush =
   | { type: 'secagg-roster'; body: ControlBody<'secagg-roster'> }
   | { type: 'secagg-envelopes'; body: ControlBody<'secagg-envelopes'> }
   | { type: 'secagg-unmask'; body: ControlBody<'secagg-unmask'> };
+
+function refuseNonFinite(weights: NamedWeights, source: string): void {
+  weights.values.forEach((v, t) => {
+    const bad = firstNonFinite(v);
+    const name = weights.manifest[t]?.name ?? String(t);
+    if (bad >= 0) throw new PatchFedError('weights-not-finite', `${source}: tensor '${name}' has a non-finite value (${v[bad]}) at element ${bad}.`, { subject: name });
+  });
+}
 
 function clampCount(n: number, max: number): number {
   return Number.isFinite(n) ? Math.max(0, Math.min(max, Math.floor(n))) : 0;

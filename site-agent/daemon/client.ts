@@ -26,7 +26,7 @@ import { verifyControl, type ControlBody, type SignedControlType } from '../../s
 import { signBySite, type SiteSignedBody } from '../../shared/protocol/site-signed.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { CoordinatorConnection, DEFAULT_BACKOFF, type Backoff, type ClientLog } from './client-connection.ts';
-import { TaskJob, type SecAggPush, type TaskHandler } from './client-task.ts';
+import { TaskJob, type JobEnvironment, type SecAggPush, type TaskHandler } from './client-task.ts';
 import type { WithheldReport } from '../../shared/config/site.ts';
 import { withholdSiteInfo } from './withheld-reports.ts';
 
@@ -51,6 +51,8 @@ export interface CoordinatorClientOptions {
   instrumentSocket?: (socket: Socket) => void;
   /** Reports this site does not send (site config federation.withhold; withheld-reports.ts). */
   withhold?: readonly WithheldReport[];
+  /** Source of the site's DP noise (tests, reproducible simulations); default cryptographically seeded. */
+  dpSampler?: JobEnvironment['dpSampler'];
 }
 
 /** Names and payloads of the client's events. */
@@ -285,6 +287,7 @@ export class CoordinatorClient {
         pinnedCoordinatorSignPublicKey: this.opts.coordinatorPublicKey.signPublicKey,
         chunkBytes: this.opts.chunkBytes,
         withhold: this.opts.withhold ?? [],
+        ...(this.opts.dpSampler ? { dpSampler: this.opts.dpSampler } : {}),
         log: this.log,
         ready: (signal) => this.connection.ready(signal),
         sendStatus: (s) => this.connection.send('status', s),

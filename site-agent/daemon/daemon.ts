@@ -13,11 +13,12 @@
 import { loadPublicKeyFile, loadSecretKeyFile } from '../../shared/crypto/keys.ts';
 import { PatchFedError, errorMessage } from '../../shared/errors.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
-import { createProcessLog, type LogFormat, type LogLevel } from '../../shared/process-log.ts';
+import { createProcessLog, type LogFn, type LogFormat, type LogLevel, type ProcessLog } from '../../shared/process-log.ts';
+import type { SiteConfig } from '../../shared/config/site.ts';
 import { assertTrainableBackend, parseBackendChoice, selectBackend } from '../backend/index.ts';
 import { FederatedSiteTrainer } from '../run/federated-site.ts';
 import { loadSiteConfig } from '../site-config.ts';
-import { CoordinatorClient } from './client.ts';
+import { CoordinatorClient, type ClientEvents } from './client.ts';
 import { runFinalEvaluations } from './final-evaluation.ts';
 
 /** Exit statuses of `patchfed site` (README: "Site exit codes"). */
@@ -56,10 +57,6 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
   assertTrainableBackend(backend);
   log('info', `backend ${backend.name} (${backend.package} ${backend.version}), gpu ${backend.gpu}`, { backend: backend.name, package: backend.package, version: backend.version, gpu: backend.gpu });
 
-  /** The site's model after its last local training (cross-site validation's 'local' model). */
-  let lastLocal: { round: number; weights: NamedWeights } | null = null;
-  let finalEvaluation: Promise<void> = Promise.resolve();
-  const evaluationStop = new AbortController();
   const trainer = new FederatedSiteTrainer(cfg, backend, (m) => log('info', m));
   const client = new CoordinatorClient({
     url: cfg.federation.coordinatorUrl,
@@ -71,7 +68,22 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
     log,
   });
   client.setSiteInfo(trainer.siteInfo());
+  const crossSite = new CrossSiteValidation(cfg, client, log);
+  serveRoundTasks(client, trainer, log, (local) => crossSite.recordLocal(local));
+  logConnectionEvents(client, cfg, log);
+  client.on('complete', (completion) => {
+    log('info', 'experiment complete', { round: completion.round, sha256: completion.checkpointSha256 });
+    crossSite.start(completion);
+  });
 
+  const stopped = stopOnSignals({ cfg, client, trainer, logger, crossSite, stopSignal: opts.stopSignal });
+  client.start();
+  log('info', `site ${cfg.siteId} started; coordinator ${cfg.federation.coordinatorUrl}, budget ${cfg.memoryBudgetMB} MB${cfg.logFile ? `; JSON log ${cfg.logFile}` : ''}`);
+  return stopped;
+}
+
+/** Prepares each announced experiment, trains every round task and hands the trained model to onTrained. */
+function serveRoundTasks(client: CoordinatorClient, trainer: FederatedSiteTrainer, log: LogFn, onTrained: (local: LocalModel) => void): void {
   client.on('experiment', (exp) => {
     trainer
       .prepare(exp)
@@ -91,49 +103,99 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
       signal: ctl.signal,
       onProgress: (done, total, phase) => ctl.progress(done, total, phase),
     });
-    lastLocal = { round: task.round, weights: out.update };
+    onTrained({ round: task.round, weights: out.update });
     log('info', `round ${task.round}: trained, uploading`, { round: task.round, loss: out.metrics.loss, dice: out.metrics.dice, timeMs: Math.round(out.metrics.timeMs) });
     return out;
   });
+}
+
+/** One console/log line per connection event the operator should see. */
+function logConnectionEvents(client: CoordinatorClient, cfg: SiteConfig, log: LogFn): void {
   client.on('connected', () => log('info', `connected and authenticated with ${cfg.federation?.coordinatorUrl}`));
   client.on('disconnected', ({ reason }) => log('warn', `disconnected from the coordinator: ${reason}; reconnecting`));
   client.on('checkpoint-refused', ({ round, code, message }) => log('error', `refused the checkpoint of round ${round}: ${message}`, { round, code }));
   client.on('declined', ({ round, attempt, code, reason }) => log('warn', `told the coordinator this site cannot take part in round ${round} (attempt ${attempt}): ${reason}`, { code }));
   client.on('rejected', ({ round, message }) => log('warn', `update of round ${round} rejected: ${message}`, { round }));
-  client.on('complete', (completion) => {
-    log('info', 'experiment complete', { round: completion.round, sha256: completion.checkpointSha256 });
+}
+
+type LocalModel = { round: number; weights: NamedWeights };
+
+/**
+ * Cross-site validation once the experiment is complete: the final model (and, when asked, the
+ * site's last local model) on this site's test split; only per-class means leave the site.
+ */
+class CrossSiteValidation {
+  /** The site's model after its last local training (cross-site validation's 'local' model). */
+  private lastLocal: LocalModel | null = null;
+  /** The running evaluation; the daemon waits for it (abandoned) before it exits. */
+  pending: Promise<void> = Promise.resolve();
+  private readonly stopController = new AbortController();
+
+  constructor(
+    private readonly cfg: SiteConfig,
+    private readonly client: CoordinatorClient,
+    private readonly log: LogFn,
+  ) {}
+
+  recordLocal(local: LocalModel): void {
+    this.lastLocal = local;
+  }
+
+  start(completion: ClientEvents['complete']): void {
+    const { cfg, client, log } = this;
     const experiment = client.experimentDescription;
     if (!experiment || !cfg.federation) return;
     if (cfg.federation.withhold.includes('dice')) {
       log('info', "cross-site validation skipped: the site withholds 'dice' reports (federation.withhold)");
       return;
     }
-    // Cross-site validation: the final model on this site's test split; only per-class means leave.
-    finalEvaluation = runFinalEvaluations({
+    const signal = this.stopController.signal;
+    this.pending = runFinalEvaluations({
       cfg,
       experiment,
       completion,
-      local: lastLocal,
+      local: this.lastLocal,
       evaluateLocal: cfg.federation.evaluateLocalModel,
       report: (body) => client.reportFinalEvaluation(body),
       log,
-      signal: evaluationStop.signal,
+      signal,
     }).catch((e) => {
-      if (evaluationStop.signal.aborted) log('info', 'cross-site validation abandoned: the site is stopping');
+      if (signal.aborted) log('info', 'cross-site validation abandoned: the site is stopping');
       else log('error', `cross-site validation failed: ${errorMessage(e)}`);
     });
-  });
+  }
 
-  const stopped = new Promise<DaemonExit>((resolve) => {
+  /** Stops a running evaluation at its next check. */
+  abandon(): void {
+    this.stopController.abort();
+  }
+}
+
+interface StopContext {
+  cfg: SiteConfig;
+  client: CoordinatorClient;
+  trainer: FederatedSiteTrainer;
+  logger: ProcessLog;
+  crossSite: CrossSiteValidation;
+  stopSignal?: AbortSignal;
+}
+
+/**
+ * Resolves with the exit once SIGTERM/SIGINT, the stop signal or a permanent authentication refusal
+ * stops the daemon, after the client has disconnected and a running evaluation has ended.
+ */
+function stopOnSignals({ cfg, client, trainer, logger, crossSite, stopSignal }: StopContext): Promise<DaemonExit> {
+  const log = logger.log;
+  return new Promise<DaemonExit>((resolve) => {
     let exit: DaemonExit | null = null;
     const stop = (why: string, result: DaemonExit) => {
       if (exit) return;
       exit = result;
       log(result.exitCode === SITE_EXIT.stopped ? 'info' : 'error', `stopping (${why})`);
-      evaluationStop.abort();
+      crossSite.abandon();
       client
         .stop()
-        .then(() => finalEvaluation)
+        .then(() => crossSite.pending)
         .catch((e) => log('error', errorMessage(e)))
         .finally(() => {
           trainer.dispose();
@@ -143,7 +205,7 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
     };
     process.once('SIGTERM', () => stop('SIGTERM', { exitCode: SITE_EXIT.stopped }));
     process.once('SIGINT', () => stop('SIGINT', { exitCode: SITE_EXIT.stopped }));
-    opts.stopSignal?.addEventListener('abort', () => stop('stop requested', { exitCode: SITE_EXIT.stopped }), { once: true });
+    stopSignal?.addEventListener('abort', () => stop('stop requested', { exitCode: SITE_EXIT.stopped }), { once: true });
     client.on('auth-failed', ({ code, message, permanent }) => {
       if (!permanent) return; // logged by the connection with its retry time
       const reason = `the coordinator at ${cfg.federation?.coordinatorUrl} refuses this site for good (${code}): ${message}`;
@@ -151,7 +213,4 @@ export async function runSiteDaemon(configPath: string, opts: DaemonOptions = {}
       stop(`authentication refused: ${code}; retrying cannot fix it`, { exitCode: SITE_EXIT.authRefused, reason });
     });
   });
-  client.start();
-  log('info', `site ${cfg.siteId} started; coordinator ${cfg.federation.coordinatorUrl}, budget ${cfg.memoryBudgetMB} MB${cfg.logFile ? `; JSON log ${cfg.logFile}` : ''}`);
-  return stopped;
 }

@@ -8,7 +8,8 @@
  *                      secret key, sealed per neighbour → signed secagg-shares
  *   onEnvelopes()      ← signed secagg-envelopes: open the shares addressed to this site
  *   maskedPayload()    after training: ω·Δ (capped sample weight ω, FedBN norm tensors left out)
- *                      in fixed point, plus pairwise and self masks, as the ring payload to upload
+ *                      in fixed point, plus pairwise and self masks, as the ring payload to upload;
+ *                      under distributed DP the clipped, noised Δ' with ω = 1 instead
  *   onUnmask()         ← signed secagg-unmask: the shares share-policy.ts allows → signed
  *                      secagg-reveal, or a refusal (a request for both shares of one peer, ...)
  *
@@ -41,6 +42,9 @@ export interface SecureSessionEnv {
   /** Tells the coordinator why this site stopped (a site error event). */
   sendError(code: string, message: string): void;
 }
+
+/** How the masked update is weighted: by its capped sample count (FedAvg), or 1 (DP-FedAvg). */
+export type MaskWeighting = { samples: number } | 'unit';
 
 export interface MaskedUpload {
   /** Header + masked ring elements (ring-payload.ts), ready for the chunked upload. */
@@ -99,14 +103,16 @@ export class SecureSession {
 
   /**
    * Step 2: the masked upload of `update` against the round's `global`. Waits until the share
-   * step is done (the masks need U2). `samples` only enters as the capped weight ω inside the
-   * vector; nothing of it is sent in the clear.
+   * step is done (the masks need U2). With `{ samples }` the count only enters as the capped
+   * weight ω inside the vector; nothing of it is sent in the clear. `'unit'` (DP-FedAvg: `update`
+   * is already clipped and noised) masks it with ω = 1, so the coordinator decodes the plain sum.
    */
-  async maskedPayload(update: NamedWeights, global: NamedWeights, samples: number, localTensors: readonly string[]): Promise<MaskedUpload> {
+  async maskedPayload(update: NamedWeights, global: NamedWeights, weighting: MaskWeighting, localTensors: readonly string[]): Promise<MaskedUpload> {
     await Promise.race([this.envelopesIn, aborted(this.signal)]);
     const params = fixedPointParams({ maxSites: this.fit.maxSites, clip: this.fit.clipRange, scale: 2 ** this.fit.scaleBits });
     const layout = maskedLayout(global.manifest, localTensors);
-    const encoded = encodeModelUpdate(update, global, layout, params, cappedWeight(samples, this.fit.sampleCap));
+    const weight = weighting === 'unit' ? 1 : cappedWeight(weighting.samples, this.fit.sampleCap);
+    const encoded = encodeModelUpdate(update, global, layout, params, weight);
     const payload = allocateRingPayload(vectorLength(layout));
     payload.words.set(encoded.vector);
     this.site.maskedInput(payload.words, { inPlace: true });

@@ -85,7 +85,7 @@ export async function inspectMsdDataset(dir: string, opts: InspectDatasetOptions
         if (shape.some((v, i) => v !== info.shape[i])) throw new BadCaseError({ caseId: info.id, file: info.imagePath, reason: `decoded shape ${shape.join('x')} differs from the header's ${info.shape.join('x')}` });
       });
       labelCounts = Object.fromEntries([...label.counts].map(([v, n]) => [String(v), n]));
-      for (const [v, n] of label.counts) labelTotals[String(v)] += n;
+      for (const [v, n] of label.counts) labelTotals[String(v)] = (labelTotals[String(v)] ?? 0) + n;
     } catch (e) {
       if (!(e instanceof BadCaseError)) throw e;
       problems.push(e.problem);

@@ -16,6 +16,8 @@ import { CtForegroundPool, channelSchemes, type ChannelScheme, type CtChannelSta
 import { imageLayout, preprocessImage, preprocessedBytes, type PreprocessedCase, type PreprocessedImage } from './preprocess.ts';
 import { scanMsdDataset, type MsdCaseInfo, type MsdScan, type MsdTestImageInfo } from './scan.ts';
 import { splitCaseIds, type DatasetSplit } from './split.ts';
+import type { AnnotatedLabels } from '../../shared/config/site.ts';
+import { isFullAnnotation, resolveAnnotation, type LabelAnnotation } from './annotated-labels.ts';
 
 export const DEFAULT_CACHE_MB = 1024;
 
@@ -39,6 +41,8 @@ export interface OpenMsdDatasetOptions {
   ctStats?: (CtChannelStats | undefined)[];
   /** Called for each problem found after opening (while decoding cases). */
   onProblem?: (problem: DatasetProblem) => void;
+  /** The site config's `annotatedLabels`: the classes this ground truth holds (absent = all). */
+  annotatedLabels?: AnnotatedLabels;
 }
 
 export interface DatasetCacheStats {
@@ -61,6 +65,8 @@ export class MsdDataset {
   readonly schemes: ChannelScheme[];
   readonly testImages: MsdTestImageInfo[];
   readonly seed: string | number;
+  /** Partial annotation (annotated-labels.ts), or null when every class is annotated. */
+  readonly annotation: LabelAnnotation | null;
 
   private readonly headerValid: MsdCaseInfo[];
   private readonly byId: Map<string, MsdCaseInfo>;
@@ -86,6 +92,8 @@ export class MsdDataset {
     this.seed = opts.seed ?? 0;
     this.read = readOptionsFor(opts.maxVoxels, opts.maxMemoryMB);
     this.onProblem = opts.onProblem;
+    const annotation = opts.annotatedLabels ? resolveAnnotation(opts.annotatedLabels, this.labels, `annotatedLabels of dataset '${this.name}' (${this.dir})`) : null;
+    this.annotation = annotation && !isFullAnnotation(annotation) ? annotation : null;
     const cacheMB = opts.cacheMB ?? DEFAULT_CACHE_MB;
     if (!(cacheMB >= 0) || !Number.isFinite(cacheMB)) {
       throw new PatchFedError('dataset-options', `cacheMB must be a finite number >= 0, got ${cacheMB}`);
@@ -128,7 +136,7 @@ export class MsdDataset {
   /** Element-wise maximum [X, Y, Z] over the usable cases (the box every case fits in). */
   largestShape(): [number, number, number] {
     const out: [number, number, number] = [0, 0, 0];
-    for (const c of this.cases) for (let i = 0; i < 3; i++) out[i] = Math.max(out[i], c.shape[i]);
+    for (const c of this.cases) for (const i of [0, 1, 2] as const) out[i] = Math.max(out[i], c.shape[i]);
     return out;
   }
 
@@ -273,9 +281,21 @@ export class MsdDataset {
     const volume = await decodeImage(info.id, info.imagePath, this.read);
     return asCaseStep(info.id, info.imagePath, () => {
       this.checkImageShape(info, volume.dims);
+      this.checkAnnotated(info, label.counts);
       const image = preprocessImage(info.id, volume, this.schemes, ct, info.imagePath);
       return { ...image, label: label.label, labelCounts: label.counts };
     });
+  }
+
+  /** A partially annotated site's label may hold only its channels' stored ids (annotated-labels.ts). */
+  private checkAnnotated(info: MsdCaseInfo, counts: ReadonlyMap<number, number>): void {
+    const a = this.annotation;
+    if (!a) return;
+    const stored = new Set(a.channels.map((c) => c.storedId));
+    const foreign = [...counts].filter(([k, n]) => n > 0 && !stored.has(k)).map(([k]) => k);
+    if (foreign.length > 0) {
+      throw new PatchFedError('label-values', `${info.labelPath}: holds label ${foreign.join(', ')}, which annotatedLabels says this site does not annotate (it stores ${[...stored].join(', ')})`, { subject: info.labelPath });
+    }
   }
 
   private markBad(problem: DatasetProblem): void {

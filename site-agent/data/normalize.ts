@@ -12,7 +12,10 @@
  *   voxels are taken (evenly strided, deterministic); all four statistics come from that pool.
  *
  * std is floored at 1e-8 (as nnU-Net) so constant channels map to 0 instead of NaN.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
+import { PatchFedError } from '../../shared/errors.ts';
 import type { VoxelArray } from '../../shared/volume.ts';
 
 export type ChannelScheme = 'nonzero-zscore' | 'ct-clip-zscore';
@@ -50,7 +53,7 @@ export function nonZeroStats(data: ArrayLike<number>, offset = 0, length = data.
   let count = 0;
   let sum = 0;
   for (let i = offset; i < offset + length; i++) {
-    const v = data[i];
+    const v = data[i]!;
     if (v !== 0) {
       sum += v;
       count++;
@@ -61,7 +64,7 @@ export function nonZeroStats(data: ArrayLike<number>, offset = 0, length = data.
   // Second pass for the variance: sum-of-squares in one pass loses precision on large HU/MR values.
   let sq = 0;
   for (let i = offset; i < offset + length; i++) {
-    const v = data[i];
+    const v = data[i]!;
     if (v !== 0) sq += (v - mean) * (v - mean);
   }
   return { mean, std: Math.sqrt(sq / count), count };
@@ -74,7 +77,7 @@ export function percentileOfSorted(sorted: ArrayLike<number>, p: number): number
   const pos = (p / 100) * (n - 1);
   const lo = Math.floor(pos);
   const hi = Math.min(lo + 1, n - 1);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
 /**
@@ -96,7 +99,7 @@ export class CtForegroundPool {
     const n = label.length;
     const offset = channel * n;
     let foreground = 0;
-    for (let i = 0; i < n; i++) if (label[i] > 0) foreground++;
+    for (let i = 0; i < n; i++) if (label[i]! > 0) foreground++;
     if (foreground === 0) return;
     const take = Math.min(foreground, perCase);
     const out = new Float64Array(take);
@@ -105,20 +108,26 @@ export class CtForegroundPool {
     let k = 0;
     let next = 0;
     for (let i = 0; i < n && k < take; i++) {
-      if (label[i] > 0) {
+      if (label[i]! > 0) {
         if (rank === next) {
-          out[k++] = image[offset + i];
+          out[k++] = image[offset + i]!;
           next = Math.floor((k * foreground) / take);
         }
         rank++;
       }
     }
-    this.chunks[channel].push(out);
+    this.channelChunks(channel).push(out);
+  }
+
+  private channelChunks(channel: number): Float64Array[] {
+    const parts = this.chunks[channel];
+    if (!parts) throw new PatchFedError('normalize-channel', `CT foreground pool: channel ${channel} is outside the ${this.channels} channels`);
+    return parts;
   }
 
   /** Stats for a channel, or undefined when no case had foreground. */
   stats(channel: number): CtChannelStats | undefined {
-    const parts = this.chunks[channel];
+    const parts = this.channelChunks(channel);
     const total = parts.reduce((s, p) => s + p.length, 0);
     if (total === 0) return undefined;
     const all = new Float64Array(total);
@@ -129,10 +138,10 @@ export class CtForegroundPool {
     }
     all.sort();
     let sum = 0;
-    for (let i = 0; i < total; i++) sum += all[i];
+    for (let i = 0; i < total; i++) sum += all[i]!;
     const mean = sum / total;
     let sq = 0;
-    for (let i = 0; i < total; i++) sq += (all[i] - mean) * (all[i] - mean);
+    for (let i = 0; i < total; i++) sq += (all[i]! - mean) * (all[i]! - mean);
     return {
       lower: percentileOfSorted(all, 0.5),
       upper: percentileOfSorted(all, 99.5),
@@ -221,7 +230,7 @@ function transposeXYZ(
         for (let x = x0; x < x1; x++) {
           const o = outBase + (x * Y + y) * Z;
           let s = srcBase + x + X * y + XY * z0;
-          for (let z = z0; z < z1; z++, s += XY) out[o + z] = map(src[s]);
+          for (let z = z0; z < z1; z++, s += XY) out[o + z] = map(src[s]!);
         }
       }
     }

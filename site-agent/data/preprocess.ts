@@ -2,6 +2,8 @@
  * Decoded NIfTI volumes -> a preprocessed case: channels-first float32 image (C, X, Y, Z) and
  * uint8 label (X, Y, Z), both row-major with z fastest (see normalize.ts for the transpose).
  * Plain typed arrays, no tensors: the training code decides when tensors exist.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import type { Geometry } from '../../shared/geometry.ts';
@@ -38,11 +40,12 @@ export function imageLayout(dims: readonly number[], file: string): { shape: [nu
   const d = [...dims];
   // Trailing singleton dimensions carry no data (e.g. a 3-D label stored as [X,Y,Z,1]).
   while (d.length > 3 && d[d.length - 1] === 1) d.pop();
-  if (d.length < 3) while (d.length < 3) d.push(1);
   if (d.length > 4) {
     throw new PatchFedError('image-dims', `${file}: image has ${d.length} dimensions (${dims.join('x')}); expected 3-D (X,Y,Z) or 4-D (X,Y,Z,channels)`, { subject: file });
   }
-  return { shape: [d[0], d[1], d[2]], channels: d.length === 4 ? d[3] : 1 };
+  // Missing dimensions are 1 (a 2-D or 1-D image is one slice thick; a 3-D image has one channel).
+  const [x = 1, y = 1, z = 1, channels = 1] = d;
+  return { shape: [x, y, z], channels };
 }
 
 export interface LabelConversion {
@@ -68,9 +71,9 @@ export function convertLabel(volume: Volume, labels: readonly LabelClass[], file
   let more = false;
   const src = volume.data;
   for (let i = 0; i < src.length; i++) {
-    const v = src[i];
+    const v = src[i]!;
     // (v >>> 0) === v holds exactly for integers in [0, 2^32): cheaper than Number.isInteger.
-    if (v <= 255 && (v >>> 0) === v && allowed[v] === 1) tally[v]++;
+    if (v <= 255 && (v >>> 0) === v && allowed[v] === 1) tally[v]!++;
     else if (bad.size < 8) bad.add(v);
     else if (!bad.has(v)) more = true;
   }
@@ -84,7 +87,7 @@ export function convertLabel(volume: Volume, labels: readonly LabelClass[], file
     );
   }
   const counts = new Map<number, number>();
-  for (const l of labels) counts.set(l.value, tally[l.value]);
+  for (const l of labels) counts.set(l.value, tally[l.value]!);
   return { label: toRowMajor3d(src, layout.shape, new Uint8Array(src.length)), counts };
 }
 

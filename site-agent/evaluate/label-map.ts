@@ -2,6 +2,8 @@
  * A label map read for evaluation: integer labels 0..255 in the file's own (NIfTI) voxel order,
  * with its voxel→world affine and voxel size in millimetres (xyzt_units applied), and the check
  * that a prediction and its reference share one grid.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import type { Geometry, Mat4 } from '../../shared/geometry.ts';
@@ -45,7 +47,7 @@ function millimetresPerUnit(xyztUnits: number): number {
 export function geometryInMm(geometry: Geometry): { affineMm: Mat4; spacingMm: [number, number, number] } {
   const mm = millimetresPerUnit(geometry.xyztUnits);
   const affineMm = geometry.affine.map((row, r) => row.map((x, c) => (r < 3 ? x * mm : x))) as Mat4;
-  const spacingMm: [number, number, number] = [0, 1, 2].map((c) => Math.hypot(affineMm[0][c], affineMm[1][c], affineMm[2][c])) as [number, number, number];
+  const spacingMm: [number, number, number] = ([0, 1, 2] as const).map((c) => Math.hypot(affineMm[0][c], affineMm[1][c], affineMm[2][c])) as [number, number, number];
   return { affineMm, spacingMm };
 }
 

@@ -104,8 +104,9 @@ function fmt(x: number, digits: number): string {
 
 /** Text columns (the first `textColumns`) left-aligned, number columns right-aligned. */
 function table(header: string[], rows: string[][], textColumns: number): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < textColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  // A row shorter than the header has empty cells; a cell beyond the header gets no padding.
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < textColumns ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd();
   return [line(header), ...rows.map(line)];
 }
 

@@ -128,7 +128,7 @@ function readSmallJson(file: string): { bytes: Uint8Array; json: unknown } {
 function parseMeta(file: string): CheckpointDirMeta {
   const parsed = checkpointMetaSchema.safeParse(readSmallJson(file).json);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
+    const issue = parsed.error.issues[0]!; // zod: a failed parse has at least one issue
     refuse(file, `field '${issue.path.join('.')}': ${issue.message}`);
   }
   return parsed.data;

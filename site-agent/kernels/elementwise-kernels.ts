@@ -6,6 +6,8 @@
  * (the learned upsampling) as plain JS loops. Cases outside the native paths (other dtypes, empty
  * tensors, non-contiguous reduction axes, contiguous slices that the stock kernel serves as a
  * zero-copy view) run the stock cpu kernel.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
@@ -100,6 +102,7 @@ export function nativeElementwiseKernels(addon: NativeConvAddon, backendName: st
     const { begin, size: sliceSize } = attrsOf<tf.SliceAttrs>(args.attrs);
     const xv = float32Values(backend, x);
     const [$begin, $size] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, sliceSize);
+    if (!$begin || !$size) throw new Error('slice: tf.slice_util.parseSliceParams returned no begin/size');
     tf.slice_util.assertParamsValid(x as tf.Tensor, $begin, $size);
     if (xv === null || size($size) === 0 || tf.slice_util.isSliceContinous(x.shape, $begin, $size)) {
       return stock(tf.Slice)(args) as tf.TensorInfo;

@@ -10,6 +10,8 @@
  *   (MONAI `DiceMetric(ignore_empty=True)`, MONAI's default).
  * - 'one-if-both-empty': 1 when both are empty, else the formula (MONAI `ignore_empty=False`).
  * NaN entries are meant to be skipped by `nanMean`.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import { assertLabelsBelow, assertPositiveInt } from '../pipeline/case.ts';
@@ -35,7 +37,7 @@ export function confusionCounts(pred: Uint8Array, truth: Uint8Array, numClasses:
   assertLabelsBelow(truth, numClasses, 'ground truth');
   const K = numClasses;
   const matrix = new Float64Array(K * K); // [truth][pred]
-  for (let i = 0; i < pred.length; i++) matrix[truth[i] * K + pred[i]]++;
+  for (let i = 0; i < pred.length; i++) matrix[truth[i]! * K + pred[i]!]!++;
   const tp: number[] = [];
   const fp: number[] = [];
   const fn: number[] = [];
@@ -44,10 +46,10 @@ export function confusionCounts(pred: Uint8Array, truth: Uint8Array, numClasses:
     let predK = 0;
     let truthK = 0;
     for (let j = 0; j < K; j++) {
-      predK += matrix[j * K + k];
-      truthK += matrix[k * K + j];
+      predK += matrix[j * K + k]!;
+      truthK += matrix[k * K + j]!;
     }
-    const t = matrix[k * K + k];
+    const t = matrix[k * K + k]!;
     tp.push(t);
     fp.push(predK - t);
     fn.push(truthK - t);
@@ -89,7 +91,7 @@ export function diceScores(pred: Uint8Array, truth: Uint8Array, numClasses: numb
   const dice: number[] = [];
   for (let k = first; k < numClasses; k++) {
     classes.push(k);
-    dice.push(diceFromCounts(counts.tp[k], counts.fp[k], counts.fn[k], opts.empty));
+    dice.push(diceFromCounts(counts.tp[k]!, counts.fp[k]!, counts.fn[k]!, opts.empty));
   }
   return { classes, dice, counts };
 }

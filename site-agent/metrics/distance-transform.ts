@@ -9,6 +9,8 @@
  *
  * Volumes are row-major over `shape` (the last axis varies fastest); `spacing[a]` is the voxel
  * size along `shape[a]`.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 

@@ -22,6 +22,8 @@
  * Each class is evaluated inside the bounding box of (prediction ∪ reference) grown by one voxel,
  * as MONAI crops (CropForeground, margin 1): both surfaces lie inside it, so distances are exact,
  * and a small tumour in a 240×240×155 volume costs what its box costs.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import { confusionCounts, diceFromCounts } from './dice.ts';

@@ -10,6 +10,8 @@
  *   spacing) to the nearest surface voxel of B — the exact EDT of B's surface complement sampled
  *   at A's surface, like `distance_transform_edt(~edges_gt, sampling=spacing)[edges_pred]`.
  * Volumes are row-major over `shape` (last axis fastest), `spacing[a]` the voxel size along axis a.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { squaredDistanceToFeatures, type Grid3 } from './distance-transform.ts';
 

@@ -109,8 +109,8 @@ export function readModelArtifacts(dir: string): ModelArtifacts {
   }
   if (entries.length !== expected.length) fail(`weightsManifest lists ${entries.length} tensors; a U-Net with this topology has ${expected.length}`);
   expected.forEach((spec, i) => {
-    const e = entries[i]!;
-    if (!e || e.name !== spec.name) fail(`weightsManifest tensor ${i} should be '${spec.name}', got ${JSON.stringify(e?.name)}`);
+    const e = entries[i];
+    if (!e || e.name !== spec.name) return fail(`weightsManifest tensor ${i} should be '${spec.name}', got ${JSON.stringify(e?.name)}`);
     if (e.dtype !== 'float32') fail(`tensor '${spec.name}' has dtype ${JSON.stringify(e.dtype)}; only float32 is supported`);
     if (!Array.isArray(e.shape) || e.shape.length !== spec.shape.length || e.shape.some((d, k) => d !== spec.shape[k])) {
       fail(`tensor '${spec.name}' should have shape [${spec.shape}], got ${JSON.stringify(e.shape)}`);
@@ -129,7 +129,7 @@ export function readModelArtifacts(dir: string): ModelArtifacts {
     buffers.push(readFileSync(file));
     total += size;
   }
-  const lastFile = path.join(dir, files[files.length - 1]!);
+  const lastFile = path.join(dir, files.at(-1) ?? ''); // no shards at all: name the directory
   if (total !== expectedBytes) fail(`weights have ${total} bytes; the manifest describes ${expectedBytes}`, lastFile);
   const all = Buffer.concat(buffers, total);
 
@@ -138,6 +138,7 @@ export function readModelArtifacts(dir: string): ModelArtifacts {
   for (const spec of expected) {
     const n = sizeOf(spec.shape);
     const v = readFloat32LE(all, offset, n);
+    // k < n = v.length, so v[k]! is in range without a per-value check.
     for (let k = 0; k < n; k++) {
       if (!Number.isFinite(v[k]!)) fail(`tensor '${spec.name}' has a non-finite value (${v[k]}) at index ${k}`, shardOf(files, buffers, dir, offset + 4 * k));
     }
@@ -210,11 +211,11 @@ function readFloat32LE(buf: Buffer, offset: number, n: number): Float32Array {
 /** The shard file holding byte `at`, for error messages. */
 function shardOf(files: string[], buffers: Buffer[], dir: string, at: number): string {
   let start = 0;
-  for (let i = 0; i < files.length; i++) {
-    if (at < start + buffers[i]!.length) return path.join(dir, files[i]!);
-    start += buffers[i]!.length;
+  for (const [i, buffer] of buffers.entries()) {
+    start += buffer.length;
+    if (at < start) return path.join(dir, files[i] ?? '');
   }
-  return path.join(dir, files[files.length - 1]!);
+  return path.join(dir, files.at(-1) ?? '');
 }
 
 let cachedVersion: string | undefined;

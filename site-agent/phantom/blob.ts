@@ -2,6 +2,8 @@
  * Organic shapes: ellipsoids whose radius is modulated by a few low-frequency waves over the
  * direction from the centre (star-shaped, so "inside" is simply rho < 1). Rasterised only within
  * their bounding box, returning voxel indices so callers keep their own per-voxel logic inline.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Rng } from './prng.ts';
 import { voxelRange, type SamplingGrid } from './grid.ts';

@@ -7,6 +7,8 @@
  * and painted with the oedema's intensities and texture; which of the two gets the tumour is a
  * coin flip. Far along a tract — more than a slab away from the tumour — nothing inside a
  * 16-voxel slab tells oedema from look-alike: only context along z does.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Rng } from './prng.ts';
 import type { SamplingGrid } from './grid.ts';

@@ -4,10 +4,13 @@
  * rim (3) inside oedema (1) — in four MR contrasts. The class contrast profiles are chosen so
  * that every modality confuses at least one pair of classes and every pair is separated by at
  * least one modality, as in real multi-parametric MRI.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { Rng } from './prng.ts';
-import { samplingGrid } from './grid.ts';
-import { blobVoxels, randomBlob, type Vec3 } from './blob.ts';
+import { samplingGrid, type SamplingGrid } from './grid.ts';
+import { blobVoxels, randomBlob, type Blob, type Vec3 } from './blob.ts';
+import type { SiteStyle } from './site-style.ts';
 import { fractalNoise, smoothNoise } from './smooth-noise.ts';
 import { dilateLabel, labelSet } from './morphology.ts';
 import { flipAxes, siteGeometry } from './orientation.ts';
@@ -65,36 +68,15 @@ export function generateBrainCase(key: CaseKey, shape: [number, number, number])
   const [X, Y, Z] = shape;
   const N = grid.voxels;
   const H = grid.half;
-  const hMean = (H[0] + H[1] + H[2]) / 3;
 
   // Head: slightly irregular ellipsoid, a little off-centre and tilted.
   const headScale = rng.uniform(0.9, 1);
   const headCentre: Vec3 = [rng.uniform(-0.03, 0.03) * H[0], rng.uniform(-0.03, 0.03) * H[1], rng.uniform(-0.03, 0.03) * H[2]];
   const shape0 = context ? BRAIN_CONTEXT.head : ([0.72, 0.78, 0.7] as const);
   const headRadii: Vec3 = [shape0[0] * H[0] * headScale, shape0[1] * H[1] * headScale, shape0[2] * H[2] * headScale];
-  const head = randomBlob(rng, headCentre, headRadii, { roughness: 0.03, waves: 3, maxTilt: 0.08 });
-  const headVox = blobVoxels(grid, head);
-  const tissue = new Uint8Array(N);
-  const cortex = new Float32Array(N); // 0 deep, 1 at the brain surface
-  for (let n = 0; n < headVox.index.length; n++) {
-    const i = headVox.index[n]!;
-    const rho = headVox.rho[n]!;
-    tissue[i] = rho >= SCALP_FROM ? Tissue.Scalp : rho >= SKULL_FROM ? Tissue.Skull : rho >= CSF_FROM ? Tissue.Csf : Tissue.Brain;
-    if (rho >= CORTEX_FROM && rho < CSF_FROM) cortex[i] = (rho - CORTEX_FROM) / (CSF_FROM - CORTEX_FROM);
-  }
-
-  // Lateral ventricles: two CSF blobs either side of the midline.
+  const { headVox, tissue, cortex } = paintHead(grid, randomBlob(rng, headCentre, headRadii, { roughness: 0.03, waves: 3, maxTilt: 0.08 }));
   const brainAxes = headRadii.map((r) => r * CSF_FROM) as Vec3;
-  for (const side of [-1, 1]) {
-    const c: Vec3 = [
-      headCentre[0] + side * rng.uniform(0.1, 0.16) * brainAxes[0],
-      headCentre[1] + rng.uniform(-0.1, 0.1) * brainAxes[1],
-      headCentre[2] + rng.uniform(0, 0.15) * brainAxes[2],
-    ];
-    const v = randomBlob(rng, c, [0.08 * brainAxes[0], 0.3 * brainAxes[1], 0.15 * brainAxes[2]], { roughness: 0.25, maxTilt: 0.2 });
-    const idx = blobVoxels(grid, v).index;
-    for (let n = 0; n < idx.length; n++) if (tissue[idx[n]!] === Tissue.Brain) tissue[idx[n]!] = Tissue.Csf;
-  }
+  paintVentricles(rng, grid, tissue, headCentre, brainAxes);
 
   // Tumours, then close the shells: a core never touches healthy tissue, a rim is always wrapped in oedema.
   // Context phantoms: tumours come from tumour-plus-tract candidates (brain-context.ts), the
@@ -111,6 +93,78 @@ export function generateBrainCase(key: CaseKey, shape: [number, number, number])
   const contextMap = candidates ? new Uint8Array(N) : null;
   const contextFacts = candidates && contextMap ? paintTracts(grid, labels, tissue, contextMap, candidates.real, candidates.lookalikes) : null;
 
+  const image = scanMri(rng, noiseRng, grid, style, { headVox, tissue, cortex, labels });
+
+  const flips = style.flips;
+  const facts: CaseFacts = { lesions: tumours, labelVoxels: countLabels(labels, 4) };
+  if (contextFacts && contextMap) {
+    const far = beyondSlabVoxels(contextMap, shape);
+    facts.context = {
+      connected: contextFacts.tracts,
+      lookalikes: contextFacts.lookalikes,
+      connectedVoxels: contextFacts.tractVoxels,
+      lookalikeVoxels: contextFacts.lookalikeVoxels,
+      connectedBeyondSlab: far.connected,
+      lookalikeBeyondSlab: far.lookalike,
+    };
+  }
+  return {
+    image: flipAxes(image, [X, Y, Z, BRAIN_CHANNELS], flips),
+    imageDims: [X, Y, Z, BRAIN_CHANNELS],
+    imageDatatype: 'float32',
+    label: flipAxes(labels, [X, Y, Z], flips),
+    labelDims: [X, Y, Z],
+    geometry: siteGeometry(shape, context ? context.spacing : style.mri.spacing, style),
+    facts,
+    ...(contextMap ? { contextMap: flipAxes(contextMap, [X, Y, Z], flips) } : {}),
+  };
+}
+
+/** Scalp, skull, CSF and brain by the head blob's normalised radius; `cortex` runs 0 (deep) to 1 (brain surface). */
+function paintHead(grid: SamplingGrid, head: Blob): { headVox: ReturnType<typeof blobVoxels>; tissue: Uint8Array; cortex: Float32Array } {
+  const N = grid.voxels;
+  const headVox = blobVoxels(grid, head);
+  const tissue = new Uint8Array(N);
+  const cortex = new Float32Array(N);
+  for (let n = 0; n < headVox.index.length; n++) {
+    const i = headVox.index[n]!;
+    const rho = headVox.rho[n]!;
+    tissue[i] = rho >= SCALP_FROM ? Tissue.Scalp : rho >= SKULL_FROM ? Tissue.Skull : rho >= CSF_FROM ? Tissue.Csf : Tissue.Brain;
+    if (rho >= CORTEX_FROM && rho < CSF_FROM) cortex[i] = (rho - CORTEX_FROM) / (CSF_FROM - CORTEX_FROM);
+  }
+  return { headVox, tissue, cortex };
+}
+
+/** Lateral ventricles: two CSF blobs either side of the midline. */
+function paintVentricles(rng: Rng, grid: SamplingGrid, tissue: Uint8Array, headCentre: Vec3, brainAxes: Vec3): void {
+  for (const side of [-1, 1]) {
+    const c: Vec3 = [
+      headCentre[0] + side * rng.uniform(0.1, 0.16) * brainAxes[0],
+      headCentre[1] + rng.uniform(-0.1, 0.1) * brainAxes[1],
+      headCentre[2] + rng.uniform(0, 0.15) * brainAxes[2],
+    ];
+    const v = randomBlob(rng, c, [0.08 * brainAxes[0], 0.3 * brainAxes[1], 0.15 * brainAxes[2]], { roughness: 0.25, maxTilt: 0.2 });
+    const idx = blobVoxels(grid, v).index;
+    for (let n = 0; n < idx.length; n++) if (tissue[idx[n]!] === Tissue.Brain) tissue[idx[n]!] = Tissue.Csf;
+  }
+}
+
+/**
+ * The four MR channels: textures and the scanner's bias field (from the anatomy stream), then per
+ * voxel of the head its tissue mean (grey/white mix for brain) and texture, and per channel the
+ * scanner's scale, bias, offset and Rician noise (from the noise stream).
+ */
+function scanMri(
+  rng: Rng,
+  noiseRng: Rng,
+  grid: SamplingGrid,
+  style: Pick<SiteStyle, 'mri'>,
+  head: { headVox: { index: Int32Array }; tissue: Uint8Array; cortex: Float32Array; labels: Uint8Array },
+): Float32Array {
+  const N = grid.voxels;
+  const H = grid.half;
+  const hMean = (H[0] + H[1] + H[2]) / 3;
+  const { headVox, tissue, cortex, labels } = head;
   // Textures and the scanner's bias field.
   const wm = fractalNoise(rng, grid, 0.3 * hMean, 2);
   const grain = smoothNoise(rng, grid, 0.1 * hMean);
@@ -157,27 +211,5 @@ export function generateBrainCase(key: CaseKey, shape: [number, number, number])
     }
   }
 
-  const flips = style.flips;
-  const facts: CaseFacts = { lesions: tumours, labelVoxels: countLabels(labels, 4) };
-  if (contextFacts && contextMap) {
-    const far = beyondSlabVoxels(contextMap, shape);
-    facts.context = {
-      connected: contextFacts.tracts,
-      lookalikes: contextFacts.lookalikes,
-      connectedVoxels: contextFacts.tractVoxels,
-      lookalikeVoxels: contextFacts.lookalikeVoxels,
-      connectedBeyondSlab: far.connected,
-      lookalikeBeyondSlab: far.lookalike,
-    };
-  }
-  return {
-    image: flipAxes(image, [X, Y, Z, C], flips),
-    imageDims: [X, Y, Z, C],
-    imageDatatype: 'float32',
-    label: flipAxes(labels, [X, Y, Z], flips),
-    labelDims: [X, Y, Z],
-    geometry: siteGeometry(shape, context ? context.spacing : style.mri.spacing, style),
-    facts,
-    ...(contextMap ? { contextMap: flipAxes(contextMap, [X, Y, Z], flips) } : {}),
-  };
+  return image;
 }

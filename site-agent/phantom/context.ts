@@ -9,6 +9,8 @@
  * - z-running tubes with identical local appearance, labelled by what they connect to far away:
  *   "connected" tubes join their landmark (a tumour, the liver) and carry the label, "look-alikes"
  *   are drawn by the same code from the same distribution and do not (background).
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Rng } from './prng.ts';
 import { samplingGrid, voxelRange, type SamplingGrid } from './grid.ts';

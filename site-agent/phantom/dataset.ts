@@ -12,6 +12,9 @@ import { LIVER_LABELS, LIVER_MODALITIES, generateLiverCase } from './liver.ts';
 import { siteStyle, type SiteStyle } from './site-style.ts';
 import { contextGrid } from './context.ts';
 import { PHANTOM_TASKS, type CaseFacts, type PhantomCase, type PhantomTask } from './types.ts';
+import type { AnnotatedLabels } from '../../shared/config/site.ts';
+import { annotatedLabelMap, isFullAnnotation } from '../data/annotated-labels.ts';
+import { phantomAnnotation } from './annotation.ts';
 
 export const PHANTOM_GENERATOR = 'patchfed-phantom';
 export const PHANTOM_GENERATOR_VERSION = 1;
@@ -59,6 +62,11 @@ export interface PhantomDatasetOptions {
   marker?: number;
   /** Replace an earlier phantom dataset in `out` (only ever one this generator wrote). */
   overwrite?: boolean;
+  /**
+   * Partial annotation (annotation.ts): write label maps as a site annotating only these classes
+   * would draw them (absent = every class). Recorded in dataset.json's `phantom` block.
+   */
+  annotatedLabels?: AnnotatedLabels;
   /** Called after each case is written (progress reporting). */
   onCase?: (written: number, total: number, caseId: string) => void;
 }
@@ -158,7 +166,7 @@ export function phantomCaseIds(task: PhantomTask, k: number, cases: number, test
   };
 }
 
-function datasetJson(task: PhantomTask, opts: { seed: number; k: number; shape: number[]; context: boolean }, ids: { training: string[]; test: string[] }): object {
+function datasetJson(task: PhantomTask, opts: { seed: number; k: number; shape: number[]; context: boolean; annotatedLabels?: AnnotatedLabels }, ids: { training: string[]; test: string[] }): object {
   const brain = task === 'brain';
   const style = siteStyle(opts.k);
   const context = opts.context
@@ -182,7 +190,7 @@ function datasetJson(task: PhantomTask, opts: { seed: number; k: number; shape: 
     training: ids.training.map((id) => ({ image: `./imagesTr/${id}.nii.gz`, label: `./labelsTr/${id}.nii.gz` })),
     test: ids.test.map((id) => `./imagesTs/${id}.nii.gz`),
     // `context` only when set: standard phantoms' dataset.json stays byte-identical.
-    phantom: { generator: PHANTOM_GENERATOR, version: PHANTOM_GENERATOR_VERSION, task, seed: opts.seed, siteStyle: opts.k, shape: opts.shape, ...(opts.context ? { context: true } : {}) },
+    phantom: { generator: PHANTOM_GENERATOR, version: PHANTOM_GENERATOR_VERSION, task, seed: opts.seed, siteStyle: opts.k, shape: opts.shape, ...(opts.context ? { context: true } : {}), ...(opts.annotatedLabels ? { annotatedLabels: opts.annotatedLabels } : {}) },
   };
 }
 
@@ -241,6 +249,8 @@ export async function generatePhantomDataset(opts: PhantomDatasetOptions): Promi
   const k = checkInteger('siteStyle', opts.siteStyle, 0, Number.MAX_SAFE_INTEGER);
   const context = checkContext(opts.context);
   const marker = opts.marker === undefined ? undefined : storedMarker(task, opts.marker);
+  const resolved = opts.annotatedLabels ? phantomAnnotation(task, opts.annotatedLabels) : null;
+  const annotation = resolved && !isFullAnnotation(resolved) ? resolved : null;
   if (typeof opts.out !== 'string' || opts.out.trim() === '') fail('out must name an output folder.', 'out');
   const dir = path.resolve(opts.out);
   await prepareOutput(dir, opts.overwrite ?? false);
@@ -264,7 +274,7 @@ export async function generatePhantomDataset(opts: PhantomDatasetOptions): Promi
     if (i === 0 && marker !== undefined) planted = { caseId: id, file: imageFile, ...plantMarker(c, marker) };
     const writes = [writeNifti(imageFile, { data: c.image, dims: c.imageDims, datatype: c.imageDatatype }, c.geometry)];
     if (isTraining) {
-      writes.push(writeNifti(path.join(dir, 'labelsTr', `${id}.nii.gz`), { data: c.label, dims: c.labelDims, datatype: 'uint8' }, c.geometry));
+      writes.push(writeNifti(path.join(dir, 'labelsTr', `${id}.nii.gz`), { data: annotatedLabelMap(c.label, annotation), dims: c.labelDims, datatype: 'uint8' }, c.geometry));
     }
     const current = Promise.all(writes);
     // Awaited below; the no-op catch only keeps a failure during the previous await from
@@ -277,7 +287,7 @@ export async function generatePhantomDataset(opts: PhantomDatasetOptions): Promi
 
   const jsonPath = path.join(dir, 'dataset.json');
   const temp = `${jsonPath}.tmp`;
-  await writeFile(temp, JSON.stringify(datasetJson(task, { seed, k, shape, context }, ids), null, 2) + '\n');
+  await writeFile(temp, JSON.stringify(datasetJson(task, { seed, k, shape, context, ...(annotation ? { annotatedLabels: opts.annotatedLabels } : {}) }, ids), null, 2) + '\n');
   await rename(temp, jsonPath);
   const styleSpacing = task === 'brain' ? style.mri.spacing : style.ct.spacing;
   const grid = context ? contextGrid(shape, styleSpacing) : { spacing: styleSpacing, stretch: 1 };

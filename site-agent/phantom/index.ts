@@ -24,6 +24,7 @@ export type { SiteStyle, MriScanner, CtScanner, CaseMix } from './site-style.ts'
 export { BRAIN_LABELS, BRAIN_MODALITIES, BRAIN_PROFILES, BRAIN_CHANNELS } from './brain.ts';
 export { LIVER_LABELS, LIVER_MODALITIES, LIVER_HU } from './liver.ts';
 export { PHANTOM_TASKS } from './types.ts';
+export { phantomAnnotation, phantomLabelClasses, wholeTumourAnnotation } from './annotation.ts';
 export { CONTEXT_ROLE, THESIS_LIKE_SHAPE, THESIS_SLAB, contextGrid } from './context.ts';
 export { BRAIN_CONTEXT } from './brain-context.ts';
 export { LIVER_CONTEXT } from './liver-context.ts';

@@ -7,6 +7,8 @@
  * lobe, radius, lower end) and a coin flip decides which one joins the liver. Far below the liver
  * — more than a slab — nothing inside a 16-voxel slab tells liver from bowel: only following the
  * tube up to the liver does, as a radiologist scrolls.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Rng } from './prng.ts';
 import type { SamplingGrid } from './grid.ts';

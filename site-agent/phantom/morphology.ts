@@ -1,4 +1,8 @@
-/** 6-neighbour label morphology on x-fastest volumes, used to keep label nesting exact. */
+/**
+ * 6-neighbour label morphology on x-fastest volumes, used to keep label nesting exact.
+ * Voxel reads are written `labels[j]!`: every index is in range by the loop bounds, and a
+ * per-voxel check would only slow the loops (noUncheckedIndexedAccess).
+ */
 
 export type Shape3 = readonly [number, number, number];
 

@@ -2,6 +2,8 @@
  * How a site stores its volumes: anatomy is generated in canonical RAS voxel order, then each
  * site's flipped axes are reversed in the data AND in the affine together, so every voxel keeps
  * its world position and its label. The tilt and origin only change the affine.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Geometry, Mat4 } from '../../shared/geometry.ts';
 import type { VoxelArray } from '../../shared/volume.ts';

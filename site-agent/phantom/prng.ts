@@ -2,6 +2,8 @@
  * Seeded randomness for the phantom generator. Never Math.random: the same seed and arguments
  * must give byte-identical files. Every case draws from its own stream (derived from a string
  * key) so a case does not depend on how many numbers earlier cases consumed.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 
 /** 128-bit state from any string (cyrb128), so "brain|seed=1|site=2|case=7|noise" is a seed. */

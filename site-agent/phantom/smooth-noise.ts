@@ -2,6 +2,8 @@
  * Cheap smooth random fields (tissue texture, bias fields): random values on a coarse lattice
  * in millimetres, trilinearly interpolated to the voxel grid. The lattice is in mm so texture
  * has the same physical scale at every site, whatever its voxel spacing.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Rng } from './prng.ts';
 import type { SamplingGrid } from './grid.ts';
@@ -81,8 +83,8 @@ export function fractalNoise(rng: Rng, grid: SamplingGrid, featureMm: number, oc
     amp *= 0.5;
     total += amp;
     smoothNoise(rng, grid, featureMm / 2 ** o, layer);
-    for (let i = 0; i < sum.length; i++) sum[i] += amp * layer[i]!;
+    for (let i = 0; i < sum.length; i++) sum[i]! += amp * layer[i]!;
   }
-  for (let i = 0; i < sum.length; i++) sum[i] /= total;
+  for (let i = 0; i < sum.length; i++) sum[i]! /= total;
   return sum;
 }

@@ -2,6 +2,8 @@
  * Gliomas of the brain phantom: placement inside the brain and painting as nested shells —
  * necrotic/non-enhancing core (label 2) inside an enhancing rim (3) inside oedema (1). Shared by
  * the standard brain phantom (brain.ts) and its context variant (brain-context.ts).
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Rng } from './prng.ts';
 import type { SamplingGrid } from './grid.ts';

@@ -7,12 +7,17 @@
  *   i.e. tfjs NDHWC: (((n*X + x)*Y + y)*Z + z)*C + c
  *
  * `site-agent/data/preprocess.ts`'s PreprocessedCase satisfies `CaseVolume` structurally.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 
 export type Shape3 = readonly [number, number, number];
 /** Voxel coordinates of a patch's first corner; may be negative or run past the volume (zero padding). */
 export type Origin3 = readonly [number, number, number];
+/** The axes of a Shape3/Origin3, typed so per-axis code indexes the tuples without `undefined`. */
+export type Axis3 = 0 | 1 | 2;
+export const AXES3: readonly Axis3[] = [0, 1, 2];
 
 export interface CaseVolume {
   id?: string;
@@ -100,7 +105,7 @@ export function assertLabelsBelow(labels: Uint8Array, numClasses: number, what: 
   if (numClasses > 256) throw new PatchFedError('pipeline-classes', `number of classes must be at most 256 (uint8 labels); got ${numClasses}`, { subject });
   if (numClasses === 256) return;
   for (let i = 0; i < labels.length; i++) {
-    if (labels[i] >= numClasses) {
+    if (labels[i]! >= numClasses) {
       throw new PatchFedError(
         'pipeline-label-range',
         `${what}: label value ${labels[i]} at index ${i} is not a class of this model (classes 0..${numClasses - 1})`,

@@ -8,6 +8,8 @@
  * - inference: stage 1's prediction, argmax at low resolution, then nearest-upsampled. We choose this
  *   over "upsample probabilities trilinearly, then argmax" because it produces the same kind of
  *   blocky guidance stage 2 was trained on, and needs one uint8 full-size array instead of K floats.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import { allocFloat32, assertLabelsBelow, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, type CaseVolume, type Shape3 } from './case.ts';
@@ -39,7 +41,7 @@ export function buildGuidedImage(image: Float32Array, channels: number, shape: S
   out.set(image, 0);
   const base = v * (channels - 1); // channel for class k starts at (channels + k − 1)·v
   for (let i = 0; i < v; i++) {
-    const k = segmentation[i];
+    const k = segmentation[i]!;
     if (k !== 0) out[base + k * v + i] = 1;
   }
   return out;

@@ -3,6 +3,8 @@
  * Z-slabs to any patch shape: patches start at 0, p, 2p, … on every axis, the last one on each
  * axis is zero-padded past the volume end, and `reconstruct` crops that padding again.
  * The thesis's scheme is `gridPatches(shape, [X, Y, 16])`.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import {
@@ -98,7 +100,7 @@ export function extractPatchInto(
       for (let ch = 0; ch < C; ch++) {
         const s = ch * channelStride + srcRow;
         let d = imageOffset + dstRow * C + ch + z0 * C;
-        for (let lz = z0; lz < z1; lz++, d += C) image[d] = src[s + lz];
+        for (let lz = z0; lz < z1; lz++, d += C) image[d] = src[s + lz]!;
       }
       if (label !== undefined && c.label !== undefined) {
         label.set(c.label.subarray(srcRow + z0, srcRow + z1), labelOffset + dstRow + z0);
@@ -170,7 +172,7 @@ function assemble<T extends Float32Array | Uint8Array>(
           covered[g] = 1;
           const s = (lRow + lz) * channels;
           const d = g * channels;
-          for (let ch = 0; ch < channels; ch++) out[d + ch] = piece.data[s + ch];
+          for (let ch = 0; ch < channels; ch++) out[d + ch] = piece.data[s + ch]!;
         }
       }
     }
@@ -214,10 +216,10 @@ export function argmaxChannelsLast(probs: ArrayLike<number>, numClasses: number)
   const out = allocUint8(n, 'argmax labels');
   for (let v = 0, i = 0; v < n; v++, i += numClasses) {
     let best = 0;
-    let bestVal = probs[i];
+    let bestVal = probs[i]!;
     for (let k = 1; k < numClasses; k++) {
-      if (probs[i + k] > bestVal) {
-        bestVal = probs[i + k];
+      if (probs[i + k]! > bestVal) {
+        bestVal = probs[i + k]!;
         best = k;
       }
     }

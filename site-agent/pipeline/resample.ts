@@ -9,9 +9,11 @@
  * - nearest: input voxel floor((j + 0.5)·in/out) — PyTorch's 'nearest-exact'. PyTorch's legacy
  *   'nearest' (floor(j·in/out)) shifts labels by up to half a voxel against the trilinear image;
  *   we keep labels and images on the same grid. Computed in integers, so it is exact.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import { PatchFedError } from '../../shared/errors.ts';
-import { allocFloat32, allocUint8, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, type CaseVolume, type Shape3 } from './case.ts';
+import { allocFloat32, allocUint8, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, AXES3, type CaseVolume, type Shape3 } from './case.ts';
 
 export interface DownsampleShapeOptions {
   /**
@@ -62,12 +64,18 @@ export function nearestAxisTable(inLen: number, outLen: number): Int32Array {
   return t;
 }
 
+function axisLength(dims: readonly number[], axis: number, what: string): number {
+  const n = dims[axis];
+  if (n === undefined) throw new PatchFedError('pipeline-shape', `${what}: axis ${axis} is outside the ${dims.length}-D array`);
+  return n;
+}
+
 /**
  * Resamples axis `axis` of a 4-D row-major array `dims` to `outLen`. outer/inner are the products of
  * the dims before/after the axis, so channels-first and channels-last share the code.
  */
 function linearAlongAxis(src: Float32Array, dims: number[], axis: number, outLen: number, what: string): Float32Array {
-  const inLen = dims[axis];
+  const inLen = axisLength(dims, axis, what);
   const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
   const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
   const dst = allocFloat32(outer * outLen * inner, what);
@@ -78,8 +86,8 @@ function linearAlongAxis(src: Float32Array, dims: number[], axis: number, outLen
       const sBase = o * inLen;
       const dBase = o * outLen;
       for (let j = 0; j < outLen; j++) {
-        const v0 = src[sBase + i0[j]];
-        dst[dBase + j] = v0 + w1[j] * (src[sBase + i1[j]] - v0);
+        const v0 = src[sBase + i0[j]!]!;
+        dst[dBase + j] = v0 + w1[j]! * (src[sBase + i1[j]!]! - v0);
       }
     }
     dims[axis] = outLen;
@@ -89,12 +97,12 @@ function linearAlongAxis(src: Float32Array, dims: number[], axis: number, outLen
     const sBase = o * inLen * inner;
     const dBase = o * outLen * inner;
     for (let j = 0; j < outLen; j++) {
-      const a = sBase + i0[j] * inner;
-      const b = sBase + i1[j] * inner;
-      const w = w1[j];
+      const a = sBase + i0[j]! * inner;
+      const b = sBase + i1[j]! * inner;
+      const w = w1[j]!;
       const d = dBase + j * inner;
       // v0 + w·(v1 − v0) keeps constants exact.
-      for (let i = 0; i < inner; i++) dst[d + i] = src[a + i] + w * (src[b + i] - src[a + i]);
+      for (let i = 0; i < inner; i++) dst[d + i] = src[a + i]! + w * (src[b + i]! - src[a + i]!);
     }
   }
   dims[axis] = outLen;
@@ -102,7 +110,7 @@ function linearAlongAxis(src: Float32Array, dims: number[], axis: number, outLen
 }
 
 function nearestAlongAxis(src: Uint8Array, dims: number[], axis: number, outLen: number, what: string): Uint8Array {
-  const inLen = dims[axis];
+  const inLen = axisLength(dims, axis, what);
   const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
   const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
   const dst = allocUint8(outer * outLen * inner, what);
@@ -112,12 +120,12 @@ function nearestAlongAxis(src: Uint8Array, dims: number[], axis: number, outLen:
     const dBase = o * outLen * inner;
     if (inner < 64) {
       for (let j = 0; j < outLen; j++) {
-        const a = sBase + t[j] * inner;
+        const a = sBase + t[j]! * inner;
         const d = dBase + j * inner;
-        for (let i = 0; i < inner; i++) dst[d + i] = src[a + i];
+        for (let i = 0; i < inner; i++) dst[d + i] = src[a + i]!;
       }
     } else {
-      for (let j = 0; j < outLen; j++) dst.set(src.subarray(sBase + t[j] * inner, sBase + (t[j] + 1) * inner), dBase + j * inner);
+      for (let j = 0; j < outLen; j++) dst.set(src.subarray(sBase + t[j]! * inner, sBase + (t[j]! + 1) * inner), dBase + j * inner);
     }
   }
   dims[axis] = outLen;
@@ -139,7 +147,7 @@ function trilinear(data: Float32Array, channels: number, shape: Shape3, target: 
   const first = channelsLast ? 0 : 1;
   let cur = data;
   // Shrinking axes first keeps the intermediate arrays small.
-  const order = [0, 1, 2].sort((a, b) => target[a] / shape[a] - target[b] / shape[b]);
+  const order = [...AXES3].sort((a, b) => target[a] / shape[a] - target[b] / shape[b]);
   for (const a of order) {
     if (target[a] !== shape[a]) cur = linearAlongAxis(cur, dims, first + a, target[a], `${what} ${formatShape(target)}`);
   }
@@ -161,7 +169,7 @@ export function resampleLabels(labels: Uint8Array, shape: Shape3, target: Shape3
   checkResample(labels.length, 1, shape, target, 'label resampling');
   const dims = [shape[0], shape[1], shape[2]];
   let cur = labels;
-  const order = [0, 1, 2].sort((a, b) => target[a] / shape[a] - target[b] / shape[b]);
+  const order = [...AXES3].sort((a, b) => target[a] / shape[a] - target[b] / shape[b]);
   for (const a of order) {
     if (target[a] !== shape[a]) cur = nearestAlongAxis(cur, dims, a, target[a], `label resampling ${formatShape(target)}`);
   }

@@ -8,7 +8,7 @@
  */
 import { PatchFedError } from '../../shared/errors.ts';
 import { mulberry32 } from '../../shared/random.ts';
-import { allocFloat32, allocUint8, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, type CaseVolume, type Origin3, type Shape3 } from './case.ts';
+import { allocFloat32, allocUint8, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, AXES3, type CaseVolume, type Origin3, type Shape3 } from './case.ts';
 import { extractPatchInto, patchHasForeground } from './patches.ts';
 import { labelsToOneHot } from './tensors.ts';
 
@@ -103,7 +103,7 @@ export class PatchSampler {
   private randomOrigin(): Origin3 {
     const label = this.c.label!;
     for (let t = 0; t < this.maxTries; t++) {
-      const o: Origin3 = [0, 1, 2].map((a) => randomInt(this.rng, Math.max(0, this.c.shape[a] - this.patch[a]) + 1)) as unknown as Origin3;
+      const o: Origin3 = AXES3.map((a) => randomInt(this.rng, Math.max(0, this.c.shape[a] - this.patch[a]) + 1)) as unknown as Origin3;
       if (!this.skipEmpty || patchHasForeground(label, this.c.shape, o, this.patch)) return o;
     }
     return this.forcedOrigin();
@@ -111,12 +111,14 @@ export class PatchSampler {
 
   private forcedOrigin(): Origin3 {
     this.forcedCount++;
+    // randomInt(n) is in [0, n), so both picks are in range (`locations` only holds non-empty lists).
     const cls = randomInt(this.rng, this.locations.length);
-    const locs = this.locations[cls];
-    const v = locs[randomInt(this.rng, locs.length)];
+    const locs = this.locations[cls]!;
+    const v = locs[randomInt(this.rng, locs.length)]!;
     const [, Y, Z] = this.c.shape;
-    const pos = [Math.floor(v / (Y * Z)), Math.floor(v / Z) % Y, v % Z];
-    return pos.map((p, a) => {
+    const pos: Origin3 = [Math.floor(v / (Y * Z)), Math.floor(v / Z) % Y, v % Z];
+    return AXES3.map((a) => {
+      const p = pos[a];
       const hi = Math.max(0, this.c.shape[a] - this.patch[a]);
       const o = p - randomInt(this.rng, this.patch[a]);
       return Math.min(Math.max(o, 0), hi);
@@ -129,7 +131,7 @@ export function collectClassLocations(label: Uint8Array, cap: number, rng: () =>
   const seen = new Map<number, number>();
   const res = new Map<number, Float64Array>();
   for (let i = 0; i < label.length; i++) {
-    const k = label[i];
+    const k = label[i]!; // per-voxel loop, i < label.length: no runtime check
     if (k === 0) continue;
     const n = seen.get(k) ?? 0;
     seen.set(k, n + 1);
@@ -169,8 +171,9 @@ export interface TrainingBatch {
 export function assembleBatch(items: readonly BatchItem[], patch: Shape3, numClasses: number): TrainingBatch {
   assertShape3(patch, 'patch shape');
   assertPositiveInt(numClasses, 'number of classes');
-  if (items.length === 0) throw new PatchFedError('pipeline-shape', 'a training batch needs at least one patch');
-  const C = items[0].case.channels;
+  const firstItem = items[0];
+  if (!firstItem) throw new PatchFedError('pipeline-shape', 'a training batch needs at least one patch');
+  const C = firstItem.case.channels;
   for (const it of items) {
     checkCase(it.case, { needLabel: true });
     if (it.case.channels !== C) {

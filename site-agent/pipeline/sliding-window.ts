@@ -10,10 +10,12 @@
  *
  * `gridInference` runs the thesis's non-overlapping patch-wise prediction through the same predictor
  * interface, so `full` (one padded window), `patch` and cascade stage 2 share one code path.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { PatchFedError } from '../../shared/errors.ts';
-import { allocFloat32, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, type CaseVolume, type Origin3, type Shape3 } from './case.ts';
+import { allocFloat32, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, AXES3, type CaseVolume, type Origin3, type Shape3 } from './case.ts';
 import { extractPatchInto, gridPatches } from './patches.ts';
 
 export type Weighting = 'gaussian' | 'constant';
@@ -84,8 +86,8 @@ export function importanceMap(patch: Shape3, weighting: Weighting, opts: Importa
   const [px, py, pz] = patch;
   for (let x = 0, i = 0; x < px; x++) {
     for (let y = 0; y < py; y++) {
-      const gxy = axis[0][x] * axis[1][y];
-      for (let z = 0; z < pz; z++, i++) out[i] = Math.max(minWeight, gxy * axis[2][z]);
+      const gxy = axis[0]![x]! * axis[1]![y]!;
+      for (let z = 0; z < pz; z++, i++) out[i] = Math.max(minWeight, gxy * axis[2]![z]!);
     }
   }
   return out;
@@ -237,22 +239,22 @@ export async function slidingWindowInference(
         const lRow = (lx * py + ly) * pz;
         const gRow = ((ox + lx) * Y + oy + ly) * Z + oz;
         for (let lz = 0; lz < z1; lz++) {
-          const w = weights[lRow + lz];
+          const w = weights[lRow + lz]!;
           const g = gRow + lz;
-          wsum[g] += w;
+          wsum[g]! += w;
           const s = (b * pv + lRow + lz) * K;
           const d = g * K;
-          for (let k = 0; k < K; k++) acc[d + k] += w * out[s + k];
+          for (let k = 0; k < K; k++) acc[d + k]! += w * out[s + k]!;
         }
       }
     }
   });
   for (let g = 0; g < wsum.length; g++) {
-    const inv = 1 / wsum[g];
-    for (let k = 0, d = g * K; k < K; k++) acc[d + k] *= inv;
+    const inv = 1 / wsum[g]!;
+    for (let k = 0, d = g * K; k < K; k++) acc[d + k]! *= inv;
   }
 
-  const steps = [0, 1, 2].map((a) => (c.shape[a] <= patch[a] ? 0 : windowStep(patch[a], overlap))) as [number, number, number];
+  const steps = AXES3.map((a) => (c.shape[a] <= patch[a] ? 0 : windowStep(patch[a], overlap))) as [number, number, number];
   const method: PatchInferenceMethod = {
     placement: 'sliding-window',
     weighting,
@@ -304,7 +306,7 @@ export async function gridInference(c: CaseVolume, predictor: PatchPredictor, op
       }
     }
   });
-  const steps = [0, 1, 2].map((a) => (c.shape[a] <= patch[a] ? 0 : patch[a])) as [number, number, number];
+  const steps = AXES3.map((a) => (c.shape[a] <= patch[a] ? 0 : patch[a])) as [number, number, number];
   return {
     probabilities: probs,
     method: {

@@ -2,10 +2,12 @@
  * Typed arrays ⇄ tfjs tensors for the model: NDHWC [N, X, Y, Z, C] inputs and one-hot targets
  * [N, X, Y, Z, K]. Everything upstream stays in typed arrays; tensors exist only here and in the
  * trainer/inference code, which owns (and disposes) what these functions return.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { PatchFedError } from '../../shared/errors.ts';
-import { allocFloat32, assertLabelsBelow, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, type CaseVolume, type Shape3 } from './case.ts';
+import { allocFloat32, assertLabelsBelow, assertPositiveInt, assertShape3, checkCase, formatShape, voxelCount, AXES3, type CaseVolume, type Shape3 } from './case.ts';
 import { extractPatchInto } from './patches.ts';
 
 export type Shape5 = [number, number, number, number, number];
@@ -29,7 +31,7 @@ export function patchToTensor(data: Float32Array, n: number, patch: Shape3, chan
 export function labelsToOneHot(labels: Uint8Array, numClasses: number, subject?: string): Float32Array {
   assertLabelsBelow(labels, numClasses, 'labels', subject);
   const out = allocFloat32(labels.length * numClasses, 'one-hot labels', subject);
-  for (let i = 0; i < labels.length; i++) out[i * numClasses + labels[i]] = 1;
+  for (let i = 0; i < labels.length; i++) out[i * numClasses + labels[i]!] = 1;
   return out;
 }
 
@@ -51,7 +53,7 @@ export function labelsToOneHotTensor(labels: Uint8Array, n: number, patch: Shape
 export function caseToTensor(c: CaseVolume, paddedShape: Shape3 = c.shape): tf.Tensor5D {
   checkCase(c);
   assertShape3(paddedShape, 'padded shape', c.id);
-  if (paddedShape.some((d, a) => d < c.shape[a])) {
+  if (AXES3.some((a) => paddedShape[a] < c.shape[a])) {
     throw new PatchFedError('pipeline-shape', `padded shape ${formatShape(paddedShape)} is smaller than the case shape ${formatShape(c.shape)}`, { subject: c.id });
   }
   const data = allocFloat32(voxelCount(paddedShape) * c.channels, `padded ${formatShape(paddedShape)} input`, c.id);

@@ -21,7 +21,7 @@
  * planner's business, not the estimate's, so the estimate can be compared with measurement.
  */
 import type { Architecture } from '../../shared/config/model.ts';
-import { convWorkspaceEstimate } from './workspace.ts';
+import { convWorkspaceEstimate, patchVoxels } from './workspace.ts';
 
 export const BYTES_PER_FLOAT = 4;
 
@@ -193,8 +193,12 @@ interface Level {
   e: number;
 }
 
+/**
+ * One entry per U-Net level, finest first. depth ≥ 1 (config schema), so `lv[0]!` exists, and
+ * `lv[i + 1]!` exists above the bottom level; the same holds for levelChannels' `ch[i]!` reads.
+ */
 function levels(net: UNetShape, patch: readonly number[], batch: number): Level[] {
-  const voxels0 = patch[0]! * patch[1]! * patch[2]!;
+  const voxels0 = patchVoxels(patch);
   return levelChannels(net.arch).map((channels, i) => {
     const voxels = voxels0 / 8 ** i;
     return { voxels, channels, e: batch * voxels * channels };
@@ -241,7 +245,7 @@ export function inferenceElements(net: UNetShape, patch: readonly number[], batc
 
 export function estimateTrainingPeak(net: UNetShape, patch: readonly number[], batch: number, opts: EstimateOptions = {}): MemoryBreakdown {
   const params = parameterCounts(net);
-  const voxels = patch[0]! * patch[1]! * patch[2]!;
+  const voxels = patchVoxels(patch);
   const weights = (params.trainable + params.runningStats) * BYTES_PER_FLOAT;
   const gradients = params.trainable * BYTES_PER_FLOAT;
   const optimizer = 2 * params.trainable * BYTES_PER_FLOAT;
@@ -257,7 +261,7 @@ export function estimateTrainingPeak(net: UNetShape, patch: readonly number[], b
 
 export function estimateInferencePeak(net: UNetShape, patch: readonly number[], batch: number, opts: EstimateOptions = {}): MemoryBreakdown {
   const params = parameterCounts(net);
-  const voxels = patch[0]! * patch[1]! * patch[2]!;
+  const voxels = patchVoxels(patch);
   const weights = (params.trainable + params.runningStats) * BYTES_PER_FLOAT;
   const activations = inferenceElements(net, patch, batch) * BYTES_PER_FLOAT;
   const io = batch * voxels * net.inChannels * BYTES_PER_FLOAT;

@@ -80,12 +80,12 @@ export function shrinkingPatches(volume: readonly number[], divisor: number, min
   let p = volume.map((d) => Math.max(lo, roundUpTo(d, divisor))) as [number, number, number];
   const out: [number, number, number][] = [[...p]];
   for (;;) {
-    let axis = -1;
-    for (let a = 0; a < 3; a++) if (p[a]! > lo && (axis < 0 || p[a]! > p[axis]!)) axis = a;
-    if (axis < 0) break;
-    const step = Math.max(divisor, Math.floor(p[axis]! / 10 / divisor) * divisor);
+    let axis: -1 | 0 | 1 | 2 = -1;
+    for (const a of [0, 1, 2] as const) if (p[a] > lo && (axis === -1 || p[a] > p[axis])) axis = a;
+    if (axis === -1) break;
+    const step = Math.max(divisor, Math.floor(p[axis] / 10 / divisor) * divisor);
     p = [...p] as [number, number, number];
-    p[axis] = Math.max(lo, p[axis]! - step);
+    p[axis] = Math.max(lo, p[axis] - step);
     out.push([...p]);
   }
   return out;

@@ -11,6 +11,7 @@
  */
 import { activeBackend } from '../backend/active.ts';
 import { loadNativeKernels } from '../kernels/native-addon.ts';
+import { PatchFedError } from '../../shared/errors.ts';
 import type { UNetShape } from './estimate.ts';
 
 const FLOAT = 4;
@@ -82,6 +83,15 @@ function matMulFloats(m: number, n: number, k: number, transposeA: boolean, limi
   return kb * packedPerK(n) + (transposeA ? m * kb : 0) + kb + 16;
 }
 
+/** Voxels of an [X, Y, Z] patch; a patch with fewer than three sizes is refused, not counted as NaN. */
+export function patchVoxels(patch: readonly number[]): number {
+  const [x, y, z] = patch;
+  if (x === undefined || y === undefined || z === undefined) {
+    throw new PatchFedError('planner-patch', `patch [${patch.join(', ')}] needs three sizes (X, Y, Z)`);
+  }
+  return x * y * z;
+}
+
 /**
  * Bytes of the arena after a training step (or a forward pass) of this U-Net on this patch,
  * with the given limit; 0 when the limit is 0 (no native kernels). Convolutions process one
@@ -111,7 +121,7 @@ export function convWorkspaceEstimate(net: UNetShape, patch: readonly number[], 
       conv(i, 2 * c, c);
       conv(i, c, c);
       // Upsampling from level i+1: [B·voxels(i+1), 2c] · [2c, 8c] (ops/upsample.ts).
-      const rows = (batch * patch[0]! * patch[1]! * patch[2]!) / 8 ** (i + 1);
+      const rows = (batch * patchVoxels(patch)) / 8 ** (i + 1);
       floats = Math.max(floats, matMulFloats(rows, 8 * c, 2 * c, false, limit));
       if (pass === 'training') {
         floats = Math.max(floats, matMulFloats(rows, 2 * c, 8 * c, false, limit)); // dA = dy · Wᵀ

@@ -224,10 +224,27 @@ function writeSiteConfig(path: string, cfg: object): void {
   writeFileSync(path, `${JSON.stringify(cfg, null, 2)}\n`);
 }
 
+/** What every mode of one compare run shares. */
+interface CompareSettings {
+  req: CompareRequest;
+  outDir: string;
+  datasetDir: string;
+  arch: Architecture;
+  norm: Norm;
+  factor: number;
+  learningRate: number;
+  foregroundRate: number;
+  /** Training patch of the patch mode and of cascade stage 2. */
+  slab: [number, number, number];
+  budgetMB: number;
+  nsdToleranceMm: number;
+  context: boolean;
+  siteStyle: number;
+}
+
 export async function runCompare(req: CompareRequest): Promise<CompareReport> {
   const t0 = performance.now();
   const log = req.log ?? (() => {});
-  const task = COMPARE_TASKS[req.task];
   const outDir = resolve(req.outDir);
   const datasetDir = join(outDir, 'dataset');
   mkdirSync(outDir, { recursive: true });
@@ -240,80 +257,29 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
   const norm: Norm = req.norm ?? 'instance';
   const arch = resolveArchitecture({ preset: req.preset ?? 'cpu-small', base: req.base, depth: req.depth, norm });
   const factor = req.cascadeFactor ?? PHANTOM_CASCADE_FACTOR;
-  const learningRate = req.learningRate ?? 1e-2;
-  const foregroundRate = req.foregroundRate ?? 1;
-  const d = requiredDivisor(arch);
-  const limit = kernelWorkspaceBytes();
-  const slab = slabPatch(req.shape, req.slab, d);
-  // Enough for the largest stage of any mode (full: the whole volume), with the planner's margin.
-  const needed = Math.max(
-    ...COMPARE_MODES.flatMap((m) =>
-      modeStages(m, req.shape, task.channels, task.classes, arch, req.slab, factor).map((s) => estimateTrainingPeak(stageShape(req.task, s.inChannels, arch), s.patch, 1, { workspaceBytes: limit }).total),
-    ),
-  );
-  const budgetMB = req.budgetMB ?? Math.ceil((needed * 1.2) / 2 ** 20);
+  const settings: CompareSettings = {
+    req,
+    outDir,
+    datasetDir,
+    arch,
+    norm,
+    factor,
+    learningRate: req.learningRate ?? 1e-2,
+    foregroundRate: req.foregroundRate ?? 1,
+    slab: slabPatch(req.shape, req.slab, requiredDivisor(arch)),
+    budgetMB: req.budgetMB ?? largestModeBudgetMB(req, arch, factor),
+    nsdToleranceMm,
+    context,
+    siteStyle,
+  };
 
   const modes: CompareMode[] = [];
   let first: LocalTrainingReport | null = null;
   for (const mode of req.modes ?? COMPARE_MODES) {
-    const configPath = join(outDir, `site-${mode}.json`);
-    writeSiteConfig(configPath, {
-      siteId: `compare-${mode}`,
-      dataset: datasetDir,
-      memoryBudgetMB: budgetMB,
-      backend: req.backend,
-      seed: req.seed,
-      workDir: outDir,
-      model: { mode, base: arch.base, depth: arch.depth, norm, cascadeFactor: factor },
-      // Same slabs for patch and cascade stage 2; batch 1 everywhere (thesis: one image or patch per step).
-      training: { steps: req.steps, learningRate, foregroundRate, patch: slab, batch: 1 },
-    });
-    // checkpointEvery 0: compare does not resume, so no periodic resumable state.
-    const report = await runLocalTraining({ configPath, steps: req.steps, backend: req.backend, outDir: join(outDir, mode), progress: req.progress, checkpointEvery: 0 });
-    first ??= report;
-    const dataset = await openMsdDataset(datasetDir, { seed: req.seed });
-    const split = dataset.split(req.seed);
-    const evaluation = await evaluateSavedMode({
-      modelDir: join(outDir, mode),
-      dataset,
-      testIds: split.test.length > 0 ? split.test : split.validation,
-      numClasses: task.classes,
-      nsdToleranceMm,
-      ...(context ? { phantom: { task: req.task, seed: req.seed, siteStyle, shape: req.shape, cases: req.cases, contextClass: 1, slab: req.slab } } : {}),
-    });
-    const stageSetups = modeStages(mode, req.shape, task.channels, task.classes, arch, req.slab, factor);
-    const stages: CompareStage[] = report.stages.map((s, i) => {
-      const inChannels = stageSetups[i]!.inChannels;
-      const est = estimateTrainingPeak(stageShape(req.task, inChannels, arch), s.patch, s.batch).engine;
-      return {
-        stage: s.stage,
-        patch: s.patch,
-        batch: s.batch,
-        steps: s.steps,
-        trainTimeMs: s.trainTimeMs,
-        finalLoss: s.finalLoss,
-        estimatedPeakBytes: est,
-        measuredPeakBytes: s.measuredPeakBytes,
-        ratio: s.measuredPeakBytes ? est / s.measuredPeakBytes : null,
-      };
-    });
-    const measuredTraining = stages.map((s) => s.measuredPeakBytes).filter((b): b is number => b !== null);
-    const inferStages = report.stages.map((s, i) => ({ inChannels: stageSetups[i]!.inChannels, patch: s.stage === 'full' || s.stage === 'cascade-stage1' ? stageSetups[i]!.patch : s.patch }));
-    modes.push({
-      mode,
-      stages,
-      dice: report.test.dice,
-      meanDice: report.test.meanDice,
-      inferenceMsPerVolume: report.test.meanInferenceMs,
-      measuredTrainingPeakBytes: measuredTraining.length ? Math.max(...measuredTraining) : null,
-      estimatedTrainingPeakBytes: Math.max(...stages.map((s) => s.estimatedPeakBytes)),
-      measuredInferencePeakBytes: report.test.peakInferenceBytes,
-      estimatedInferencePeakBytes: modeInferenceBytes(inferStages, task.classes, arch, 0).engine,
-      inferenceMethod: report.test.method,
-      modelDir: join(outDir, mode),
-      evaluation,
-    });
-    log(`${mode}: mean test Dice ${report.test.meanDice?.toFixed(3) ?? 'n/a'}, ${report.test.meanInferenceMs.toFixed(0)} ms/volume`);
+    const { training, result } = await trainAndEvaluateMode(settings, mode);
+    first ??= training;
+    modes.push(result);
+    log(`${mode}: mean test Dice ${training.test.meanDice?.toFixed(3) ?? 'n/a'}, ${training.test.meanInferenceMs.toFixed(0)} ms/volume`);
   }
   if (!first) throw new Error('compare: no mode was trained');
   const report: CompareReport = {
@@ -325,9 +291,9 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
     stepsPerStage: req.steps,
     slab: req.slab,
     cascadeFactor: factor,
-    learningRate,
-    foregroundRate,
-    budgetMB,
+    learningRate: settings.learningRate,
+    foregroundRate: settings.foregroundRate,
+    budgetMB: settings.budgetMB,
     labels: first.labels.slice(1),
     modes,
     nsdToleranceMm,
@@ -336,6 +302,91 @@ export async function runCompare(req: CompareRequest): Promise<CompareReport> {
     runtimeMs: performance.now() - t0,
   };
   return report;
+}
+
+/** Enough for the largest stage of any mode (full: the whole volume), with the planner's margin. */
+function largestModeBudgetMB(req: CompareRequest, arch: Architecture, factor: number): number {
+  const task = COMPARE_TASKS[req.task];
+  const limit = kernelWorkspaceBytes();
+  const needed = Math.max(
+    ...COMPARE_MODES.flatMap((m) =>
+      modeStages(m, req.shape, task.channels, task.classes, arch, req.slab, factor).map((s) => estimateTrainingPeak(stageShape(req.task, s.inChannels, arch), s.patch, 1, { workspaceBytes: limit }).total),
+    ),
+  );
+  return Math.ceil((needed * 1.2) / 2 ** 20);
+}
+
+/** Trains one mode through runLocalTraining (its own site config) and evaluates its saved models on the test split. */
+async function trainAndEvaluateMode(settings: CompareSettings, mode: Mode): Promise<{ training: LocalTrainingReport; result: CompareMode }> {
+  const { req, outDir, datasetDir, arch, factor } = settings;
+  const configPath = join(outDir, `site-${mode}.json`);
+  writeSiteConfig(configPath, {
+    siteId: `compare-${mode}`,
+    dataset: datasetDir,
+    memoryBudgetMB: settings.budgetMB,
+    backend: req.backend,
+    seed: req.seed,
+    workDir: outDir,
+    model: { mode, base: arch.base, depth: arch.depth, norm: settings.norm, cascadeFactor: factor },
+    // Same slabs for patch and cascade stage 2; batch 1 everywhere (thesis: one image or patch per step).
+    training: { steps: req.steps, learningRate: settings.learningRate, foregroundRate: settings.foregroundRate, patch: settings.slab, batch: 1 },
+  });
+  // checkpointEvery 0: compare does not resume, so no periodic resumable state.
+  const training = await runLocalTraining({ configPath, steps: req.steps, backend: req.backend, outDir: join(outDir, mode), progress: req.progress, checkpointEvery: 0 });
+  const dataset = await openMsdDataset(datasetDir, { seed: req.seed });
+  const split = dataset.split(req.seed);
+  const evaluation = await evaluateSavedMode({
+    modelDir: join(outDir, mode),
+    dataset,
+    testIds: split.test.length > 0 ? split.test : split.validation,
+    numClasses: COMPARE_TASKS[req.task].classes,
+    nsdToleranceMm: settings.nsdToleranceMm,
+    ...(settings.context ? { phantom: { task: req.task, seed: req.seed, siteStyle: settings.siteStyle, shape: req.shape, cases: req.cases, contextClass: 1, slab: req.slab } } : {}),
+  });
+  return { training, result: compareModeResult(settings, mode, training, evaluation) };
+}
+
+/** One mode's row of the report: measured against estimated memory per stage and for the mode. */
+function compareModeResult(settings: CompareSettings, mode: Mode, report: LocalTrainingReport, evaluation: ModeEvaluation): CompareMode {
+  const { req, arch } = settings;
+  const task = COMPARE_TASKS[req.task];
+  const stageSetups = modeStages(mode, req.shape, task.channels, task.classes, arch, req.slab, settings.factor);
+  const setupOf = (i: number) => {
+    const setup = stageSetups[i];
+    if (!setup) throw new Error(`compare: mode ${mode} trained more stages than it has`);
+    return setup;
+  };
+  const stages: CompareStage[] = report.stages.map((s, i) => {
+    const inChannels = setupOf(i).inChannels;
+    const est = estimateTrainingPeak(stageShape(req.task, inChannels, arch), s.patch, s.batch).engine;
+    return {
+      stage: s.stage,
+      patch: s.patch,
+      batch: s.batch,
+      steps: s.steps,
+      trainTimeMs: s.trainTimeMs,
+      finalLoss: s.finalLoss,
+      estimatedPeakBytes: est,
+      measuredPeakBytes: s.measuredPeakBytes,
+      ratio: s.measuredPeakBytes ? est / s.measuredPeakBytes : null,
+    };
+  });
+  const measuredTraining = stages.map((s) => s.measuredPeakBytes).filter((b): b is number => b !== null);
+  const inferStages = report.stages.map((s, i) => ({ inChannels: setupOf(i).inChannels, patch: s.stage === 'full' || s.stage === 'cascade-stage1' ? setupOf(i).patch : s.patch }));
+  return {
+    mode,
+    stages,
+    dice: report.test.dice,
+    meanDice: report.test.meanDice,
+    inferenceMsPerVolume: report.test.meanInferenceMs,
+    measuredTrainingPeakBytes: measuredTraining.length ? Math.max(...measuredTraining) : null,
+    estimatedTrainingPeakBytes: Math.max(...stages.map((s) => s.estimatedPeakBytes)),
+    measuredInferencePeakBytes: report.test.peakInferenceBytes,
+    estimatedInferencePeakBytes: modeInferenceBytes(inferStages, task.classes, arch, 0).engine,
+    inferenceMethod: report.test.method,
+    modelDir: join(settings.outDir, mode),
+    evaluation,
+  };
 }
 
 /** Writes compare.json and compare.md into the output folder; returns their paths. */

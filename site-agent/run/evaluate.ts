@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { MsdDataset } from '../data/index.ts';
 import { segmentCase, type InferenceOptions, type StageModel } from '../inference/segment.ts';
 import { diceScores, nanMean } from '../metrics/dice.ts';
+import { annotatedDice, annotatedLabelMap } from '../data/annotated-labels.ts';
 import type { StageNet } from './nets.ts';
 
 export interface CaseEvaluation {
@@ -49,8 +50,9 @@ export async function evaluateCases(nets: readonly StageNet[], dataset: MsdDatas
     peak = Math.max(peak, info.peakBytes);
     method = seg.method;
     // MONAI DiceMetric(ignore_empty=True): a class absent from the ground truth scores NaN.
-    const d = diceScores(seg.labels, c.label, opts.numClasses, { empty: 'nan-if-truth-empty' });
-    cases.push({ id, dice: d.dice, timeMs: seg.timeMs });
+    // A partially annotated site scores only the classes its ground truth holds (NaN for the others).
+    const d = diceScores(annotatedLabelMap(seg.labels, dataset.annotation), c.label, opts.numClasses, { empty: 'nan-if-truth-empty' });
+    cases.push({ id, dice: annotatedDice(d.dice, dataset.annotation), timeMs: seg.timeMs });
   }
   const K = opts.numClasses;
   const perClass = Array.from({ length: K - 1 }, (_, k) => nanMean(cases.map((c) => c.dice[k]!)));

@@ -13,12 +13,13 @@ import { checkManifestMatches } from '../../shared/codec/index.ts';
 import type { FitInstructions } from '../../shared/protocol/messages.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { openMsdDataset, type MsdDataset } from '../data/index.ts';
+import { scoredLabelNames } from '../data/annotated-labels.ts';
 import { nanMean } from '../metrics/dice.ts';
 import { experimentLayout, roundTrainingSeed, type ModelLayout } from '../../shared/model/index.ts';
 import { combinedWeights, createStageNets, setCombinedWeights, stageSlices, type StageNet } from './nets.ts';
 import { evaluateCases } from './evaluate.ts';
 import { planSite, type SitePlan } from './site-plan.ts';
-import { configuredTrainingOptions, trainSiteLocally } from './train-site.ts';
+import { siteTrainingOptions, trainSiteLocally } from './train-site.ts';
 
 export interface ExperimentModel {
   id: string;
@@ -102,7 +103,7 @@ export class FederatedSiteTrainer {
   private async prepareNow(exp: ExperimentModel): Promise<void> {
     if (this.experimentId === exp.id) return;
     this.dispose();
-    this.dataset = await openMsdDataset(this.cfg.dataset, { cacheMB: this.cfg.cacheMB, seed: this.cfg.seed, maxMemoryMB: this.cfg.memoryBudgetMB });
+    this.dataset = await openMsdDataset(this.cfg.dataset, { cacheMB: this.cfg.cacheMB, seed: this.cfg.seed, maxMemoryMB: this.cfg.memoryBudgetMB, annotatedLabels: this.cfg.annotatedLabels });
     const want = namesByIndex(exp.modalities);
     if (this.dataset.modalities.length !== want.length) {
       throw new PatchFedError(
@@ -174,9 +175,13 @@ export class FederatedSiteTrainer {
     const ids = this.split.validation.length > 0 ? this.split.validation : this.split.train.slice(0, 1);
     const r = await evaluateCases(this.nets, this.dataset, ids, this.inference());
     const out: Record<string, number> = {};
+    // A partially annotated site reports only what it scored, under the name of what its
+    // annotators drew (e.g. 'whole tumour'); the others have no ground truth there.
+    const scored = this.dataset.annotation ? scoredLabelNames(this.dataset.annotation) : null;
     r.perClass.forEach((d, k) => {
+      const name = scored ? scored.get(k + 1) : this.labelNames[k + 1];
       // Aggregates only; a class absent from every validation case reports 0 rather than NaN on the wire.
-      out[this.labelNames[k + 1]!] = Number.isNaN(d) ? 0 : d;
+      if (name !== undefined) out[name] = Number.isNaN(d) ? 0 : d;
     });
     return out;
   }
@@ -200,7 +205,7 @@ export class FederatedSiteTrainer {
     const proximal = mu > 0 ? { mu, global: stageSlices(this.nets, work.global) } : undefined;
     const totalSteps = work.steps * this.nets.length;
     let stageIndex = 0;
-    const reports = await trainSiteLocally({
+    const basis = {
       dataset: this.dataset,
       trainIds: this.split.train,
       validationIds: [],
@@ -209,12 +214,14 @@ export class FederatedSiteTrainer {
       divisor: this.sitePlan.divisor,
       cascadeFactor: this.cascadeFactor,
       stepsPerStage: work.steps,
-      ...configuredTrainingOptions(this.cfg.training),
+      seed: roundTrainingSeed(this.cfg.seed, work.round),
+      memoryBudgetMB: this.cfg.memoryBudgetMB,
+      restoreBest: false,
+    };
+    const reports = await trainSiteLocally({
+      ...siteTrainingOptions(basis, this.cfg.training),
       // The round task's learning rate (signed by the coordinator) wins over the site's own.
       learningRate: work.learningRate ?? this.cfg.training.learningRate,
-      restoreBest: false,
-      seed: roundTrainingSeed(this.cfg.seed, work.round),
-      budgetBytes: this.cfg.memoryBudgetMB * 1024 * 1024,
       proximal,
       cacheMB: this.cfg.cacheMB,
       signal: work.signal,

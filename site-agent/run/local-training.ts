@@ -6,17 +6,18 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { assertTrainableBackend, parseBackendChoice, selectBackend, type BackendReport } from '../backend/index.ts';
-import { resolveArchitecture } from '../../shared/config/model.ts';
-import { openMsdDataset } from '../data/index.ts';
+import { resolveArchitecture, type Architecture } from '../../shared/config/model.ts';
+import type { SiteConfig } from '../../shared/config/site.ts';
+import { openMsdDataset, type DatasetSplit, type MsdDataset } from '../data/index.ts';
 import { saveModelArtifacts } from '../model/artifacts.ts';
 import { formatBytes } from '../planner/plan.ts';
 import { estimateTrainingPeak } from '../planner/estimate.ts';
 import { loadSiteConfig } from '../site-config.ts';
 import { ProgressReporter } from '../train/progress.ts';
 import { evaluateCases, type EvaluationReport } from './evaluate.ts';
-import { createStageNets, disposeStageNets } from './nets.ts';
-import { planSite, replanStage } from './site-plan.ts';
-import { configuredTrainingOptions, trainSiteLocally, type StageReplan } from './train-site.ts';
+import { createStageNets, disposeStageNets, type StageNet } from './nets.ts';
+import { planSite, replanStage, type SitePlan, type SitePlanRequest } from './site-plan.ts';
+import { siteTrainingOptions, trainSiteLocally, type StageReplan, type StageTrainingReport } from './train-site.ts';
 import { loadSavedTraining, openResumableRun } from './resumable-training.ts';
 import { stagesForMode } from '../../shared/model/index.ts';
 
@@ -68,39 +69,21 @@ export interface LocalTrainingReport {
 
 const nullIfNaN = (x: number) => (Number.isNaN(x) ? null : x);
 
+type LocalStageReport = LocalTrainingReport['stages'][number];
+
 export async function runLocalTraining(req: LocalTrainingRequest): Promise<LocalTrainingReport> {
   const cfg = loadSiteConfig(req.configPath);
   const outDir = req.outDir ?? join(cfg.workDir, 'train');
   const saved = loadSavedTraining(outDir, req.resume ?? false);
   const backend = await selectBackend(parseBackendChoice(req.backend ?? cfg.backend), (m) => process.stderr.write(`backend: ${m}\n`));
   assertTrainableBackend(backend);
-  const dataset = await openMsdDataset(cfg.dataset, { cacheMB: cfg.cacheMB, seed: cfg.seed, maxMemoryMB: cfg.memoryBudgetMB });
+  const dataset = await openMsdDataset(cfg.dataset, { cacheMB: cfg.cacheMB, seed: cfg.seed, maxMemoryMB: cfg.memoryBudgetMB, annotatedLabels: cfg.annotatedLabels });
   for (const p of dataset.problems) process.stderr.write(`dataset problem: ${p.file}: ${p.reason}\n`);
   const split = dataset.split(cfg.seed);
-  const channels = dataset.modalities.length;
   const classes = dataset.labels.length;
   const arch = resolveArchitecture(cfg.model);
-  const planRequest = {
-    largestShape: dataset.largestShape(),
-    channels,
-    classes,
-    mode: cfg.model.mode,
-    arch,
-    budgetMB: cfg.memoryBudgetMB,
-    cascadeFactor: cfg.model.cascadeFactor,
-    patch: cfg.training.patch,
-    batch: cfg.training.batch,
-  };
-  const sitePlan = planSite(planRequest);
+  const { planRequest, sitePlan } = planLocalStages(cfg, dataset, arch);
   const budgetBytes = cfg.memoryBudgetMB * 1024 * 1024;
-  // Sanity: the planner's stages are the mode's stages.
-  if (sitePlan.stages.length !== stagesForMode(cfg.model.mode, channels, classes).length) throw new Error('planner returned the wrong stages');
-  process.stderr.write(`plan: ${sitePlan.plan.message}\n`);
-  if (cfg.training.patch) {
-    // The config's explicit patch/batch override the planner's choice (checked against the budget).
-    const used = sitePlan.stages.map((st) => `${st.stage} ${st.patch.join('×')} batch ${st.batch} (~${formatBytes(st.estimatedPeakBytes)})`).join('; ');
-    process.stderr.write(`plan: training.patch is set in the config, so training uses ${used}\n`);
-  }
   const nets = createStageNets(sitePlan.stages, arch, classes, cfg.seed);
   const progress = req.progress === undefined ? new ProgressReporter() : req.progress;
   const run = openResumableRun({
@@ -119,7 +102,7 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
     notice: (m) => process.stderr.write(`resume: ${m}\n`),
   });
   try {
-    const reports = await trainSiteLocally({
+    const basis = {
       dataset,
       trainIds: split.train,
       validationIds: split.validation,
@@ -128,11 +111,13 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       divisor: sitePlan.divisor,
       cascadeFactor: cfg.model.cascadeFactor,
       stepsPerStage: run.steps,
-      ...configuredTrainingOptions(cfg.training),
-      validateEvery: cfg.training.validateEvery || Math.max(1, Math.ceil(run.steps / 4)),
-      restoreBest: true,
       seed: cfg.seed,
-      budgetBytes,
+      memoryBudgetMB: cfg.memoryBudgetMB,
+      restoreBest: true,
+    };
+    const reports = await trainSiteLocally({
+      ...siteTrainingOptions(basis, cfg.training),
+      validateEvery: cfg.training.validateEvery || Math.max(1, Math.ceil(run.steps / 4)),
       cacheMB: cfg.cacheMB,
       onProgress: progress ? (p) => progress.update(p) : undefined,
       replan: (failed, measured) => replanStage(planRequest, failed, measured, budgetBytes)?.setup ?? null,
@@ -143,7 +128,6 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       signal: req.signal,
     });
     run.assertComplete(reports, nets.length);
-    const labels = dataset.labels.map((l) => l.name);
     const test: EvaluationReport = await evaluateCases(nets, dataset, split.test.length > 0 ? split.test : split.validation, {
       numClasses: classes,
       overlap: cfg.training.overlap,
@@ -152,59 +136,8 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
       cascadeFactor: cfg.model.cascadeFactor,
     });
     mkdirSync(outDir, { recursive: true });
-    const ctStats = await dataset.intensityStats();
-    // The nets' setups, not the first plan: a stage may have been re-planned smaller.
-    const stages = nets.map(({ setup: s }, i) => {
-      const r = reports[i]!.result;
-      const modelDir = join(outDir, s.stage);
-      saveModelArtifacts(modelDir, nets[i]!.net, {
-        mode: cfg.model.mode,
-        stage: s.stage,
-        labels: Object.fromEntries(dataset.labels.map((l, k) => [String(k), l.name])),
-        labelValues: dataset.labels.map((l) => l.value),
-        modalities: dataset.modalities,
-        patch: s.patch,
-        cascadeFactor: cfg.model.cascadeFactor,
-        divisor: sitePlan.divisor,
-        normalization: dataset.schemes,
-        ctStats,
-        overlap: cfg.training.overlap,
-        blend: cfg.training.blend,
-        bestStep: r.best?.step ?? null,
-      });
-      return {
-        stage: s.stage,
-        patch: [...s.patch],
-        batch: s.batch,
-        estimatedPeakBytes: s.estimatedPeakBytes,
-        estimatedEngineBytes: estimateTrainingPeak({ inChannels: s.inChannels, classes, arch }, s.patch, s.batch).engine,
-        measuredPeakBytes: r.peakMemory?.engineBytes ?? null,
-        steps: r.stepsDone,
-        finalLoss: r.losses.at(-1) ?? null,
-        bestStep: r.best?.step ?? null,
-        bestValidationDice: r.best ? nullIfNaN(r.best.score) : null,
-        trainTimeMs: r.timeMs,
-        modelDir,
-        replans: reports[i]!.replans,
-      };
-    });
-    const report: LocalTrainingReport = {
-      dataset: `${dataset.name} (${cfg.dataset})`,
-      backend: { name: backend.name, version: backend.version, gpu: backend.gpu, package: backend.package, selfCheckMaxRelError: backend.selfCheck.maxRelError },
-      mode: cfg.model.mode,
-      model: arch,
-      labels,
-      split: { train: split.train.length, validation: split.validation.length, test: split.test.length },
-      stages,
-      test: {
-        dice: Object.fromEntries(test.perClass.map((d, k) => [labels[k + 1]!, nullIfNaN(d)])),
-        meanDice: nullIfNaN(test.meanDice),
-        meanInferenceMs: test.meanTimeMs,
-        peakInferenceBytes: test.peakEngineBytes,
-        method: test.method,
-      },
-      fullVolumeEstimateBytes: sitePlan.plan.fullVolumeBytes,
-    };
+    const stages = await saveStageModels({ cfg, dataset, nets, reports, divisor: sitePlan.divisor, arch, outDir });
+    const report = localTrainingReport({ cfg, dataset, backend, arch, split, stages, test, fullVolumeEstimateBytes: sitePlan.plan.fullVolumeBytes });
     writeFileSync(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
     if (req.jsonPath) writeFileSync(req.jsonPath, `${JSON.stringify(report, null, 2)}\n`);
     run.finished();
@@ -212,6 +145,120 @@ export async function runLocalTraining(req: LocalTrainingRequest): Promise<Local
   } finally {
     disposeStageNets(nets);
   }
+}
+
+/** The planner's stages for this dataset and budget, logged (with the config's explicit patch/batch when set). */
+function planLocalStages(cfg: SiteConfig, dataset: MsdDataset, arch: Architecture): { planRequest: SitePlanRequest; sitePlan: SitePlan } {
+  const channels = dataset.modalities.length;
+  const classes = dataset.labels.length;
+  const planRequest = {
+    largestShape: dataset.largestShape(),
+    channels,
+    classes,
+    mode: cfg.model.mode,
+    arch,
+    budgetMB: cfg.memoryBudgetMB,
+    cascadeFactor: cfg.model.cascadeFactor,
+    patch: cfg.training.patch,
+    batch: cfg.training.batch,
+  };
+  const sitePlan = planSite(planRequest);
+  // Sanity: the planner's stages are the mode's stages.
+  if (sitePlan.stages.length !== stagesForMode(cfg.model.mode, channels, classes).length) throw new Error('planner returned the wrong stages');
+  process.stderr.write(`plan: ${sitePlan.plan.message}\n`);
+  if (cfg.training.patch) {
+    // The config's explicit patch/batch override the planner's choice (checked against the budget).
+    const used = sitePlan.stages.map((st) => `${st.stage} ${st.patch.join('×')} batch ${st.batch} (~${formatBytes(st.estimatedPeakBytes)})`).join('; ');
+    process.stderr.write(`plan: training.patch is set in the config, so training uses ${used}\n`);
+  }
+  return { planRequest, sitePlan };
+}
+
+interface SaveStageModelsRequest {
+  cfg: SiteConfig;
+  dataset: MsdDataset;
+  nets: readonly StageNet[];
+  reports: readonly StageTrainingReport[];
+  divisor: number;
+  arch: Architecture;
+  outDir: string;
+}
+
+/** Writes each stage's model artifacts under outDir and returns the stage part of the report. */
+async function saveStageModels(o: SaveStageModelsRequest): Promise<LocalStageReport[]> {
+  const { cfg, dataset, outDir } = o;
+  const classes = dataset.labels.length;
+  const ctStats = await dataset.intensityStats();
+  // The nets' setups, not the first plan: a stage may have been re-planned smaller.
+  return o.nets.map(({ setup: s, net }, i) => {
+    const report = o.reports[i];
+    if (!report) throw new Error(`no training report for stage ${s.stage}`);
+    const r = report.result;
+    const modelDir = join(outDir, s.stage);
+    saveModelArtifacts(modelDir, net, {
+      mode: cfg.model.mode,
+      stage: s.stage,
+      labels: Object.fromEntries(dataset.labels.map((l, k) => [String(k), l.name])),
+      labelValues: dataset.labels.map((l) => l.value),
+      modalities: dataset.modalities,
+      patch: s.patch,
+      cascadeFactor: cfg.model.cascadeFactor,
+      divisor: o.divisor,
+      normalization: dataset.schemes,
+      ctStats,
+      overlap: cfg.training.overlap,
+      blend: cfg.training.blend,
+      bestStep: r.best?.step ?? null,
+    });
+    return {
+      stage: s.stage,
+      patch: [...s.patch],
+      batch: s.batch,
+      estimatedPeakBytes: s.estimatedPeakBytes,
+      estimatedEngineBytes: estimateTrainingPeak({ inChannels: s.inChannels, classes, arch: o.arch }, s.patch, s.batch).engine,
+      measuredPeakBytes: r.peakMemory?.engineBytes ?? null,
+      steps: r.stepsDone,
+      finalLoss: r.losses.at(-1) ?? null,
+      bestStep: r.best?.step ?? null,
+      bestValidationDice: r.best ? nullIfNaN(r.best.score) : null,
+      trainTimeMs: r.timeMs,
+      modelDir,
+      replans: report.replans,
+    };
+  });
+}
+
+interface LocalTrainingReportParts {
+  cfg: SiteConfig;
+  dataset: MsdDataset;
+  backend: BackendReport;
+  arch: Architecture;
+  split: DatasetSplit;
+  stages: LocalStageReport[];
+  test: EvaluationReport;
+  fullVolumeEstimateBytes: number;
+}
+
+function localTrainingReport(o: LocalTrainingReportParts): LocalTrainingReport {
+  const { cfg, dataset, backend, split, test } = o;
+  const labels = dataset.labels.map((l) => l.name);
+  return {
+    dataset: `${dataset.name} (${cfg.dataset})`,
+    backend: { name: backend.name, version: backend.version, gpu: backend.gpu, package: backend.package, selfCheckMaxRelError: backend.selfCheck.maxRelError },
+    mode: cfg.model.mode,
+    model: o.arch,
+    labels,
+    split: { train: split.train.length, validation: split.validation.length, test: split.test.length },
+    stages: o.stages,
+    test: {
+      dice: Object.fromEntries(test.perClass.map((d, k) => [labels[k + 1] ?? String(k + 1), nullIfNaN(d)])),
+      meanDice: nullIfNaN(test.meanDice),
+      meanInferenceMs: test.meanTimeMs,
+      peakInferenceBytes: test.peakEngineBytes,
+      method: test.method,
+    },
+    fullVolumeEstimateBytes: o.fullVolumeEstimateBytes,
+  };
 }
 
 export function formatTrainingReport(r: LocalTrainingReport): string {

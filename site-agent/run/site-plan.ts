@@ -105,7 +105,7 @@ export function replanStage(
   const divisor = requiredDivisor(req.arch);
   const patchWise = isPatchWiseStage(failed.stage);
   const patches: Shape3[] = patchWise ? shrinkingPatches(req.largestShape, divisor, Math.max(8, 2 * divisor)) : [failed.patch];
-  const size = (patch: readonly number[], batch: number) => patch[0]! * patch[1]! * patch[2]! * batch;
+  const size = (patch: Shape3, batch: number) => patch[0] * patch[1] * patch[2] * batch;
   const candidates = patches
     .flatMap((patch) => Array.from({ length: failed.batch }, (_, b) => ({ patch, batch: b + 1 })))
     .filter((c) => size(c.patch, c.batch) < size(failed.patch, failed.batch))

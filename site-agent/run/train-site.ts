@@ -12,6 +12,7 @@ import { PatchFedError } from '../../shared/errors.ts';
 import { predictStage, type InferenceOptions } from '../inference/segment.ts';
 import { argmaxChannelsLast } from '../pipeline/patches.ts';
 import { diceScores, nanMean } from '../metrics/dice.ts';
+import { annotatedDice, annotatedLabelMap, type LabelAnnotation } from '../data/annotated-labels.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { thesisIncludeBackground } from '../../shared/model/index.ts';
 import type { ProgressInfo } from '../train/progress.ts';
@@ -33,6 +34,32 @@ export function configuredTrainingOptions(training: SiteConfig['training']): Con
     loss: training.loss,
     inference: { overlap: training.overlap, blend: training.blend },
   };
+}
+
+/** The parts of a training run that come from the dataset, the plan and the nets rather than the config. */
+export interface TrainingRunBasis {
+  dataset: MsdDataset;
+  trainIds: readonly string[];
+  validationIds: readonly string[];
+  nets: readonly StageNet[];
+  numClasses: number;
+  divisor: number;
+  cascadeFactor: number;
+  stepsPerStage: number;
+  seed: number;
+  memoryBudgetMB: number;
+  restoreBest: boolean;
+}
+
+/**
+ * The one builder of training options, shared by `patchfed train` (local-training.ts), a
+ * federated round (federated-site.ts) and the simulator's pooled baseline (pooled-training.ts):
+ * the run's basis plus the config's training section. Callers add only what is theirs
+ * (progress, resume, FedProx anchor, the round task's learning rate).
+ */
+export function siteTrainingOptions(basis: TrainingRunBasis, training: SiteConfig['training']): LocalTrainingOptions {
+  const { memoryBudgetMB, ...rest } = basis;
+  return { ...rest, ...configuredTrainingOptions(training), budgetBytes: memoryBudgetMB * 1024 * 1024 };
 }
 
 export interface LocalTrainingOptions {
@@ -90,12 +117,14 @@ export interface StageTrainingReport {
 }
 
 /** Validation of one stage on its own data view (downsampled for stage 1, GT-guided for stage 2). */
-async function validateStage(net: StageNet, data: StageData, ids: readonly string[], inf: InferenceOptions): Promise<ValidationResult> {
+async function validateStage(net: StageNet, data: StageData, ids: readonly string[], inf: InferenceOptions, annotation: LabelAnnotation | null): Promise<ValidationResult> {
   const perCase: number[][] = [];
   for (const id of ids) {
     const c = await data.stageCase(id);
     const p = await predictStage({ net: net.net, stage: net.setup.stage, patch: net.setup.patch }, c, inf);
-    perCase.push(diceScores(argmaxChannelsLast(p.probabilities, inf.numClasses), c.label!, inf.numClasses, { empty: 'nan-if-truth-empty' }).dice);
+    // A partially annotated site scores only what its ground truth holds (annotated-labels.ts).
+    const predicted = annotatedLabelMap(argmaxChannelsLast(p.probabilities, inf.numClasses), annotation);
+    perCase.push(annotatedDice(diceScores(predicted, c.label!, inf.numClasses, { empty: 'nan-if-truth-empty' }).dice, annotation));
   }
   const perClass = Array.from({ length: inf.numClasses - 1 }, (_, k) => nanMean(perCase.map((d) => d[k]!)));
   return { perClass, meanDice: nanMean(perClass) };
@@ -124,8 +153,9 @@ async function trainOneStage(o: LocalTrainingOptions, sn: StageNet, i: number, i
     learningRate: o.learningRate,
     includeBackground: o.includeBackground ?? thesisIncludeBackground(sn.setup.stage),
     loss: o.loss,
+    ...(o.dataset.annotation ? { channelOf: o.dataset.annotation.channelOf } : {}),
     proximal: o.proximal ? { mu: o.proximal.mu, global: o.proximal.global[i]! } : undefined,
-    validate: valData ? () => validateStage(sn, valData, o.validationIds, inf) : undefined,
+    validate: valData ? () => validateStage(sn, valData, o.validationIds, inf, o.dataset.annotation) : undefined,
     validateEvery: o.validateEvery,
     budgetBytes: o.budgetBytes,
     label: sn.setup.stage,

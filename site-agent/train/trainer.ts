@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { PatchFedError } from '../../shared/errors.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import { softDiceLoss } from './loss.ts';
+import { marginalize } from './marginal-loss.ts';
 import { profileStep, type StepMemory } from './memory.ts';
 import type { SegmentationNet } from './net.ts';
 import type { ProgressInfo } from './progress.ts';
@@ -33,6 +34,11 @@ export interface TrainStageOptions {
   learningRate: number;
   includeBackground: boolean;
   loss?: LossKind;
+  /**
+   * Partially annotated site: channel of each class in its label space (data/annotated-labels.ts);
+   * the loss is then the marginal loss (marginal-loss.ts). Absent: every class annotated.
+   */
+  channelOf?: readonly number[];
   /** FedProx: adds (mu/2)·||w − w_global||² over trainable weights. */
   proximal?: { mu: number; global: NamedWeights };
   validate?: () => Promise<ValidationResult>;
@@ -190,7 +196,7 @@ async function restoreAdam(optimizer: tf.AdamOptimizer, state: AdamState, variab
 
 export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
   const optimizer = tf.train.adam(o.learningRate);
-  const anchors = o.proximal && o.proximal.mu > 0 ? proximalAnchors(o.net, o.proximal.global) : null;
+  const proximal = o.proximal && o.proximal.mu > 0 ? { mu: o.proximal.mu, anchors: proximalAnchors(o.net, o.proximal.global) } : null;
   const lossKind = o.loss ?? 'dice';
   const result: StageResult = { stepsDone: 0, losses: [], validations: [], best: null, peakMemory: null, samples: 0, timeMs: 0, aborted: false };
   // Time and voxel rate of this run; elapsed time also counts the run a resume continues.
@@ -219,15 +225,7 @@ export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
   };
 
   try {
-    const resume = o.resumeFrom;
-    if (resume) {
-      o.net.setWeights(resume.weights);
-      await restoreAdam(optimizer, resume.optimizer, o.net.trainableVariables);
-      // The data source is seeded: drawing the batches already trained on puts its case order
-      // and patch samplers exactly where they were.
-      for (let i = 0; i < resume.step; i++) await o.data.nextBatch();
-      Object.assign(result, { stepsDone: resume.step, losses: [...resume.losses], validations: [...resume.validations], best: resume.best, samples: resume.samples, peakMemory: resume.peakMemory });
-    }
+    if (o.resumeFrom) await resumeStage(o, optimizer, o.resumeFrom, result);
     for (let step = result.stepsDone + 1; step <= o.steps; step++) {
       if (o.signal?.aborted) {
         result.aborted = true;
@@ -237,43 +235,8 @@ export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
       // while it trains, even when every batch comes from memory and no await does real I/O.
       await new Promise<void>((resolve) => setImmediate(resolve));
       const batch = await o.data.nextBatch();
-      const run = () => {
-        const x = tf.tensor5d(batch.image, batch.imageShape, 'float32');
-        const y = tf.tensor5d(batch.oneHot, batch.oneHotShape, 'float32');
-        try {
-          const lossTensor = optimizer.minimize(
-            () => {
-              const p = o.net.forward(x, true);
-              let loss = softDiceLoss(p, y, { includeBackground: o.includeBackground });
-              if (lossKind === 'dice-ce') loss = tf.add(loss, crossEntropy(p, y));
-              if (anchors) {
-                const terms = o.net.trainableVariables.map((v, k) => tf.sum(tf.square(tf.sub(v, anchors[k]!))));
-                loss = tf.add(loss, tf.mul(o.proximal!.mu / 2, tf.addN(terms)));
-              }
-              return loss as tf.Scalar;
-            },
-            true,
-            o.net.trainableVariables,
-          )!;
-          const v = lossTensor.dataSync()[0]!;
-          lossTensor.dispose();
-          return v;
-        } finally {
-          x.dispose();
-          y.dispose();
-        }
-      };
-      let loss: number;
-      if (step <= (o.profileSteps ?? 2)) {
-        const { result: l, memory } = await profileStep(run);
-        loss = l;
-        if (!result.peakMemory || memory.engineBytes > result.peakMemory.engineBytes) result.peakMemory = memory;
-        if (o.budgetBytes !== undefined && memory.engineBytes > o.budgetBytes) {
-          throw new BudgetExceededError(memory, o.budgetBytes, batch.imageShape.slice(1, 4), batch.imageShape[0]);
-        }
-      } else {
-        loss = run();
-      }
+      const run = () => minimizeOnBatch(optimizer, o.net, batch, (x, y) => stageLoss(o, lossKind, proximal, x, y));
+      const loss = step <= (o.profileSteps ?? 2) ? await profiledStep(run, batch, o.budgetBytes, result) : run();
       if (!Number.isFinite(loss)) {
         throw new PatchFedError('E_DIVERGED', `training diverged at step ${step}: loss is ${loss}`);
       }
@@ -290,8 +253,61 @@ export async function trainStage(o: TrainStageOptions): Promise<StageResult> {
     if (result.aborted && result.stepsDone > 0 && o.onCheckpoint) await o.onCheckpoint(await checkpoint());
   } finally {
     optimizer.dispose();
-    anchors?.forEach((a) => a.dispose());
+    proximal?.anchors.forEach((a) => a.dispose());
   }
   result.timeMs = performance.now() - t0;
   return result;
+}
+
+/** Puts net, optimizer, data source and result where the checkpoint left them. */
+async function resumeStage(o: TrainStageOptions, optimizer: tf.AdamOptimizer, resume: TrainerCheckpoint, result: StageResult): Promise<void> {
+  o.net.setWeights(resume.weights);
+  await restoreAdam(optimizer, resume.optimizer, o.net.trainableVariables);
+  // The data source is seeded: drawing the batches already trained on puts its case order
+  // and patch samplers exactly where they were.
+  for (let i = 0; i < resume.step; i++) await o.data.nextBatch();
+  Object.assign(result, { stepsDone: resume.step, losses: [...resume.losses], validations: [...resume.validations], best: resume.best, samples: resume.samples, peakMemory: resume.peakMemory });
+}
+
+/** The training loss of one forward pass: soft Dice, plus cross-entropy and the FedProx term when set. */
+function stageLoss(o: TrainStageOptions, lossKind: LossKind, proximal: { mu: number; anchors: tf.Tensor[] } | null, x: tf.Tensor5D, target: tf.Tensor5D): tf.Scalar {
+  const [p, y] = marginalize(o.net.forward(x, true), target, o.channelOf);
+  let loss = softDiceLoss(p, y, { includeBackground: o.includeBackground });
+  if (lossKind === 'dice-ce') loss = tf.add(loss, crossEntropy(p, y));
+  if (proximal) {
+    const terms = o.net.trainableVariables.map((v, k) => {
+      const anchor = proximal.anchors[k];
+      if (!anchor) throw new Error(`proximal term: no anchor for trainable variable ${k}`);
+      return tf.sum(tf.square(tf.sub(v, anchor)));
+    });
+    loss = tf.add(loss, tf.mul(proximal.mu / 2, tf.addN(terms)));
+  }
+  return loss as tf.Scalar;
+}
+
+/** One optimizer step on a batch; the batch tensors and the loss tensor are disposed, the loss value returned. */
+function minimizeOnBatch(optimizer: tf.AdamOptimizer, net: SegmentationNet, batch: TrainingBatch, lossOf: (x: tf.Tensor5D, y: tf.Tensor5D) => tf.Scalar): number {
+  const x = tf.tensor5d(batch.image, batch.imageShape, 'float32');
+  const y = tf.tensor5d(batch.oneHot, batch.oneHotShape, 'float32');
+  try {
+    const lossTensor = optimizer.minimize(() => lossOf(x, y), true, net.trainableVariables);
+    if (!lossTensor) throw new Error('the optimizer returned no loss');
+    const v = lossTensor.dataSync()[0];
+    lossTensor.dispose();
+    if (v === undefined) throw new Error('the loss tensor is empty');
+    return v;
+  } finally {
+    x.dispose();
+    y.dispose();
+  }
+}
+
+/** Runs a step under tf.profile, keeps the largest peak in result, and stops a step over the budget. */
+async function profiledStep(run: () => number, batch: TrainingBatch, budgetBytes: number | undefined, result: StageResult): Promise<number> {
+  const { result: loss, memory } = await profileStep(run);
+  if (!result.peakMemory || memory.engineBytes > result.peakMemory.engineBytes) result.peakMemory = memory;
+  if (budgetBytes !== undefined && memory.engineBytes > budgetBytes) {
+    throw new BudgetExceededError(memory, budgetBytes, batch.imageShape.slice(1, 4), batch.imageShape[0]);
+  }
+  return loss;
 }

@@ -5,6 +5,8 @@
  * (240×240×155, 1 mm) holding a large structure (a ball of radius 60 voxels, the prediction
  * shifted by 3) and a small one (radius 10, shifted by 1), and of one exact distance transform of
  * the whole volume — the worst case, a structure spanning it.
+ * Index reads are written `a[i]!` (noUncheckedIndexedAccess): each index is in range by the loop
+ * bounds or the arrays' fixed sizes, and a per-element check would only slow the numeric loops.
  */
 import type { Command } from 'commander';
 import { parseShapeOption } from '../../main.ts';

@@ -67,7 +67,8 @@ export function findPythonWithPip(deps: PreflightDeps = defaultPreflightDeps): P
 /** node-gyp compiles with $CXX (default g++) driven by make. */
 export function checkCompiler(deps: PreflightDeps = defaultPreflightDeps): { cxx: string; make: string } {
   const cxxName = deps.env.CXX?.trim() || 'g++';
-  const cxx = deps.findOnPath(cxxName.split(/\s+/)[0]!, deps.env);
+  const [cxxProgram = cxxName] = cxxName.split(/\s+/);
+  const cxx = deps.findOnPath(cxxProgram, deps.env);
   const make = deps.findOnPath('make', deps.env);
   const missing = [cxx === null ? `a C++ compiler (${cxxName})` : null, make === null ? 'make' : null].filter((m): m is string => m !== null);
   if (cxx === null || make === null) {

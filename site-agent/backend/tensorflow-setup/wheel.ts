@@ -37,10 +37,11 @@ export function pipDownload(python: string, requirements: readonly string[], des
       .filter((f) => f.endsWith('.whl') && f.toLowerCase().startsWith(wheelPrefix(name)))
       .map((f) => path.join(dest, f))
       .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-    if (found.length === 0) {
+    const newest = found[0];
+    if (newest === undefined) {
       throw new PatchFedError('tensorflow-setup-download', `setup tensorflow: pip reported success but no ${wheelPrefix(name)}*.whl is in ${dest}`, { subject: dest });
     }
-    return found[0]!;
+    return newest;
   });
 }
 
