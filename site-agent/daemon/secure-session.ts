@@ -26,7 +26,7 @@ import { rosterGraph } from '../../shared/secagg/graph.ts';
 import { encodeModelUpdate, maskedLayout, vectorLength } from '../../shared/secagg/model-vector.ts';
 import { allocateRingPayload, sealRingPayload } from '../../shared/secagg/ring-payload.ts';
 import { shareValueToBytes } from '../../shared/secagg/shamir.ts';
-import { SecAggSiteRound } from '../../shared/secagg/site-round.ts';
+import { SecAggSiteRound, type KeyAdvertisement } from '../../shared/secagg/site-round.ts';
 import { signSecAggRequest, type SecAggRequestBody, type SecAggSiteRequest } from '../../shared/secagg/wire-signing.ts';
 import type { NamedWeights } from '../../shared/weights.ts';
 import type { ClientLog } from './client-connection.ts';
@@ -59,6 +59,8 @@ export class SecureSession {
   private resolveEnvelopes!: () => void;
   private rejectEnvelopes!: (e: unknown) => void;
   private failed: PatchFedError | null = null;
+  /** The roster this attempt's shares were made for. */
+  private sharedFor: readonly KeyAdvertisement[] | null = null;
 
   constructor(
     private readonly env: SecureSessionEnv,
@@ -85,8 +87,19 @@ export class SecureSession {
   onRoster(body: ControlBody<'secagg-roster'>): void {
     if (!this.mine(body)) return;
     void this.guard(async () => {
+      if (this.sharedFor) {
+        // The coordinator re-sends the roster to a site that reconnects before it has that site's
+        // shares. Ours are already on their way: send() retries them on every new connection
+        // until acknowledged, so the repeat needs nothing more. A different roster within one
+        // attempt is refused: one consistent roster is what the Shamir shares are made for.
+        if (!sameRoster(this.sharedFor, body.roster)) {
+          throw new PatchFedError('secagg-roster', `Secure aggregation: round ${this.round} attempt ${this.attempt} received a second roster that differs from the first.`);
+        }
+        return;
+      }
       const graph = rosterGraph({ experiment: this.env.experimentId, round: this.round, attempt: this.attempt }, body.roster, this.fit.neighbours);
       const envelopes = this.site.shareKeys(body.roster, graph).map((e) => ({ to: e.to, box: concat(e.nonce, e.ciphertext) }));
+      this.sharedFor = body.roster;
       await this.send('secagg-shares', { round: this.round, attempt: this.attempt, envelopes });
     });
   }
@@ -190,5 +203,14 @@ function aborted(signal: AbortSignal): Promise<never> {
   return new Promise((_, reject) => {
     if (signal.aborted) reject(signal.reason);
     else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+}
+
+/** Same sites with the same public keys, in the same order. */
+function sameRoster(a: readonly KeyAdvertisement[], b: readonly KeyAdvertisement[]): boolean {
+  const bytesEqual = (x: Uint8Array, y: Uint8Array) => x.length === y.length && x.every((v, i) => v === y[i]);
+  return a.length === b.length && a.every((ad, i) => {
+    const other = b[i];
+    return other !== undefined && ad.siteId === other.siteId && bytesEqual(ad.maskPublicKey, other.maskPublicKey) && bytesEqual(ad.sharePublicKey, other.sharePublicKey);
   });
 }

@@ -37,19 +37,10 @@ export function configuredTrainingOptions(training: SiteConfig['training']): Con
 }
 
 /** The parts of a training run that come from the dataset, the plan and the nets rather than the config. */
-export interface TrainingRunBasis {
-  dataset: MsdDataset;
-  trainIds: readonly string[];
-  validationIds: readonly string[];
-  nets: readonly StageNet[];
-  numClasses: number;
-  divisor: number;
-  cascadeFactor: number;
-  stepsPerStage: number;
-  seed: number;
-  memoryBudgetMB: number;
-  restoreBest: boolean;
-}
+export type TrainingRunBasis = Pick<
+  LocalTrainingOptions,
+  'dataset' | 'trainIds' | 'validationIds' | 'nets' | 'numClasses' | 'divisor' | 'cascadeFactor' | 'stepsPerStage' | 'seed' | 'restoreBest'
+> & { memoryBudgetMB: number };
 
 /**
  * The one builder of training options, shared by `patchfed train` (local-training.ts), a

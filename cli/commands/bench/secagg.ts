@@ -36,10 +36,11 @@ async function writeJson(path: string, value: unknown): Promise<void> {
   process.stdout.write(`wrote ${path}\n`);
 }
 
-async function runFederated(opts: SecAggOptions): Promise<void> {
+async function runFederated(opts: SecAggOptions, sitesGiven: boolean): Promise<void> {
   const { ROUNDS_MODELS, formatRoundsTable, runSecAggRoundsBench } = await import('../../../bench/secagg-rounds.ts');
   const models = opts.quick ? ROUNDS_MODELS.filter((m) => m.name === 'cpu-small') : ROUNDS_MODELS;
-  const sites = opts.quick ? [3] : opts.sites;
+  // --quick: cpu-small, and 3 sites unless --sites names others.
+  const sites = opts.quick && !sitesGiven ? [3] : opts.sites;
   const { loadavg } = await import('node:os');
   const load = (l: number[]) => l.map((x) => x.toFixed(1)).join('/');
   const loadStart = loadavg();
@@ -72,10 +73,10 @@ export function register(bench: Command): void {
     .option('--json <file>', 'also write the full report as JSON')
     .option('--federated', 'real rounds through the real coordinator and site clients (plain vs secure): wall time and bytes per round')
     .option('--processes <p>', 'with --federated: most site processes per run (sites are spread over them)', parseProcesses, 4)
-    .action(async (opts: SecAggOptions) => {
+    .action(async (opts: SecAggOptions, command: Command) => {
       if (opts.federated) {
         if (opts.neighbours !== undefined) throw new CliError('--neighbours applies to the in-process bench only, not to --federated.');
-        await runFederated(opts);
+        await runFederated(opts, command.getOptionValueSource('sites') === 'cli');
         return;
       }
       const { cpuSmallParameterCount, formatHeader, runSecAggBench } = await import('../../../bench/secagg.ts');
