@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { collectRuns, encodeWeights, fileRuns, inMemoryRuns, inMemoryValues, type WeightRuns } from '../shared/codec/index.ts';
-import { isPatchFedError, type PatchFedError } from '../shared/errors.ts';
 import { mulberry32, type Rng } from '../shared/random.ts';
 import { sizeOf, type NamedWeights, type WeightSpec } from '../shared/weights.ts';
 import { DpSumAggregator, fedBN, StreamingWeightedMean, type Aggregator } from '../coordinator/strategies/index.ts';
 import { CheckingEncoder } from '../coordinator/server/weights-encoder.ts';
 import { l2Norm, relativeL2Error, weightedMean } from './weights-reference.ts';
+import { patchFedErrorOf as caught } from './error-fixtures.ts';
 
 const MANIFEST: WeightSpec[] = [
   { name: 'enc0/conv/kernel', shape: [3, 3, 3, 2, 4], trainable: true, role: 'conv-kernel' },
@@ -43,16 +43,6 @@ function finished(agg: Aggregator): NamedWeights {
   const { sink, weights } = collectRuns(MANIFEST);
   agg.finish(sink);
   return weights;
-}
-
-function caught(fn: () => void): PatchFedError {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
 }
 
 describe('the shared delta accumulator', () => {

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { isPatchFedError } from '../shared/errors.ts';
 import { mulberry32 } from '../shared/random.ts';
 import {
   adaptiveClipBound,
@@ -12,16 +11,7 @@ import {
   trimCount,
   trimmedMean,
 } from '../coordinator/strategies/robust-math.ts';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
-}
+import { patchFedErrorCodeOf as codeOf } from './error-fixtures.ts';
 
 /** Reference statistics of one coordinate, by sorting a plain array. */
 function refMedian(v: number[]): number {

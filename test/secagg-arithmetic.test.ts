@@ -1,6 +1,5 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { isPatchFedError } from '../shared/errors.ts';
 import { mulberry32 } from '../shared/random.ts';
 import {
   addInto,
@@ -17,16 +16,7 @@ import {
   sumErrorBound,
   unmask,
 } from '../shared/secagg/index.ts';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
-}
+import { patchFedErrorCodeOf as codeOf } from './error-fixtures.ts';
 
 const seed = (b: number) => new Uint8Array(32).fill(b);
 /** Byte equality of two typed arrays (vitest's deep equality is slow on 1e5 elements). */

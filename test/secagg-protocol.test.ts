@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { isPatchFedError } from '../shared/errors.ts';
 import { mulberry32 } from '../shared/random.ts';
 import {
   addInto,
@@ -25,19 +24,10 @@ import {
   type UnmaskingOutcome,
   type UnmaskingResponse,
 } from '../shared/secagg/index.ts';
+import { patchFedErrorCodeOf as codeOf } from './error-fixtures.ts';
 
 const CTX: SecAggContext = { experiment: 'exp-secagg-test', round: 3 };
 const IDS = ['site-a', 'site-b', 'site-c', 'site-d', 'site-e'];
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
-}
 
 const sameWords = (a: Uint32Array, b: Uint32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 

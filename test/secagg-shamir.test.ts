@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { isPatchFedError } from '../shared/errors.ts';
 import { mulberry32 } from '../shared/random.ts';
 import {
   bytesToBigInt,
@@ -13,16 +12,7 @@ import {
   splitSecret,
   type Share,
 } from '../shared/secagg/index.ts';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
-}
+import { patchFedErrorCodeOf as codeOf } from './error-fixtures.ts';
 
 const secret32 = () => new Uint8Array(randomBytes(32));
 

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { isPatchFedError } from '../shared/errors.ts';
 import { mulberry32 } from '../shared/random.ts';
 import {
   applyServerStep,
@@ -11,16 +10,7 @@ import {
   type ServerOptimizerSpec,
   type ServerOptimizerState,
 } from '../coordinator/strategies/server-optimizers.ts';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e.code;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
-}
+import { patchFedErrorCodeOf as codeOf } from './error-fixtures.ts';
 
 /** One whole-vector server round: returns x_{t+1}. */
 function round(spec: ServerOptimizerSpec, state: ServerOptimizerState, x: Float32Array, mean: Float32Array): Float32Array {

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nacl from 'tweetnacl';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isPatchFedError, PatchFedError } from '../shared/errors.ts';
 import {
   CheckpointStore,
   checkpointSigningPayload,
@@ -14,6 +13,7 @@ import {
   type FileIO,
   type StoreLogEvent,
 } from '../coordinator/store/index.ts';
+import { patchFedErrorOf as errorOf } from './error-fixtures.ts';
 
 const keys = nacl.sign.keyPair.fromSeed(new Uint8Array(32).fill(7));
 const signer = (bytes: Uint8Array) => nacl.sign.detached(bytes, keys.secretKey);
@@ -31,16 +31,6 @@ function openStore(extra: Partial<CheckpointStoreOptions> = {}): CheckpointStore
 
 function artifact(seed: number, size = 1000): Uint8Array {
   return Uint8Array.from({ length: size }, (_, i) => (i * 31 + seed * 7) & 0xff);
-}
-
-function errorOf(fn: () => unknown): PatchFedError {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
 }
 
 function tempLeftovers(): string[] {

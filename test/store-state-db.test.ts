@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isPatchFedError, PatchFedError } from '../shared/errors.ts';
 import { MIGRATIONS, StateDb } from '../coordinator/store/index.ts';
+import { patchFedErrorOf as errorOf } from './error-fixtures.ts';
 
 let dir: string;
 let db: StateDb;
@@ -21,16 +21,6 @@ afterEach(() => {
   db.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-function errorOf(fn: () => unknown): PatchFedError {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
-}
 
 function setUp(): void {
   db.createExperiment({ id: 'exp', name: 'Prostate', strategy: 'fedavg', config: { rounds: 3 } });

@@ -6,6 +6,7 @@ import type { Aggregator } from '../coordinator/strategies/index.ts';
 import { mulberry32, type Rng } from '../shared/random.ts';
 import { fedAvg, fedBN, fedProx, StreamingWeightedMean } from '../coordinator/strategies/index.ts';
 import { relativeL2Error, weightedMean } from './weights-reference.ts';
+import { patchFedErrorOf as catchError } from './error-fixtures.ts';
 
 const MANIFEST: WeightSpec[] = [
   { name: 'enc0/conv/kernel', shape: [3, 3, 3, 1, 4], trainable: true, role: 'conv-kernel' },
@@ -22,16 +23,6 @@ function randomWeights(rng: Rng, scale = 1, offset = 0): NamedWeights {
     manifest: MANIFEST.map((s) => ({ ...s, shape: [...s.shape] })),
     values: MANIFEST.map((s) => Float32Array.from({ length: sizeOf(s.shape) }, () => offset + scale * (rng() * 2 - 1))),
   };
-}
-
-function catchError(fn: () => void): PatchFedError {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
 }
 
 /** The aggregate collected in memory (the coordinator streams it into a checkpoint file instead). */

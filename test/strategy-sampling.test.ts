@@ -1,20 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { isPatchFedError } from '../shared/errors.ts';
 import { mulberry32 } from '../shared/random.ts';
 import { createStrategy, fedAvg, fedProx, SampleWeightedStrategy, sampleSize } from '../coordinator/strategies/index.ts';
+import { patchFedErrorOf as errorOf } from './error-fixtures.ts';
 
 const MANIFEST = [{ name: 'k', shape: [2], trainable: true, role: 'conv-kernel' as const }];
 const sites = (n: number) => Array.from({ length: n }, (_, i) => ({ id: `site-${String(i).padStart(2, '0')}` }));
-
-function errorOf(fn: () => unknown) {
-  try {
-    fn();
-  } catch (e) {
-    if (isPatchFedError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a PatchFedError');
-}
 
 describe('site sampling', () => {
   it('selects ceil(fractionFit · online) sites, at least minSites', () => {
